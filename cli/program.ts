@@ -1,0 +1,54 @@
+/**
+ * `xmig`'s command tree: one command for every part of the system. Each subcommand is a thin shell
+ * over a library function; this file only wires them together and maps errors to
+ * exit codes.
+ */
+import { Command, CommanderError } from 'commander';
+import { ConfigError, XmigError } from '../shared/errors.js';
+import { ExitCode } from './exit-codes.js';
+import { dagCommand } from './dag-command.js';
+import { xipCommand } from './xip-command.js';
+
+export function buildProgram(): Command {
+  const program = new Command('xmig')
+    .description('live VM migration over XIA: the network (xianet), the in-VM agent, the router plugin and the mover')
+    .version('0.1.0')
+    .showHelpAfterError('(run with --help for usage)')
+    .configureHelp({ sortSubcommands: true });
+  program.addCommand(dagCommand());
+  program.addCommand(xipCommand());
+  return program;
+}
+
+function exitCodeFor(error: unknown): number {
+  if (error instanceof ConfigError) return ExitCode.CONFIG;
+  if (error instanceof XmigError) {
+    if (error.code === 'ERR_UNREACHABLE' || error.code === 'ERR_TIMEOUT') return ExitCode.UNAVAILABLE;
+    return ExitCode.DATA;
+  }
+  return ExitCode.FAILURE;
+}
+
+function overrideExits(command: Command): void {
+  command.exitOverride();
+  for (const sub of command.commands) overrideExits(sub);
+}
+
+export async function runCli(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  overrideExits(program);
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return ExitCode.OK;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // --help and --version end through here with exit code 0.
+      return error.exitCode === 0 ? ExitCode.OK : ExitCode.USAGE;
+    }
+    const message = error instanceof Error ? error.message : String(error);
+    process.stderr.write(`xmig: ${message}\n`);
+    if (process.env['XMIG_DEBUG'] && error instanceof Error) process.stderr.write(`${error.stack}\n`);
+    return exitCodeFor(error);
+  }
+}
+

@@ -1,0 +1,96 @@
+import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { Identity, verifySignature } from './identity.js';
+import { openMessage, sealMessage, SignedKind } from './signed-message.js';
+import { SignatureError } from './errors.js';
+import { XidType } from './xid.js';
+
+describe('Identity', () => {
+  it('stores the private key with mode 0600 and loads the same identity back', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'xmig-id-'));
+    const file = join(dir, 'keys', 'vm.key');
+    const created = Identity.loadOrCreate(file);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    const loaded = Identity.loadOrCreate(file);
+    expect(loaded.publicKey.equals(created.publicKey)).toBe(true);
+    expect(loaded.xid(XidType.HID).equals(created.xid(XidType.HID))).toBe(true);
+  });
+
+  it('derives XIDs as SHA-1 of the raw public key', () => {
+    const identity = Identity.generate();
+    expect(identity.publicKey.length).toBe(32);
+    expect(identity.xid(XidType.AD).type).toBe(XidType.AD);
+    expect(identity.xid(XidType.HID).id.equals(identity.xid(XidType.AD).id)).toBe(true);
+  });
+
+  it('rejects a key file that is not a PEM key, naming the file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'xmig-id-'));
+    const file = join(dir, 'junk.key');
+    writeFileSync(file, 'not a key');
+    expect(() => Identity.load(file)).toThrow(/junk\.key is not a PEM private key/);
+  });
+
+  it('verifies its own signatures and no others', () => {
+    const a = Identity.generate();
+    const b = Identity.generate();
+    const data = Buffer.from('hello');
+    const signature = a.sign(data);
+    expect(verifySignature(a.publicKey, data, signature)).toBe(true);
+    expect(verifySignature(b.publicKey, data, signature)).toBe(false);
+    expect(verifySignature(a.publicKey, Buffer.from('hellO'), signature)).toBe(false);
+    expect(verifySignature(a.publicKey.subarray(1), data, signature)).toBe(false);
+  });
+});
+
+describe('signed messages', () => {
+  const vm = Identity.generate();
+  const other = Identity.generate();
+  const body = Buffer.from('HID moved to AD2');
+
+  it('opens a sealed message and names the signer', () => {
+    const sealed = sealMessage(vm, SignedKind.MOVE_NOTICE, body);
+    const opened = openMessage(sealed, { kind: SignedKind.MOVE_NOTICE, claimedXid: vm.xid(XidType.HID) });
+    expect(opened.body.equals(body)).toBe(true);
+    expect(opened.signer(XidType.HID).equals(vm.xid(XidType.HID))).toBe(true);
+  });
+
+  function reason(fn: () => unknown): string {
+    try {
+      fn();
+    } catch (error) {
+      if (error instanceof SignatureError) return error.reason;
+      throw error;
+    }
+    return 'accepted';
+  }
+
+  it('rejects a signature made by another key (key swapped in)', () => {
+    const sealed = sealMessage(vm, SignedKind.MOVE_NOTICE, body);
+    other.publicKey.copy(sealed, 2);
+    expect(reason(() => openMessage(sealed, { kind: SignedKind.MOVE_NOTICE }))).toBe('bad-signature');
+  });
+
+  it('rejects a genuine message whose key does not hash to the claimed XID', () => {
+    const sealed = sealMessage(other, SignedKind.MOVE_NOTICE, body);
+    expect(
+      reason(() => openMessage(sealed, { kind: SignedKind.MOVE_NOTICE, claimedXid: vm.xid(XidType.HID) })),
+    ).toBe('key-mismatch');
+  });
+
+  it('rejects a tampered body', () => {
+    const sealed = sealMessage(vm, SignedKind.MOVE_NOTICE, body);
+    sealed[40] ^= 0x01;
+    expect(reason(() => openMessage(sealed, { kind: SignedKind.MOVE_NOTICE }))).toBe('bad-signature');
+  });
+
+  it('rejects a message of another kind, and truncated ones', () => {
+    const sealed = sealMessage(vm, SignedKind.NAME_RECORD, body);
+    expect(reason(() => openMessage(sealed, { kind: SignedKind.MOVE_NOTICE }))).toBe('wrong-kind');
+    expect(reason(() => openMessage(sealed.subarray(0, sealed.length - 1), { kind: SignedKind.NAME_RECORD }))).toBe(
+      'malformed',
+    );
+    expect(reason(() => openMessage(Buffer.alloc(10), { kind: SignedKind.NAME_RECORD }))).toBe('malformed');
+  });
+});

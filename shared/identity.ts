@@ -1,0 +1,117 @@
+/**
+ * Identities: Ed25519 key pairs. An XIA identifier of a principal that owns a key
+ * (HID of a host, AD of a domain, SID of a service) is SHA-1 of its raw 32-byte
+ * public key, so anyone holding the key can prove the XID is theirs.
+ */
+import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import { mkdirSync, readFileSync, renameSync, writeFileSync, chmodSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { XmigError, errorMessage } from './errors.js';
+import { Xid } from './xid.js';
+
+export const PUBLIC_KEY_LENGTH = 32;
+export const SIGNATURE_LENGTH = 64;
+
+function rawPublicKey(key: KeyObject): Buffer {
+  const jwk = key.export({ format: 'jwk' });
+  if (typeof jwk.x !== 'string') throw new XmigError('ERR_IDENTITY', 'key is not an Ed25519 key');
+  return Buffer.from(jwk.x, 'base64url');
+}
+
+export class Identity {
+  /** Raw 32-byte Ed25519 public key. */
+  readonly publicKey: Buffer;
+
+  private constructor(private readonly privateKey: KeyObject) {
+    this.publicKey = rawPublicKey(createPublicKey(privateKey));
+  }
+
+  static generate(): Identity {
+    return new Identity(generateKeyPairSync('ed25519').privateKey);
+  }
+
+  /** Reads a PKCS#8 PEM private key file. */
+  static load(file: string): Identity {
+    let pem: string;
+    try {
+      pem = readFileSync(file, 'utf8');
+    } catch (error) {
+      throw new XmigError('ERR_IDENTITY', `cannot read key file ${file}: ${errorMessage(error)}`, { cause: error });
+    }
+    let key: KeyObject;
+    try {
+      key = createPrivateKey(pem);
+    } catch (error) {
+      throw new XmigError('ERR_IDENTITY', `key file ${file} is not a PEM private key: ${errorMessage(error)}`, {
+        cause: error,
+      });
+    }
+    if (key.asymmetricKeyType !== 'ed25519') {
+      throw new XmigError('ERR_IDENTITY', `key file ${file} holds a ${key.asymmetricKeyType} key, not Ed25519`);
+    }
+    return new Identity(key);
+  }
+
+  /** Loads the key at `file`, creating (mode 0600) a new one if the file does not exist. */
+  static loadOrCreate(file: string): Identity {
+    try {
+      return Identity.load(file);
+    } catch (error) {
+      const cause = (error as XmigError).cause as NodeJS.ErrnoException | undefined;
+      if (cause?.code !== 'ENOENT') throw error;
+    }
+    const identity = Identity.generate();
+    identity.save(file);
+    return identity;
+  }
+
+  /** Writes the private key atomically, readable by its owner only. */
+  save(file: string): void {
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    const pem = this.privateKey.export({ format: 'pem', type: 'pkcs8' });
+    const temporary = `${file}.${process.pid}.tmp`;
+    writeFileSync(temporary, pem, { mode: 0o600 });
+    chmodSync(temporary, 0o600);
+    renameSync(temporary, file);
+  }
+
+  /** The XID of the given principal type that this key owns. */
+  xid(type: number): Xid {
+    return Xid.hashOf(type, this.publicKey);
+  }
+
+  sign(data: Uint8Array): Buffer {
+    return sign(null, data, this.privateKey);
+  }
+}
+
+// Verifying many messages from the same few keys (routers, VMs) should not rebuild
+// the KeyObject each time; a small bounded cache keeps the notice path cheap.
+const keyCache = new Map<string, KeyObject>();
+const KEY_CACHE_LIMIT = 1024;
+
+function publicKeyObject(raw: Buffer): KeyObject {
+  const cacheKey = raw.toString('base64url');
+  let key = keyCache.get(cacheKey);
+  if (!key) {
+    key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: cacheKey }, format: 'jwk' });
+    if (keyCache.size >= KEY_CACHE_LIMIT) keyCache.delete(keyCache.keys().next().value!);
+    keyCache.set(cacheKey, key);
+  }
+  return key;
+}
+
+/** Checks an Ed25519 signature; false (never a throw) for a bad key or signature. */
+export function verifySignature(publicKey: Uint8Array, data: Uint8Array, signature: Uint8Array): boolean {
+  if (publicKey.length !== PUBLIC_KEY_LENGTH || signature.length !== SIGNATURE_LENGTH) return false;
+  try {
+    return verify(null, data, publicKeyObject(Buffer.from(publicKey)), signature);
+  } catch {
+    return false;
+  }
+}
+
+/** The XID of `type` that a raw public key owns. */
+export function xidOfKey(type: number, publicKey: Uint8Array): Xid {
+  return Xid.hashOf(type, publicKey);
+}
