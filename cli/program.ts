@@ -8,6 +8,9 @@ import { ConfigError, XmigError } from '../shared/errors.js';
 import { ExitCode } from './exit-codes.js';
 import { dagCommand } from './dag-command.js';
 import { xipCommand } from './xip-command.js';
+import { nodeCommand } from './node-command.js';
+import { pingCommand } from './ping-command.js';
+import { nameserverCommand, resolveCommand } from './names-command.js';
 
 export function buildProgram(): Command {
   const program = new Command('xmig')
@@ -17,6 +20,10 @@ export function buildProgram(): Command {
     .configureHelp({ sortSubcommands: true });
   program.addCommand(dagCommand());
   program.addCommand(xipCommand());
+  program.addCommand(nodeCommand());
+  program.addCommand(pingCommand());
+  program.addCommand(nameserverCommand());
+  program.addCommand(resolveCommand());
   return program;
 }
 

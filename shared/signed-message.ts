@@ -20,7 +20,7 @@ export const SignedKind = {
   MOVE_NOTICE: 1,
   MOVE_ACK: 2,
   NAME_RECORD: 3,
-  HOST_REGISTER: 4,
+  XROUTE: 4,
   BEACON: 5,
 } as const;
 export type SignedKindCode = (typeof SignedKind)[keyof typeof SignedKind];

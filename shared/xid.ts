@@ -174,4 +174,6 @@ export const WellKnownSid = {
   XHCP: wellKnownSid('1110000000000000000000000000000000001111'),
   XROUTE: wellKnownSid('1110000000000000000000000000000000001112'),
   NAME_SERVER: wellKnownSid('1110000000000000000000000000000000001113'),
+  /** xmig's own: HID-move notices to the router plugin (not an xia-core value). */
+  MOBILITY: wellKnownSid('1110000000000000000000000000000000001114'),
 } as const;

@@ -1,0 +1,20 @@
+/**
+ * `npm run bench [name...]`: runs the benchmarks, printing one JSON line per result.
+ * Ratios are measured side by side in one run: these machines are noisy.
+ */
+import { runForwardingBench } from './forwarding.js';
+
+const benches: Record<string, () => Promise<object[]>> = {
+  forwarding: () => runForwardingBench(),
+};
+
+const wanted = process.argv.slice(2);
+for (const name of wanted.length ? wanted : Object.keys(benches)) {
+  const bench = benches[name];
+  if (!bench) {
+    process.stderr.write(`unknown benchmark "${name}"; known: ${Object.keys(benches).join(', ')}\n`);
+    process.exitCode = 2;
+    continue;
+  }
+  for (const result of await bench()) process.stdout.write(`${JSON.stringify({ ...result, node: process.version })}\n`);
+}

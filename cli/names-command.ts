@@ -1,0 +1,65 @@
+import { Command } from 'commander';
+import { Dag } from '../shared/dag.js';
+import { createLogger } from '../shared/logger.js';
+import { createRegistry, startMetricsServer } from '../shared/metrics.js';
+import { NodeClient } from '../xianet/api/api-client.js';
+import { NameClient } from '../xianet/names/name-client.js';
+import { NameServer } from '../xianet/names/name-server.js';
+import { DEFAULT_API_SOCKET } from './defaults.js';
+import { waitForShutdown } from './shutdown.js';
+
+export function nameserverCommand(): Command {
+  return new Command('nameserver')
+    .description('run the name service (xia-core SID_NS) on this machine\'s node')
+    .option('--api <socket>', 'the local node API socket', DEFAULT_API_SOCKET)
+    .option('--db <file>', 'where records are persisted', '/var/lib/xmig/names.json')
+    .option('--metrics-port <port>', 'serve /metrics on this port', (v) => Number(v))
+    .action(async (options: { api: string; db: string; metricsPort?: number }) => {
+      const logger = createLogger({ component: 'nameserver' });
+      const registry = createRegistry({ processMetrics: true });
+      const api = await NodeClient.connect(options.api);
+      const server = new NameServer(api, { databaseFile: options.db, logger, registry });
+      await server.start();
+      const metrics = options.metricsPort === undefined ? undefined : await startMetricsServer(registry, { port: options.metricsPort });
+      await waitForShutdown(logger);
+      await metrics?.close();
+      await server.stop();
+      await api.close();
+    });
+}
+
+/** A destination given as a DAG, or a name to resolve through the name service. */
+export async function resolveTarget(target: string, api: NodeClient, nameServer?: string): Promise<Dag> {
+  if (/^\s*(RE|DAG)(\s|$)/.test(target)) return Dag.parse(target);
+  const client = new NameClient(api, { nameServer: nameServer ? Dag.parse(nameServer) : undefined });
+  try {
+    return (await client.resolve(target)).dag;
+  } finally {
+    await client.close();
+  }
+}
+
+export function resolveCommand(): Command {
+  return new Command('resolve')
+    .description('look a name up in the name service (or, with --reverse, the name of a DAG)')
+    .argument('<name-or-dag>', 'a name, or a DAG with --reverse')
+    .option('--reverse', 'find the name registered for a DAG')
+    .option('--api <socket>', 'the local node API socket', DEFAULT_API_SOCKET)
+    .option('--name-server <dag>', 'the name server (default: the one announced in beacons)')
+    .option('-f, --format <format>', 'DAG output form: re or dag', 're')
+    .action(async (target: string, options: { reverse?: boolean; api: string; nameServer?: string; format: string }) => {
+      const api = await NodeClient.connect(options.api);
+      const client = new NameClient(api, { nameServer: options.nameServer ? Dag.parse(options.nameServer) : undefined });
+      try {
+        if (options.reverse) {
+          process.stdout.write(`${await client.reverse(Dag.parse(target))}\n`);
+        } else {
+          const { dag } = await client.resolve(target);
+          process.stdout.write(`${options.format === 'dag' ? dag.toDagString() : dag.toString()}\n`);
+        }
+      } finally {
+        await client.close();
+        await api.close();
+      }
+    });
+}

@@ -1,0 +1,61 @@
+import { Command } from 'commander';
+import { resolveTarget } from './names-command.js';
+import { NodeClient } from '../xianet/api/api-client.js';
+import type { PingReply, PingSummary } from '../xianet/xping.js';
+import { ExitCode } from './exit-codes.js';
+
+import { DEFAULT_API_SOCKET } from './defaults.js';
+
+export function formatReply(reply: PingReply): string {
+  if (reply.error) return `seq=${reply.seq} ${reply.error}`;
+  if (reply.rtt === undefined) return `seq=${reply.seq} lost`;
+  return `seq=${reply.seq} time=${reply.rtt.toFixed(3)} ms`;
+}
+
+export function formatSummary(s: PingSummary): string {
+  return [
+    `--- ${s.destination} xping statistics ---`,
+    `${s.sent} sent, ${s.received} received, ${s.errors} errors, ${s.lossPct}% loss`,
+    s.rttMinMs === null ? 'no replies' : `rtt min/avg/max = ${s.rttMinMs}/${s.rttAvgMs}/${s.rttMaxMs} ms`,
+    `longest gap: ${s.longestGapCount} echoes = ${s.longestGapMs} ms at interval ${s.intervalMs} ms (±${s.intervalMs} ms)`,
+  ].join('\n');
+}
+
+export function pingCommand(): Command {
+  return new Command('ping')
+    .description('xping: XCMP echo to a DAG at a fixed interval; reports RTT, loss and the longest gap')
+    .argument('<target>', 'destination: a DAG ("RE ..." or "DAG ...") or a name')
+    .option('-i, --interval <ms>', 'interval between echoes in ms (down to 1)', (v) => Number(v), 10)
+    .option('-n, --count <n>', 'stop after n echoes (default: until interrupted)', (v) => Number(v))
+    .option('-W, --timeout <ms>', 'a reply later than this is lost', (v) => Number(v))
+    .option('-s, --size <bytes>', 'echo data size', (v) => Number(v), 16)
+    .option('--api <socket>', 'the local node API socket', DEFAULT_API_SOCKET)
+    .option('--json', 'print one JSON summary (with every reply) at the end')
+    .option('-q, --quiet', 'only the summary')
+    .action(async (text: string, options: { interval: number; count?: number; timeout?: number; size: number; api: string; json?: boolean; quiet?: boolean }) => {
+      if (!(options.interval >= 1)) throw new Error('--interval must be at least 1 ms');
+      const client = await NodeClient.connect(options.api);
+      const dst = await resolveTarget(text, client).catch(async (error: unknown) => {
+        await client.close();
+        throw error;
+      });
+      const controller = new AbortController();
+      const stop = (): void => controller.abort();
+      process.once('SIGINT', stop);
+      try {
+        const summary = await client.ping(dst, {
+          count: options.count,
+          intervalMs: options.interval,
+          timeoutMs: options.timeout,
+          size: options.size,
+          signal: controller.signal,
+          onResult: options.json || options.quiet ? undefined : (reply) => process.stdout.write(`${formatReply(reply)}\n`),
+        });
+        process.stdout.write(options.json ? `${JSON.stringify(summary)}\n` : `${formatSummary(summary)}\n`);
+        if (summary.received === 0) process.exitCode = ExitCode.FAILURE;
+      } finally {
+        process.off('SIGINT', stop);
+        await client.close();
+      }
+    });
+}

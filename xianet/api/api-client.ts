@@ -1,0 +1,159 @@
+/** The application API of a node reached over its Unix socket. */
+import { connect, type Socket } from 'node:net';
+import { Dag } from '../../shared/dag.js';
+import { XmigError, type XmigErrorCode } from '../../shared/errors.js';
+import type { Xid } from '../../shared/xid.js';
+import type { PingOptions, PingReply, PingSummary } from '../xping.js';
+import { encodeFrame, FrameDecoder, type Header } from './api-frames.js';
+import { fromWire, toWire } from './api-json.js';
+import type { Datagram, DatagramSocket, NodeApi, NodeEventName, NodeEvents, NodeInfo } from './node-api.js';
+
+interface Pending {
+  resolve: (value: { header: Header; body: Buffer }) => void;
+  reject: (error: Error) => void;
+}
+
+export class NodeClient implements NodeApi {
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private readonly eventListeners = new Map<string, Set<(payload: unknown) => void>>();
+  private readonly datagramListeners = new Map<string, Set<(d: Datagram) => void>>();
+  private readonly pingListeners = new Map<number, (reply: PingReply) => void>();
+  private readonly decoder = new FrameDecoder();
+  private closed = false;
+
+  private constructor(
+    private readonly socket: Socket,
+    readonly path: string,
+  ) {
+    socket.on('data', (chunk: Buffer) => {
+      for (const frame of this.decoder.push(chunk)) this.onFrame(fromWire(frame.header) as Header, frame.body);
+    });
+    socket.on('close', () => this.failAll(new XmigError('ERR_CONNECTION', `node API socket ${path} closed`)));
+    socket.on('error', () => socket.destroy());
+  }
+
+  /** Connects to a node's API socket. */
+  static async connect(path: string, timeoutMs = 5000): Promise<NodeClient> {
+    const socket = connect(path);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new XmigError('ERR_TIMEOUT', `no answer from the node API at ${path} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      socket.once('error', (error) => {
+        clearTimeout(timer);
+        reject(new XmigError('ERR_UNREACHABLE', `cannot reach the node API at ${path}: ${error.message}`, { cause: error }));
+      });
+    });
+    return new NodeClient(socket, path);
+  }
+
+  private failAll(error: Error): void {
+    this.closed = true;
+    for (const pending of this.pending.values()) pending.reject(error);
+    this.pending.clear();
+  }
+
+  private onFrame(header: Header, body: Buffer): void {
+    if (typeof header['id'] === 'number') {
+      const pending = this.pending.get(header['id']);
+      if (!pending) return;
+      this.pending.delete(header['id']);
+      if (header['ok']) pending.resolve({ header, body });
+      else {
+        const error = header['error'] as { code: XmigErrorCode; message: string };
+        pending.reject(new XmigError(error.code, error.message));
+      }
+      return;
+    }
+    const event = header['event'];
+    if (event === 'datagram') {
+      const sid = header['sid'] as Xid;
+      for (const listener of this.datagramListeners.get(sid.key) ?? []) listener({ data: body, from: header['from'] as Dag });
+    } else if (event === 'ping-result') {
+      this.pingListeners.get(header['pingId'] as number)?.(header['reply'] as PingReply);
+    } else if (typeof event === 'string') {
+      for (const listener of this.eventListeners.get(event) ?? []) listener(header['payload']);
+    }
+  }
+
+  private request(header: Header, body?: Uint8Array, id = this.nextId++): Promise<{ header: Header; body: Buffer }> {
+    if (this.closed) return Promise.reject(new XmigError('ERR_CONNECTION', `node API socket ${this.path} is closed`));
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.socket.write(encodeFrame(toWire({ ...header, id }) as Header, body));
+    });
+  }
+
+  async info(): Promise<NodeInfo> {
+    return (await this.request({ op: 'info' })).header['info'] as NodeInfo;
+  }
+
+  async on<E extends NodeEventName>(event: E, listener: (payload: NodeEvents[E]) => void): Promise<() => void> {
+    let listeners = this.eventListeners.get(event);
+    if (!listeners) {
+      listeners = new Set();
+      this.eventListeners.set(event, listeners);
+      await this.request({ op: 'subscribe', event });
+    }
+    const wrapped = listener as (payload: unknown) => void;
+    listeners.add(wrapped);
+    return () => listeners.delete(wrapped);
+  }
+
+  async solicitBeacon(): Promise<void> {
+    await this.request({ op: 'solicit' });
+  }
+
+  async announce(): Promise<void> {
+    await this.request({ op: 'announce' });
+  }
+
+  async ping(dst: Dag, options: PingOptions = {}): Promise<PingSummary> {
+    const id = this.nextId++;
+    if (options.onResult) this.pingListeners.set(id, options.onResult);
+    const onAbort = (): void => void this.request({ op: 'cancel', pingId: id }).catch(() => undefined);
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const { count, intervalMs, timeoutMs, size } = options;
+      const response = await this.request({ op: 'ping', dst, count, intervalMs, timeoutMs, size }, undefined, id);
+      return response.header['summary'] as PingSummary;
+    } finally {
+      this.pingListeners.delete(id);
+      options.signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  async bindDatagram(sid?: Xid): Promise<DatagramSocket> {
+    const response = await this.request({ op: 'bind', sid });
+    const bound = response.header['sid'] as Xid;
+    const listeners = new Set<(d: Datagram) => void>();
+    this.datagramListeners.set(bound.key, listeners);
+    return {
+      sid: bound,
+      // Asked each time: the node's AD changes when it moves.
+      address: async () => {
+        const { ad, hid } = await this.info();
+        return ad ? Dag.hostAddress(ad, hid, bound) : Dag.chain(hid, bound);
+      },
+      send: async (dst, data) => void (await this.request({ op: 'send', sid: bound, dst }, data)),
+      onMessage: (listener) => void listeners.add(listener),
+      close: async () => {
+        this.datagramListeners.delete(bound.key);
+        await this.request({ op: 'unbind', sid: bound });
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await new Promise<void>((resolve) => this.socket.end(resolve));
+    this.socket.destroy();
+  }
+}

@@ -1,0 +1,156 @@
+/** The application API served in-process, straight on a node's stack. */
+import { randomBytes } from 'node:crypto';
+import type { Dag } from '../../shared/dag.js';
+import { XmigError } from '../../shared/errors.js';
+import { Xid, XidType } from '../../shared/xid.js';
+import { xipSrcDag } from '../../shared/xip-header.js';
+import { datagramData } from '../datagram.js';
+import type { Gateway } from '../host-join.js';
+import type { ReceivedBeacon } from '../xhcp.js';
+import type { XiaStack } from '../stack.js';
+import { ping, type PingOptions, type PingSummary } from '../xping.js';
+import type {
+  BeaconEvent,
+  Datagram,
+  DatagramSocket,
+  GatewayEvent,
+  NodeApi,
+  NodeEventName,
+  NodeEvents,
+  NodeInfo,
+} from './node-api.js';
+
+export function randomSid(): Xid {
+  return Xid.of(XidType.SID, randomBytes(20));
+}
+
+export class LocalNodeApi implements NodeApi {
+  private readonly cleanups = new Set<() => void>();
+
+  constructor(readonly stack: XiaStack) {}
+
+  async info(): Promise<NodeInfo> {
+    const node = this.stack.node;
+    return {
+      name: node.name,
+      role: node.role,
+      hid: node.hid,
+      ad: node.ad,
+      address: node.address(),
+      nameServer: this.stack.join?.gateway?.nameServer ?? this.stack.beacons?.nameServer,
+    };
+  }
+
+  async on<E extends NodeEventName>(event: E, listener: (payload: NodeEvents[E]) => void): Promise<() => void> {
+    const join = this.stack.join;
+    if (!join) throw new XmigError('ERR_STATE', `${this.stack.node.name} is a router: it sends beacons, it does not follow them`);
+    const emit = listener as (payload: unknown) => void;
+    let off: () => void;
+    switch (event) {
+      case 'beacon':
+      case 'beacon-stray': {
+        const name = event === 'beacon' ? 'beacon' : 'stray';
+        const handler = ({ beacon, port }: { beacon: ReceivedBeacon; port: number }): void =>
+          emit({
+            ad: beacon.ad,
+            gatewayHid: beacon.gatewayHid,
+            seq: beacon.seq,
+            linkId: beacon.linkId,
+            port,
+            nameServer: beacon.nameServer,
+            authenticated: beacon.authenticated,
+            heardAt: Date.now(),
+          } satisfies BeaconEvent);
+        join.on(name, handler);
+        off = () => join.off(name, handler);
+        break;
+      }
+      case 'gateway': {
+        const handler = (change: { previous: Gateway | undefined; current: Gateway; kind: GatewayEvent['kind'] }): void =>
+          emit({
+            kind: change.kind,
+            ad: change.current.ad,
+            gatewayHid: change.current.hid,
+            port: change.current.port,
+            linkId: change.current.linkId,
+            previousAd: change.previous?.ad,
+            previousGatewayHid: change.previous?.hid,
+            previousPort: change.previous?.port,
+            nameServer: change.current.nameServer,
+            heardAt: Date.now(),
+          } satisfies GatewayEvent);
+        join.on('gateway', handler);
+        off = () => join.off('gateway', handler);
+        break;
+      }
+      case 'registered': {
+        const handler = (r: { gateway: Gateway; seq: number; ms: number }): void =>
+          emit({ gatewayHid: r.gateway.hid, seq: r.seq, ms: r.ms });
+        join.on('registered', handler);
+        off = () => join.off('registered', handler);
+        break;
+      }
+      case 'beacon-rejected': {
+        const handler = (r: { reason: string; ad?: Xid }): void => emit({ reason: r.reason, ad: r.ad });
+        join.on('rejected', handler);
+        off = () => join.off('rejected', handler);
+        break;
+      }
+      default:
+        throw new XmigError('ERR_STATE', `no such node event "${String(event)}"`);
+    }
+    this.cleanups.add(off);
+    return () => {
+      off();
+      this.cleanups.delete(off);
+    };
+  }
+
+  async solicitBeacon(): Promise<void> {
+    this.stack.join?.invalidate();
+    this.stack.join?.solicit();
+  }
+
+  async announce(): Promise<void> {
+    this.stack.xroute.sendHellos();
+  }
+
+  ping(dst: Dag, options: PingOptions = {}): Promise<PingSummary> {
+    return ping(this.stack.node, dst, options);
+  }
+
+  async bindDatagram(sid: Xid = randomSid()): Promise<DatagramSocket> {
+    const node = this.stack.node;
+    const listeners = new Set<(d: Datagram) => void>();
+    const unbind = node.bind(sid, (packet, arrival) => {
+      const data = datagramData(packet, arrival);
+      if (!data) return;
+      let from: Dag;
+      try {
+        from = xipSrcDag(packet);
+      } catch {
+        return;
+      }
+      for (const listener of listeners) listener({ data, from });
+    });
+    const cleanup = (): void => unbind();
+    this.cleanups.add(cleanup);
+    return {
+      sid,
+      address: async () => node.serviceAddress(sid),
+      send: async (dst, data) => node.sendDatagram(dst, data, { src: node.serviceAddress(sid) }),
+      onMessage: (listener) => void listeners.add(listener),
+      close: async () => {
+        cleanup();
+        this.cleanups.delete(cleanup);
+        listeners.clear();
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    for (const cleanup of this.cleanups) cleanup();
+    this.cleanups.clear();
+  }
+}
+

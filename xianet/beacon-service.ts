@@ -1,0 +1,108 @@
+/**
+ * A router's XHCP server: beacons on every host-facing interface (AD, gateway HID,
+ * name-server DAG, sequence, timestamp, link id), signed with the AD's key, every
+ * `beaconIntervalMs`; and an immediate unicast beacon in answer to a solicitation,
+ * so a VM that just resumed need not wait for the next period.
+ */
+import { Dag } from '../shared/dag.js';
+import type { Identity } from '../shared/identity.js';
+import { BROADCAST_HID, WellKnownSid } from '../shared/xid.js';
+import { datagramData } from './datagram.js';
+import type { LinkAddress } from './link.js';
+import type { Arrival, XiaNode } from './node.js';
+import { decodeXhcp, encodeBeacon } from './xhcp.js';
+
+export const XHCP_BROADCAST_DAG = Dag.chain(BROADCAST_HID, WellKnownSid.XHCP);
+
+export interface BeaconServiceOptions {
+  /** The AD's key; AD = SHA-1 of its public key. Beacons are unsigned without it. */
+  adIdentity?: Identity;
+  beaconIntervalMs?: number;
+  /** Where hosts find the name server. */
+  nameServer?: Dag;
+}
+
+export class BeaconService {
+  private readonly intervalMs: number;
+  private timer: NodeJS.Timeout | undefined;
+  private unbind: (() => void) | undefined;
+  private seq = 0;
+  readonly stats = { beaconsSent: 0, solicitsAnswered: 0 };
+
+  constructor(
+    private readonly node: XiaNode,
+    private readonly options: BeaconServiceOptions = {},
+  ) {
+    this.intervalMs = options.beaconIntervalMs ?? 100;
+  }
+
+  /** The link id a beacon carries: which interface of which router. */
+  linkId(port: number): string {
+    return `${this.node.hid.id.toString('hex', 0, 8)}/${port}`;
+  }
+
+  /** The name server's DAG announced in beacons (the testbed sets it once the server runs). */
+  get nameServer(): Dag | undefined {
+    return this.options.nameServer;
+  }
+
+  set nameServer(dag: Dag | undefined) {
+    this.options.nameServer = dag;
+  }
+
+  start(): void {
+    if (!this.node.ad) throw new Error(`router ${this.node.name} has no AD to beacon`);
+    this.unbind = this.node.bind(WellKnownSid.XHCP, (packet, arrival) => this.onPacket(packet, arrival));
+    this.beaconAll();
+    this.timer = setInterval(() => this.beaconAll(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    this.unbind?.();
+    this.unbind = undefined;
+  }
+
+  private beacon(port: number): Buffer {
+    return encodeBeacon(
+      {
+        seq: this.seq++ >>> 0,
+        ad: this.node.ad!,
+        gatewayHid: this.node.hid,
+        nameServer: this.options.nameServer,
+        timestamp: this.node.clock.now(),
+        linkId: this.linkId(port),
+      },
+      this.options.adIdentity,
+    );
+  }
+
+  beaconAll(): void {
+    for (const iface of this.node.interfaceList) {
+      if (!iface.hostFacing) continue;
+      if (this.node.sendDatagramOnPort(iface.port, 'broadcast', XHCP_BROADCAST_DAG, this.beacon(iface.port))) {
+        this.stats.beaconsSent++;
+      }
+    }
+  }
+
+  private onPacket(packet: Buffer, arrival: Arrival): void {
+    if (arrival.port < 0 || arrival.from === undefined) return;
+    const data = datagramData(packet, arrival);
+    if (!data) return;
+    let message;
+    try {
+      message = decodeXhcp(data);
+    } catch {
+      return;
+    }
+    if (message.kind === 'solicit') this.answer(arrival.port, arrival.from);
+  }
+
+  private answer(port: number, to: LinkAddress): void {
+    if (!this.node.interface(port)?.hostFacing) return;
+    if (this.node.sendDatagramOnPort(port, to, XHCP_BROADCAST_DAG, this.beacon(port))) this.stats.solicitsAnswered++;
+  }
+}

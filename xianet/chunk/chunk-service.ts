@@ -1,0 +1,223 @@
+/**
+ * A node's CHUNK service: serves the chunks it publishes (its store) and, on a
+ * router, the chunks it has cached. Each chunk it can serve is a CID route with
+ * port -2 (local), as in xia-core, so an ordinary forwarding decision finds it:
+ * a request whose CID edge is local is answered here instead of being forwarded.
+ *
+ * A caching router also watches CHUNK data it forwards, reassembles each chunk,
+ * verifies its CID, and caches it: a second request is answered without
+ * reaching the origin.
+ */
+import { createHash } from 'node:crypto';
+import { Dag } from '../../shared/dag.js';
+import { MalformedPacketError } from '../../shared/errors.js';
+import { Xid, XidType } from '../../shared/xid.js';
+import { encodeXipHeaderInto, NextHeader, xipSrcDag } from '../../shared/xip-header.js';
+import type { Arrival, XiaNode } from '../node.js';
+import { Port } from '../route-table.js';
+import { TransportType } from '../transport-header.js';
+import { ChunkCache } from './chunk-cache.js';
+import {
+  CHUNK_DATA_HEADER_LENGTH,
+  ChunkOp,
+  decodeChunkMessage,
+  MAX_CHUNK_BYTES,
+  writeChunkDataHeader,
+} from './chunk-messages.js';
+
+export interface ChunkServiceOptions {
+  /** Routers: bytes of cache for chunks passing through (0 = no cache). */
+  cacheBytes?: number;
+  /** Most chunks being reassembled at once for the cache. */
+  maxAssemblies?: number;
+}
+
+interface Assembly {
+  total: number;
+  data: Buffer;
+  offsets: Set<number>;
+  received: number;
+}
+
+export function cidKey(id: Buffer): string {
+  return id.toString('latin1');
+}
+
+export class ChunkService {
+  private readonly store = new Map<string, Buffer>();
+  private storeBytes = 0;
+  readonly cache: ChunkCache | undefined;
+  private readonly assemblies = new Map<string, Assembly>();
+  private readonly maxAssemblies: number;
+  private unbind: (() => void) | undefined;
+  readonly stats = { requests: 0, served: 0, servedFromCache: 0, notFound: 0, fragmentsSent: 0, cachedInTransit: 0, transitCorrupt: 0 };
+
+  constructor(
+    private readonly node: XiaNode,
+    options: ChunkServiceOptions = {},
+  ) {
+    this.maxAssemblies = options.maxAssemblies ?? 64;
+    if (options.cacheBytes && options.cacheBytes > 0) {
+      this.cache = new ChunkCache(options.cacheBytes);
+      this.cache.onEvict = (key) => {
+        if (!this.store.has(key)) this.node.routes.remove(XidType.CID, Xid.of(XidType.CID, Buffer.from(key, 'latin1')));
+      };
+    }
+  }
+
+  start(): void {
+    this.unbind = this.node.bindType(XidType.CID, (packet, arrival) => this.onRequest(packet, arrival));
+    if (this.cache) this.node.setTransitChunkTap((packet, at) => this.onTransit(packet, at));
+  }
+
+  stop(): void {
+    this.unbind?.();
+    this.unbind = undefined;
+    if (this.cache) this.node.setTransitChunkTap(undefined);
+  }
+
+  /** Publishes a chunk; returns its CID. The chunk stays until unpublished. */
+  publish(data: Buffer): Xid {
+    if (data.length > MAX_CHUNK_BYTES) throw new RangeError(`chunk of ${data.length} bytes exceeds ${MAX_CHUNK_BYTES}`);
+    const cid = Xid.hashOf(XidType.CID, data);
+    const key = cidKey(cid.id);
+    if (!this.store.has(key)) {
+      this.store.set(key, data);
+      this.storeBytes += data.length;
+      this.node.routes.set(XidType.CID, { xid: cid, port: Port.LOCAL, nextHop: undefined, flags: 0, origin: 'local' });
+    }
+    return cid;
+  }
+
+  unpublish(cid: Xid): boolean {
+    const key = cidKey(cid.id);
+    const data = this.store.get(key);
+    if (!data) return false;
+    this.store.delete(key);
+    this.storeBytes -= data.length;
+    if (!this.cache?.has(key)) this.node.routes.remove(XidType.CID, cid);
+    return true;
+  }
+
+  get published(): { chunks: number; bytes: number } {
+    return { chunks: this.store.size, bytes: this.storeBytes };
+  }
+
+  /** The DAG under which this node serves `cid`: CID intent, falling back to this host. */
+  contentAddress(cid: Xid): Dag {
+    return contentDag(this.node.address(), cid);
+  }
+
+  private onRequest(packet: Buffer, arrival: Arrival): void {
+    const at = arrival.payloadOffset;
+    if (arrival.payloadLength < 1 || packet[at] !== TransportType.CHUNK) return;
+    let message;
+    try {
+      message = decodeChunkMessage(packet.subarray(at + 1, at + arrival.payloadLength));
+    } catch {
+      this.node.counters.dropped.malformed++;
+      return;
+    }
+    if (message.op !== ChunkOp.REQUEST) return;
+    this.stats.requests++;
+    const key = cidKey(message.cid);
+    const own = this.store.get(key);
+    const data = own ?? this.cache?.get(key);
+    let requester: Dag;
+    try {
+      requester = xipSrcDag(packet);
+    } catch (error) {
+      if (error instanceof MalformedPacketError) return;
+      throw error;
+    }
+    const cid = Xid.of(XidType.CID, message.cid);
+    if (!data) {
+      this.stats.notFound++;
+      this.sendFragment(requester, cid, message.requestId, 0, Buffer.alloc(0), 0, ChunkOp.NOT_FOUND);
+      return;
+    }
+    this.stats.served++;
+    if (!own) this.stats.servedFromCache++;
+    const offset = Math.min(message.offset, data.length);
+    const end = message.length === 0 ? data.length : Math.min(data.length, offset + message.length);
+    this.sendChunk(requester, cid, message.requestId, data, offset, end);
+  }
+
+  private sendChunk(requester: Dag, cid: Xid, requestId: number, data: Buffer, offset: number, end: number): void {
+    const src = this.contentAddress(cid);
+    const headerLength = encodeXipHeaderInto(undefined, { dst: requester, src }, 0);
+    const room = this.node.mtu - headerLength - CHUNK_DATA_HEADER_LENGTH;
+    if (room <= 0) return;
+    if (end === offset) {
+      this.sendFragment(requester, cid, requestId, data.length, Buffer.alloc(0), offset, ChunkOp.DATA, src);
+      return;
+    }
+    for (let from = offset; from < end; from += room) {
+      this.sendFragment(requester, cid, requestId, data.length, data.subarray(from, Math.min(end, from + room)), from, ChunkOp.DATA, src);
+    }
+  }
+
+  private sendFragment(requester: Dag, cid: Xid, requestId: number, total: number, piece: Buffer, offset: number, op: number, src = this.contentAddress(cid)): void {
+    const payloadLength = CHUNK_DATA_HEADER_LENGTH + piece.length;
+    const fields = { dst: requester, src, nextHeader: NextHeader.TRANSPORT };
+    const headerLength = encodeXipHeaderInto(undefined, fields, payloadLength);
+    const packet = Buffer.allocUnsafe(headerLength + payloadLength);
+    encodeXipHeaderInto(packet, fields, payloadLength);
+    writeChunkDataHeader(packet, headerLength, { requestId, cid: cid.id, total, offset }, op);
+    piece.copy(packet, headerLength + CHUNK_DATA_HEADER_LENGTH);
+    this.stats.fragmentsSent++;
+    this.node.originate(packet);
+  }
+
+  /** A CHUNK packet being forwarded: collect DATA fragments; cache a chunk once whole and verified. */
+  private onTransit(packet: Buffer, payloadOffset: number): void {
+    const cache = this.cache!;
+    if (packet[payloadOffset + 1] !== ChunkOp.DATA) return;
+    let message;
+    try {
+      message = decodeChunkMessage(packet.subarray(payloadOffset + 1, payloadOffset + packet.readUInt16BE(2)));
+    } catch {
+      return;
+    }
+    if (message.op !== ChunkOp.DATA || message.total > cache.capacityBytes / 8) return;
+    const key = cidKey(message.cid);
+    if (cache.has(key) || this.store.has(key)) return;
+    let assembly = this.assemblies.get(key);
+    if (!assembly || assembly.total !== message.total) {
+      if (this.assemblies.size >= this.maxAssemblies) this.assemblies.delete(this.assemblies.keys().next().value!);
+      assembly = { total: message.total, data: Buffer.allocUnsafe(message.total), offsets: new Set(), received: 0 };
+      this.assemblies.set(key, assembly);
+    }
+    if (assembly.offsets.has(message.offset)) return;
+    assembly.offsets.add(message.offset);
+    message.data.copy(assembly.data, message.offset);
+    assembly.received += message.data.length;
+    if (assembly.received < assembly.total) return;
+    this.assemblies.delete(key);
+    const digest = createHash('sha1').update(assembly.data).digest();
+    if (!digest.equals(message.cid)) {
+      this.stats.transitCorrupt++;
+      return;
+    }
+    if (cache.put(key, assembly.data)) {
+      this.stats.cachedInTransit++;
+      this.node.routes.set(XidType.CID, {
+        xid: Xid.of(XidType.CID, message.cid),
+        port: Port.LOCAL,
+        nextHop: undefined,
+        flags: 0,
+        origin: 'local',
+      });
+    }
+  }
+}
+
+/** `RE ( AD HID ) CID`: the chunk itself as intent, the host that has it as fallback (xia-core's content DAG). */
+export function contentDag(host: Dag, cid: Xid): Dag {
+  const ad = host.find(XidType.AD);
+  const hid = host.find(XidType.HID);
+  if (!hid) return Dag.chain(cid);
+  const nodes = ad ? [ad, hid, cid] : [hid, cid];
+  const edges = ad ? [[1], [2], []] : [[1], []];
+  return Dag.create(nodes, edges, [nodes.length - 1, 0]);
+}

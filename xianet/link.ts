@@ -1,0 +1,32 @@
+/**
+ * A link is one interface of a node onto a segment: the in-memory segment of the
+ * tests and the one-process testbed, or a UDP socket of a real deployment. The node
+ * sees only this interface, so the same forwarding code runs over either.
+ */
+
+/** A neighbour's address on the segment: opaque to the node (e.g. "10.0.0.2:7000"). */
+export type LinkAddress = string;
+
+export interface LinkReceiver {
+  /** One XIP packet from `from`. The buffer is the receiver's to keep or modify. */
+  (packet: Buffer, from: LinkAddress): void;
+}
+
+export interface Link {
+  /** Human name for logs and metrics ("eth0", "to-R2"). */
+  readonly name: string;
+  /** Largest XIP packet this link carries. */
+  readonly mtu: number;
+  /** This interface's own address on its segment (undefined while detached). */
+  readonly address: LinkAddress | undefined;
+  /** Sends one packet to a neighbour; takes ownership of the buffer. */
+  send(packet: Buffer, to: LinkAddress): void;
+  /** Sends one packet to every other interface on the segment. */
+  broadcast(packet: Buffer): void;
+  /** Sets the function that receives packets (one receiver per link: its node). */
+  onReceive(receiver: LinkReceiver): void;
+  /** Called when the link is re-attached to another segment (what a migration does). */
+  onAttach(listener: () => void): void;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}

@@ -1,0 +1,206 @@
+/**
+ * In-memory segments: a shared medium that any number of links attach to, with
+ * optional impairments (loss, reordering, duplication, delay, outage) for tests.
+ * Delivery is asynchronous and batched per event-loop turn, like a real network:
+ * a send never re-enters the receiver.
+ */
+import type { Link, LinkAddress, LinkReceiver } from './link.js';
+
+export interface Impairments {
+  /** Probability that a packet is lost. */
+  lossRate?: number;
+  /** Probability that a packet is held back and delivered after later ones. */
+  reorderRate?: number;
+  /** Probability that a packet is delivered twice. */
+  duplicateRate?: number;
+  /** Probability that a packet's last byte is flipped (corruption past any checksum). */
+  corruptRate?: number;
+  /** Sees (and may alter) every packet that crosses the segment: tests' man in the middle. */
+  tamper?: (packet: Buffer) => void;
+  /** Fixed one-way delay in ms (0: next turn of the event loop). */
+  delayMs?: number;
+  /** While true, every packet is lost. */
+  down?: boolean;
+}
+
+/** A small deterministic PRNG (mulberry32) so impaired tests are repeatable. */
+export function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+interface Delivery {
+  to: MemoryLink;
+  packet: Buffer;
+  from: LinkAddress;
+}
+
+export class MemorySegment {
+  readonly name: string;
+  impairments: Impairments;
+  private readonly members = new Map<LinkAddress, MemoryLink>();
+  private queue: Delivery[] = [];
+  private held: Delivery[] = [];
+  private scheduled = false;
+  private nextAddress = 1;
+  private readonly random: () => number;
+  /** Packets handed to the segment, and how many the impairments dropped. */
+  readonly stats = { sent: 0, dropped: 0, corrupted: 0 };
+
+  constructor(name: string, options: { impairments?: Impairments; seed?: number } = {}) {
+    this.name = name;
+    this.impairments = options.impairments ?? {};
+    this.random = seededRandom(options.seed ?? 1);
+  }
+
+  /** Attaches a link and gives it an address unique on this segment. */
+  join(link: MemoryLink): LinkAddress {
+    const address = `${this.name}#${this.nextAddress++}`;
+    this.members.set(address, link);
+    return address;
+  }
+
+  leave(address: LinkAddress): void {
+    this.members.delete(address);
+  }
+
+  get size(): number {
+    return this.members.size;
+  }
+
+  transmit(packet: Buffer, from: LinkAddress, to: LinkAddress | undefined): void {
+    if (to === undefined) {
+      for (const [address, member] of this.members) {
+        // Every receiver may rewrite its packet in place (last, hop limit): each gets a copy.
+        if (address !== from) this.enqueue({ to: member, packet: Buffer.from(packet), from });
+      }
+      return;
+    }
+    const member = this.members.get(to);
+    if (member) this.enqueue({ to: member, packet, from });
+  }
+
+  private enqueue(delivery: Delivery): void {
+    this.stats.sent++;
+    const { lossRate = 0, reorderRate = 0, duplicateRate = 0, corruptRate = 0, delayMs = 0, down = false } = this.impairments;
+    if (down || (lossRate > 0 && this.random() < lossRate)) {
+      this.stats.dropped++;
+      return;
+    }
+    if (corruptRate > 0 && delivery.packet.length > 0 && this.random() < corruptRate) {
+      delivery.packet[delivery.packet.length - 1]! ^= 0xff;
+      this.stats.corrupted++;
+    }
+    this.impairments.tamper?.(delivery.packet);
+    const copies = duplicateRate > 0 && this.random() < duplicateRate ? 2 : 1;
+    for (let i = 0; i < copies; i++) {
+      const item = i === 0 ? delivery : { ...delivery, packet: Buffer.from(delivery.packet) };
+      if (reorderRate > 0 && this.random() < reorderRate) this.held.push(item);
+      else this.queue.push(item);
+    }
+    if (delayMs > 0) {
+      const batch = this.takeBatch();
+      setTimeout(() => this.deliver(batch), delayMs).unref?.();
+    } else if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => {
+        this.scheduled = false;
+        this.deliver(this.takeBatch());
+      });
+    }
+  }
+
+  private takeBatch(): Delivery[] {
+    const batch = this.queue;
+    this.queue = [];
+    // Held-back packets go out after the packets sent later than them: reordering.
+    if (this.held.length > 0 && (batch.length > 0 || this.random() < 0.5)) {
+      batch.push(...this.held);
+      this.held = [];
+    }
+    return batch;
+  }
+
+  private deliver(batch: Delivery[]): void {
+    for (const { to, packet, from } of batch) {
+      if (to.address !== undefined && this.members.get(to.address) === to) to.receive(packet, from);
+    }
+    if (this.held.length > 0 && !this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => {
+        this.scheduled = false;
+        this.deliver(this.takeBatch());
+      });
+    }
+  }
+}
+
+export class MemoryLink implements Link {
+  readonly name: string;
+  readonly mtu: number;
+  private segment: MemorySegment | undefined;
+  private ownAddress: LinkAddress | undefined;
+  private receiver: LinkReceiver | undefined;
+  private readonly attachListeners: Array<() => void> = [];
+
+  constructor(name: string, options: { mtu?: number; segment?: MemorySegment } = {}) {
+    this.name = name;
+    this.mtu = options.mtu ?? 65535;
+    if (options.segment) this.attach(options.segment);
+  }
+
+  get address(): LinkAddress | undefined {
+    return this.ownAddress;
+  }
+
+  get attachedTo(): MemorySegment | undefined {
+    return this.segment;
+  }
+
+  /** Moves this interface onto `segment` (leaving its current one): a VM landing on another host. */
+  attach(segment: MemorySegment): void {
+    this.detach();
+    this.segment = segment;
+    this.ownAddress = segment.join(this);
+    for (const listener of this.attachListeners) listener();
+  }
+
+  detach(): void {
+    if (this.segment && this.ownAddress !== undefined) this.segment.leave(this.ownAddress);
+    this.segment = undefined;
+    this.ownAddress = undefined;
+  }
+
+  send(packet: Buffer, to: LinkAddress): void {
+    if (this.segment && this.ownAddress !== undefined) this.segment.transmit(packet, this.ownAddress, to);
+  }
+
+  broadcast(packet: Buffer): void {
+    if (this.segment && this.ownAddress !== undefined) this.segment.transmit(packet, this.ownAddress, undefined);
+  }
+
+  onReceive(receiver: LinkReceiver): void {
+    this.receiver = receiver;
+  }
+
+  onAttach(listener: () => void): void {
+    this.attachListeners.push(listener);
+  }
+
+  /** Called by the segment. */
+  receive(packet: Buffer, from: LinkAddress): void {
+    this.receiver?.(packet, from);
+  }
+
+  async start(): Promise<void> {}
+
+  async stop(): Promise<void> {
+    this.detach();
+  }
+}

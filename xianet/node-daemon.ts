@@ -1,0 +1,142 @@
+/**
+ * `xmig node`: one machine's XIA stack as a daemon, built from its config file:
+ * UDP interfaces, keys, static routes, the Click-compatible control port, the
+ * application API socket and /metrics. start() brings it all up in order and
+ * stop() takes it all down, leaving no socket or timer behind.
+ */
+import type { Registry } from 'prom-client';
+import { errorMessage } from '../shared/errors.js';
+import { Identity } from '../shared/identity.js';
+import { createLogger, type Logger } from '../shared/logger.js';
+import { createRegistry, startMetricsServer, type MetricsServer } from '../shared/metrics.js';
+import { Dag } from '../shared/dag.js';
+import { Xid, parseXidTypeName } from '../shared/xid.js';
+import { ApiServer } from './api/api-server.js';
+import { LocalNodeApi } from './api/local-api.js';
+import { ClickControlPort } from './click-control-port.js';
+import type { NodeConfig } from './node-config.js';
+import type { RouteOrigin } from './route-table.js';
+import { XiaStack } from './stack.js';
+import { UdpLink } from './udp-link.js';
+
+export interface NodeDaemonComponents {
+  logger?: Logger;
+  registry?: Registry;
+}
+
+export class NodeDaemon {
+  readonly stack: XiaStack;
+  readonly api: LocalNodeApi;
+  readonly logger: Logger;
+  readonly registry: Registry;
+  private apiServer: ApiServer | undefined;
+  private controlPort: ClickControlPort | undefined;
+  private metricsServer: MetricsServer | undefined;
+  private readonly links: UdpLink[] = [];
+
+  constructor(
+    readonly config: NodeConfig,
+    components: NodeDaemonComponents = {},
+  ) {
+    this.logger = components.logger ?? createLogger({ component: 'node', level: config.logLevel });
+    this.registry = components.registry ?? createRegistry({ processMetrics: true, defaultLabels: { node: config.name } });
+    const identity = Identity.loadOrCreate(config.keyFile);
+    const adIdentity = config.adKeyFile ? Identity.loadOrCreate(config.adKeyFile) : undefined;
+    this.stack = new XiaStack(
+      {
+        name: config.name,
+        role: config.role,
+        identity,
+        adIdentity,
+        beaconIntervalMs: config.beaconIntervalMs,
+        helloIntervalMs: config.helloIntervalMs,
+        nameServer: config.nameServer ? Dag.parse(config.nameServer) : undefined,
+        trustedAds: config.trustedAds.map((text) => Xid.parse(text)),
+        join: { acceptUnsigned: config.acceptUnsignedBeacons },
+      },
+      { logger: this.logger, registry: this.registry },
+    );
+    for (const iface of config.interfaces) {
+      const link = new UdpLink({
+        name: iface.name,
+        bindAddress: iface.bind,
+        port: iface.port,
+        peers: iface.peers,
+        multicastGroup: iface.multicastGroup,
+        multicastInterface: iface.multicastInterface,
+        mtu: iface.mtu,
+        socketBufferBytes: 4 * 1024 * 1024,
+      });
+      this.links.push(link);
+      this.stack.addInterface(link, { hostFacing: iface.hostFacing });
+    }
+    this.api = new LocalNodeApi(this.stack);
+  }
+
+  get node() {
+    return this.stack.node;
+  }
+
+  /** The control port's address ("127.0.0.1:7100" or a socket path), once started. */
+  get controlAddress(): string | undefined {
+    return this.controlPort?.address;
+  }
+
+  get metricsUrl(): string | undefined {
+    return this.metricsServer?.url;
+  }
+
+  private installStaticRoutes(): void {
+    for (const route of this.config.routes) {
+      const type = parseXidTypeName(route.type)!;
+      this.node.routes.set(type, {
+        xid: route.xid === '-' ? undefined : Xid.parse(route.xid),
+        port: route.port,
+        nextHop: route.nextHop ? Xid.parse(route.nextHop) : undefined,
+        flags: route.flags,
+        origin: 'static' satisfies RouteOrigin,
+      });
+    }
+  }
+
+  async start(): Promise<void> {
+    try {
+      await this.stack.start();
+      this.installStaticRoutes();
+      if (this.config.controlPort) {
+        this.controlPort = new ClickControlPort(this.node, this.config.controlPort, this.logger);
+        await this.controlPort.start();
+      }
+      if (this.config.apiSocket) {
+        this.apiServer = new ApiServer(this.api, this.config.apiSocket, this.logger);
+        await this.apiServer.start();
+      }
+      if (this.config.metrics) this.metricsServer = await startMetricsServer(this.registry, this.config.metrics);
+    } catch (error) {
+      this.logger.error('node.start-failed', { reason: errorMessage(error) });
+      await this.stop();
+      throw error;
+    }
+    this.logger.info('node.ready', {
+      role: this.config.role,
+      hid: this.node.hid.toString(),
+      ad: this.node.ad?.toString(),
+      interfaces: this.links.map((l) => `${l.name}=${l.address}`),
+      control: this.controlAddress,
+      api: this.config.apiSocket,
+      metrics: this.metricsUrl,
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.metricsServer?.close();
+    await this.apiServer?.stop();
+    await this.controlPort?.stop();
+    await this.api.close();
+    await this.stack.stop();
+    this.metricsServer = undefined;
+    this.apiServer = undefined;
+    this.controlPort = undefined;
+  }
+}
+
