@@ -3,9 +3,13 @@
  * Ratios are measured side by side in one run: these machines are noisy.
  */
 import { runForwardingBench } from './forwarding.js';
+import { runStreamBench } from './stream.js';
+import { runChunkBench } from './chunk.js';
 
 const benches: Record<string, () => Promise<object[]>> = {
   forwarding: () => runForwardingBench(),
+  stream: () => runStreamBench(),
+  chunk: () => runChunkBench(),
 };
 
 const wanted = process.argv.slice(2);

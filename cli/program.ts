@@ -11,6 +11,8 @@ import { xipCommand } from './xip-command.js';
 import { nodeCommand } from './node-command.js';
 import { pingCommand } from './ping-command.js';
 import { nameserverCommand, resolveCommand } from './names-command.js';
+import { testbedCommand } from './testbed-command.js';
+import { calCommand } from './cal-command.js';
 
 export function buildProgram(): Command {
   const program = new Command('xmig')
@@ -24,6 +26,8 @@ export function buildProgram(): Command {
   program.addCommand(pingCommand());
   program.addCommand(nameserverCommand());
   program.addCommand(resolveCommand());
+  program.addCommand(testbedCommand());
+  program.addCommand(calCommand());
   return program;
 }
 

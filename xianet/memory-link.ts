@@ -106,7 +106,7 @@ export class MemorySegment {
     }
     if (delayMs > 0) {
       const batch = this.takeBatch();
-      setTimeout(() => this.deliver(batch), delayMs).unref?.();
+      setTimeout(() => this.deliver(batch), delayMs);
     } else if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(() => {

@@ -11,6 +11,8 @@ import type { Logger } from '../shared/logger.js';
 import { XidType, type Xid } from '../shared/xid.js';
 import { BeaconService } from './beacon-service.js';
 import { ChunkService } from './chunk/chunk-service.js';
+import { StreamTransport } from './xstream/stream-transport.js';
+import type { StreamOptions } from './xstream/stream-connection.js';
 import { HostJoin, type HostJoinOptions } from './host-join.js';
 import type { Link } from './link.js';
 import { XiaNode, type NodeRole } from './node.js';
@@ -30,6 +32,8 @@ export interface StackOptions {
   join?: Omit<HostJoinOptions, 'trustedAds' | 'beaconIntervalMs'>;
   /** Bytes of chunk cache (default: 64 MiB on routers, none on hosts). */
   chunkCacheBytes?: number;
+  /** Defaults for STREAM connections of this node. */
+  stream?: StreamOptions;
 }
 
 export interface StackComponents {
@@ -44,6 +48,7 @@ export class XiaStack {
   readonly beacons: BeaconService | undefined;
   readonly join: HostJoin | undefined;
   readonly chunks: ChunkService;
+  readonly streams: StreamTransport;
   private running = false;
 
   constructor(options: StackOptions, components: StackComponents = {}) {
@@ -53,6 +58,7 @@ export class XiaStack {
       components,
     );
     this.xroute = new XrouteService(this.node, { helloIntervalMs: options.helloIntervalMs });
+    this.streams = new StreamTransport(this.node, options.stream);
     this.chunks = new ChunkService(this.node, {
       cacheBytes: options.chunkCacheBytes ?? (options.role === 'router' ? 64 * 1024 * 1024 : 0),
     });
@@ -88,6 +94,7 @@ export class XiaStack {
   async stop(): Promise<void> {
     if (!this.running) return;
     this.running = false;
+    this.streams.close();
     this.join?.stop();
     this.beacons?.stop();
     this.chunks.stop();

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Identity } from '../../shared/identity.js';
 import { Dag } from '../../shared/dag.js';
-import { XidType } from '../../shared/xid.js';
+import { WellKnownSid, XidType } from '../../shared/xid.js';
 import { INTER_AD } from '../../xianet/topology.js';
 import { udpLayout } from '../../xianet/udp-topology.js';
 import { reapAll, runXmig, startXmig, type XmigProcess } from '../support/processes.js';
@@ -20,10 +20,14 @@ const basePort = 20000 + Math.floor(Math.random() * 20000);
 const layout = udpLayout(INTER_AD, { dir, basePort, beaconIntervalMs: 100, helloIntervalMs: 300 });
 
 beforeAll(async () => {
-  for (const [name, config] of layout.configs) {
-    // Keys made up front, so the test knows every HID and AD.
+  for (const config of layout.configs.values()) {
+    // Keys made up front, so the test knows every HID and AD (and where the name server will be).
     Identity.loadOrCreate(config.keyFile);
     if (config.adKeyFile) Identity.loadOrCreate(config.adKeyFile);
+  }
+  const nameServer = addressOf('A').append(WellKnownSid.NAME_SERVER);
+  for (const [name, config] of layout.configs) {
+    if (config.role === 'router') config.nameServer = nameServer.toString();
     const file = join(dir, `${name}.json`);
     writeFileSync(file, JSON.stringify(config));
     processes.set(name, startXmig(['node', '--config', file]));
@@ -57,6 +61,22 @@ async function pingUntilAnswered(from: string, to: Dag): Promise<Record<string, 
 }
 
 describe('Fig. 1b over UDP, one process per node', () => {
+  it('runs the name server on A, the Goldbach service on B, and asks from C by name', async () => {
+    const api = (name: string): string => layout.configs.get(name)!.apiSocket!;
+    const ns = startXmig(['nameserver', '--api', api('A'), '--db', join(dir, 'names.json')]);
+    processes.set('nameserver', ns);
+    await ns.waitForLog('nameserver.started');
+    const cal = startXmig(['cal', 'serve', '--api', api('B'), '--key', join(dir, 'goldbach.key'), '--name', 'goldbach.b', '--owner-key', layout.configs.get('B')!.keyFile]);
+    processes.set('cal', cal);
+    await cal.waitForLog('goldbach.registered', 20_000);
+    const resolved = await runXmig(['resolve', 'goldbach.b', '--api', api('C')]);
+    expect(resolved.code, resolved.stderr).toBe(0);
+    expect(resolved.stdout).toContain(addressOf('B').find(XidType.HID)!.toString());
+    const asked = await runXmig(['cal', 'ask', 'goldbach.b', '--api', api('C'), '--count', '300', '--json']);
+    expect(asked.code, asked.stderr).toBe(0);
+    expect(JSON.parse(asked.stdout)).toMatchObject({ answers: 300, wrong: 0, ended: 'count' });
+  }, 60_000);
+
   it('xping from C reaches B across AD1 and AD2, and A inside AD1', async () => {
     const toB = await pingUntilAnswered('C', addressOf('B'));
     expect(toB['received'], JSON.stringify(toB)).toBe(20);

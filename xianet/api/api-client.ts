@@ -1,12 +1,32 @@
 /** The application API of a node reached over its Unix socket. */
-import { connect, type Socket } from 'node:net';
+import { connect, Socket } from 'node:net';
 import { Dag } from '../../shared/dag.js';
 import { XmigError, type XmigErrorCode } from '../../shared/errors.js';
 import type { Xid } from '../../shared/xid.js';
 import type { PingOptions, PingReply, PingSummary } from '../xping.js';
 import { encodeFrame, FrameDecoder, type Header } from './api-frames.js';
 import { fromWire, toWire } from './api-json.js';
-import type { Datagram, DatagramSocket, NodeApi, NodeEventName, NodeEvents, NodeInfo } from './node-api.js';
+import type {
+  ConnectOptions,
+  Datagram,
+  DatagramSocket,
+  NodeApi,
+  NodeEventName,
+  NodeEvents,
+  NodeInfo,
+  StreamConnection,
+  StreamServer,
+} from './node-api.js';
+
+/** A STREAM connection carried by its own socket to the node (see api-frames.ts). */
+class ApiStream extends Socket implements StreamConnection {
+  constructor(
+    public remote: Dag,
+    readonly localSid: Xid,
+  ) {
+    super({ allowHalfOpen: true });
+  }
+}
 
 interface Pending {
   resolve: (value: { header: Header; body: Buffer }) => void;
@@ -19,6 +39,8 @@ export class NodeClient implements NodeApi {
   private readonly eventListeners = new Map<string, Set<(payload: unknown) => void>>();
   private readonly datagramListeners = new Map<string, Set<(d: Datagram) => void>>();
   private readonly pingListeners = new Map<number, (reply: PingReply) => void>();
+  private readonly streams = new Map<number, ApiStream>();
+  private readonly streamServers = new Map<string, Set<(connection: StreamConnection) => void>>();
   private readonly decoder = new FrameDecoder();
   private closed = false;
 
@@ -75,6 +97,21 @@ export class NodeClient implements NodeApi {
     if (event === 'datagram') {
       const sid = header['sid'] as Xid;
       for (const listener of this.datagramListeners.get(sid.key) ?? []) listener({ data: body, from: header['from'] as Dag });
+    } else if (event === 'connection') {
+      const sid = header['sid'] as Xid;
+      const listeners = this.streamServers.get(sid.key);
+      if (!listeners) return;
+      const stream = this.attach(header['streamId'] as number, header['token'] as string, header['remote'] as Dag, header['localSid'] as Xid);
+      for (const listener of listeners) listener(stream);
+    } else if (event === 'stream-error') {
+      const stream = this.streams.get(header['streamId'] as number);
+      stream?.destroy(new XmigError(header['code'] as XmigErrorCode, header['message'] as string));
+    } else if (event === 'stream-path') {
+      const stream = this.streams.get(header['streamId'] as number);
+      if (stream) {
+        stream.remote = header['remote'] as Dag;
+        stream.emit('path', stream.remote);
+      }
     } else if (event === 'ping-result') {
       this.pingListeners.get(header['pingId'] as number)?.(header['reply'] as PingReply);
     } else if (typeof event === 'string') {
@@ -148,6 +185,47 @@ export class NodeClient implements NodeApi {
         await this.request({ op: 'unbind', sid: bound });
       },
     };
+  }
+
+  /** Opens the data socket of a STREAM connection and claims it with its token. */
+  private attach(streamId: number, token: string, remote: Dag, localSid: Xid): ApiStream {
+    const stream = new ApiStream(remote, localSid);
+    stream.connect(this.path);
+    stream.write(encodeFrame({ op: 'attach', streamId, token }));
+    this.streams.set(streamId, stream);
+    stream.once('close', () => this.streams.delete(streamId));
+    return stream;
+  }
+
+  async listen(sid?: Xid): Promise<StreamServer> {
+    const response = await this.request({ op: 'listen', sid });
+    const bound = response.header['sid'] as Xid;
+    const listeners = new Set<(connection: StreamConnection) => void>();
+    this.streamServers.set(bound.key, listeners);
+    return {
+      sid: bound,
+      address: async () => {
+        const { ad, hid } = await this.info();
+        return ad ? Dag.hostAddress(ad, hid, bound) : Dag.chain(hid, bound);
+      },
+      onConnection: (listener) => void listeners.add(listener),
+      close: async () => {
+        this.streamServers.delete(bound.key);
+        await this.request({ op: 'unlisten', sid: bound }).catch(() => undefined);
+      },
+    };
+  }
+
+  async connect(dst: Dag, options: ConnectOptions = {}): Promise<StreamConnection> {
+    const response = await this.request({
+      op: 'connect',
+      dst,
+      pinPeerAddress: options.pinPeerAddress ?? false,
+      outageTimeoutMs: options.outageTimeoutMs,
+      connectTimeoutMs: options.connectTimeoutMs,
+    });
+    const header = response.header;
+    return this.attach(header['streamId'] as number, header['token'] as string, header['remote'] as Dag, header['localSid'] as Xid);
   }
 
   async close(): Promise<void> {

@@ -36,11 +36,14 @@ export class FrameDecoder {
   private pending: Buffer[] = [];
   private pendingLength = 0;
 
-  push(chunk: Buffer): Frame[] {
-    this.pending.push(chunk);
-    this.pendingLength += chunk.length;
+  /** Adds bytes; returns the whole frames now available, at most `limit` of them (the rest stay pending). */
+  push(chunk: Buffer, limit = Infinity): Frame[] {
+    if (chunk.length > 0) {
+      this.pending.push(chunk);
+      this.pendingLength += chunk.length;
+    }
     const frames: Frame[] = [];
-    while (this.pendingLength >= 4) {
+    while (this.pendingLength >= 4 && frames.length < limit) {
       const head = this.peek(4);
       const length = head.readUInt32BE(0);
       if (length < 2 || length > MAX_FRAME) throw new XmigError('ERR_MESSAGE_MALFORMED', `API frame of ${length} bytes`);

@@ -12,14 +12,65 @@ import { Xid } from '../../shared/xid.js';
 import type { Dag } from '../../shared/dag.js';
 import { encodeFrame, FrameDecoder, type Frame, type Header } from './api-frames.js';
 import { fromWire, toWire } from './api-json.js';
-import type { DatagramSocket, NodeApi, NodeEventName } from './node-api.js';
+import { randomBytes } from 'node:crypto';
+import type { DatagramSocket, NodeApi, NodeEventName, StreamConnection, StreamServer } from './node-api.js';
+
+/** STREAM connections waiting for their data socket to attach. */
+class PendingStreams {
+  private nextId = 1;
+  private readonly pending = new Map<number, { connection: StreamConnection; token: string; timer: NodeJS.Timeout }>();
+
+  add(connection: StreamConnection): { streamId: number; token: string } {
+    const streamId = this.nextId++;
+    const token = randomBytes(16).toString('hex');
+    // A connection nobody attaches to within 10 s is dropped, not leaked.
+    const timer = setTimeout(() => {
+      this.pending.delete(streamId);
+      connection.destroy();
+    }, 10_000);
+    timer.unref();
+    this.pending.set(streamId, { connection, token, timer });
+    return { streamId, token };
+  }
+
+  take(streamId: unknown, token: unknown): StreamConnection | undefined {
+    const entry = typeof streamId === 'number' ? this.pending.get(streamId) : undefined;
+    if (!entry || entry.token !== token) return undefined;
+    clearTimeout(entry.timer);
+    this.pending.delete(streamId as number);
+    return entry.connection;
+  }
+
+  clear(): void {
+    for (const entry of this.pending.values()) {
+      clearTimeout(entry.timer);
+      entry.connection.destroy();
+    }
+    this.pending.clear();
+  }
+}
+
+/** Joins a data socket and a STREAM connection: bytes both ways, half-close and errors passed on. */
+function splice(socket: Socket, connection: StreamConnection, initial: Buffer): void {
+  if (initial.length > 0) connection.write(initial);
+  socket.pipe(connection);
+  connection.pipe(socket);
+  socket.on('error', () => connection.destroy());
+  socket.on('close', () => {
+    if (!connection.writableEnded || !connection.readableEnded) connection.destroy();
+  });
+  connection.on('error', () => socket.destroy());
+  connection.on('close', () => {
+    if (!socket.destroyed && !socket.writableEnded) socket.destroy();
+  });
+}
 
 const EVENTS: readonly NodeEventName[] = ['beacon', 'gateway', 'registered', 'beacon-rejected', 'beacon-stray'];
 
 class ClientSession {
-  private readonly decoder = new FrameDecoder();
   private readonly cleanups: Array<() => void | Promise<void>> = [];
   private readonly datagrams = new Map<string, DatagramSocket>();
+  private readonly servers = new Map<string, StreamServer>();
   private readonly pings = new Map<number, AbortController>();
   private closed = false;
 
@@ -27,10 +78,18 @@ class ClientSession {
     private readonly socket: Socket,
     private readonly api: NodeApi,
     private readonly logger: Logger,
+    private readonly decoder: FrameDecoder,
+    private readonly streams: PendingStreams,
   ) {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('end', () => socket.destroy());
     socket.on('close', () => void this.close());
     socket.on('error', () => socket.destroy());
+  }
+
+  /** Frames that arrived with the first chunk, before this session existed. */
+  handleFrames(frames: Frame[]): void {
+    this.dispatch(frames);
   }
 
   private send(header: Header, body?: Uint8Array): void {
@@ -46,6 +105,10 @@ class ClientSession {
       this.socket.destroy();
       return;
     }
+    this.dispatch(frames);
+  }
+
+  private dispatch(frames: Frame[]): void {
     for (const frame of frames) {
       const id = typeof frame.header['id'] === 'number' ? frame.header['id'] : undefined;
       this.handle(frame)
@@ -114,6 +177,33 @@ class ClientSession {
         await socket.send(header['dst'] as Dag, frame.body);
         return undefined;
       }
+      case 'listen': {
+        const server = await this.api.listen(header['sid'] instanceof Xid ? header['sid'] : undefined);
+        this.servers.set(server.sid.key, server);
+        server.onConnection((connection) => {
+          const { streamId, token } = this.streams.add(connection);
+          this.watch(streamId, connection);
+          this.send({ event: 'connection', sid: server.sid, streamId, token, remote: connection.remote, localSid: connection.localSid });
+        });
+        this.cleanups.push(() => server.close());
+        return { header: { sid: server.sid } };
+      }
+      case 'unlisten': {
+        const key = (header['sid'] as Xid).key;
+        await this.servers.get(key)?.close();
+        this.servers.delete(key);
+        return undefined;
+      }
+      case 'connect': {
+        const connection = await this.api.connect(header['dst'] as Dag, {
+          pinPeerAddress: header['pinPeerAddress'] === true,
+          outageTimeoutMs: header['outageTimeoutMs'] as number | undefined,
+          connectTimeoutMs: header['connectTimeoutMs'] as number | undefined,
+        });
+        const { streamId, token } = this.streams.add(connection);
+        this.watch(streamId, connection);
+        return { header: { streamId, token, remote: connection.remote, localSid: connection.localSid } };
+      }
       case 'unbind': {
         const key = (header['sid'] as Xid).key;
         await this.datagrams.get(key)?.close();
@@ -123,6 +213,15 @@ class ClientSession {
       default:
         throw new Error(`unknown API operation "${String(op)}"`);
     }
+  }
+
+  /** Tells the client what happens to a connection that its data socket cannot carry (errors, moves). */
+  private watch(streamId: number, connection: StreamConnection): void {
+    connection.on('error', (error) => {
+      this.logger.warn('stream.error', { streamId, remote: connection.remote.toString(), reason: errorMessage(error) });
+      this.send({ event: 'stream-error', streamId, code: isXmigError(error) ? error.code : 'ERR_CONNECTION', message: errorMessage(error) });
+    });
+    connection.on('path', (remote: Dag) => this.send({ event: 'stream-path', streamId, remote }));
   }
 
   async close(): Promise<void> {
@@ -137,6 +236,8 @@ class ClientSession {
 export class ApiServer {
   private server: Server | undefined;
   private readonly sessions = new Set<ClientSession>();
+  private readonly streams = new PendingStreams();
+  private readonly dataSockets = new Set<Socket>();
   private readonly logger: Logger;
 
   constructor(
@@ -149,11 +250,8 @@ export class ApiServer {
 
   async start(): Promise<void> {
     rmSync(this.path, { force: true });
-    const server = createServer((socket) => {
-      const session = new ClientSession(socket, this.api, this.logger);
-      this.sessions.add(session);
-      socket.on('close', () => this.sessions.delete(session));
-    });
+    // Half-open: a STREAM data socket whose writer ended may still carry the reply.
+    const server = createServer({ allowHalfOpen: true }, (socket) => this.accept(socket));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(this.path, () => {
@@ -165,7 +263,52 @@ export class ApiServer {
     this.server = server;
   }
 
+  /** The first frame decides: `attach` makes a STREAM data socket, anything else a control session. */
+  private accept(socket: Socket): void {
+    const decoder = new FrameDecoder();
+    socket.on('error', () => socket.destroy());
+    const onFirst = (chunk: Buffer): void => {
+      let frames: Frame[];
+      try {
+        // Only the first frame: on a data socket, raw stream bytes may follow it.
+        frames = decoder.push(chunk, 1);
+      } catch {
+        socket.destroy();
+        return;
+      }
+      if (frames.length === 0) return;
+      socket.off('data', onFirst);
+      const first = frames[0]!;
+      if (first.header['op'] === 'attach') {
+        const connection = this.streams.take(first.header['streamId'], first.header['token']);
+        if (!connection) {
+          socket.destroy();
+          return;
+        }
+        this.dataSockets.add(socket);
+        socket.on('close', () => this.dataSockets.delete(socket));
+        splice(socket, connection, decoder.rest());
+        return;
+      }
+      const session = new ClientSession(socket, this.api, this.logger, decoder, this.streams);
+      this.sessions.add(session);
+      socket.on('close', () => this.sessions.delete(session));
+      let rest: Frame[] = [];
+      try {
+        rest = decoder.push(Buffer.alloc(0));
+      } catch {
+        socket.destroy();
+        return;
+      }
+      session.handleFrames([...frames, ...rest]);
+    };
+    socket.on('data', onFirst);
+  }
+
   async stop(): Promise<void> {
+    for (const socket of this.dataSockets) socket.destroy();
+    this.dataSockets.clear();
+    this.streams.clear();
     for (const session of this.sessions) await session.close();
     this.sessions.clear();
     const server = this.server;

@@ -11,6 +11,9 @@ import type { XiaStack } from '../stack.js';
 import { ping, type PingOptions, type PingSummary } from '../xping.js';
 import type {
   BeaconEvent,
+  ConnectOptions,
+  StreamConnection,
+  StreamServer,
   Datagram,
   DatagramSocket,
   GatewayEvent,
@@ -146,6 +149,34 @@ export class LocalNodeApi implements NodeApi {
         listeners.clear();
       },
     };
+  }
+
+  async listen(sid: Xid = randomSid()): Promise<StreamServer> {
+    const node = this.stack.node;
+    const listeners = new Set<(connection: StreamConnection) => void>();
+    const listener = this.stack.streams.listen(sid, (connection) => {
+      for (const l of listeners) l(connection);
+    });
+    const cleanup = (): void => listener.close();
+    this.cleanups.add(cleanup);
+    return {
+      sid,
+      address: async () => node.serviceAddress(sid),
+      onConnection: (l) => void listeners.add(l),
+      close: async () => {
+        cleanup();
+        this.cleanups.delete(cleanup);
+      },
+    };
+  }
+
+  async connect(dst: Dag, options: ConnectOptions = {}): Promise<StreamConnection> {
+    return this.stack.streams.connect(dst, {
+      followPeerAddress: !options.pinPeerAddress,
+      outageTimeoutMs: options.outageTimeoutMs,
+      connectTimeoutMs: options.connectTimeoutMs,
+      signal: options.signal,
+    });
   }
 
   async close(): Promise<void> {

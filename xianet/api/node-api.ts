@@ -99,6 +99,8 @@ export interface ConnectOptions {
   pinPeerAddress?: boolean;
   /** Give up after this long without hearing from the peer (default 30 s). */
   outageTimeoutMs?: number;
+  /** Give up if the peer does not answer the handshake in this long (default 10 s). */
+  connectTimeoutMs?: number;
   signal?: AbortSignal;
 }
 
@@ -112,5 +114,9 @@ export interface NodeApi {
   announce(): Promise<void>;
   ping(dst: Dag, options?: Omit<PingOptions, 'onResult'> & { onResult?: PingOptions['onResult'] }): Promise<PingSummary>;
   bindDatagram(sid?: Xid): Promise<DatagramSocket>;
+  /** Accepts STREAM connections on `sid` (a fresh SID if none). */
+  listen(sid?: Xid): Promise<StreamServer>;
+  /** Opens a STREAM connection to `dst`. */
+  connect(dst: Dag, options?: ConnectOptions): Promise<StreamConnection>;
   close(): Promise<void>;
 }

@@ -150,7 +150,7 @@ export class ChunkFetcher {
     this.stats.requested++;
     const timeout = this.rto() * 2 ** Math.min(request.attempt - 1, 5);
     request.timer = setTimeout(() => this.onTimeout(request), timeout);
-    request.timer.unref?.();
+
     this.node.sendPacket(request.dst, encodeChunkRequest({ requestId: request.requestId, cid: request.cid.id, offset: 0, length: 0 }), {
       src: this.node.serviceAddress(this.sid),
       nextHeader: NextHeader.TRANSPORT,

@@ -1,0 +1,15 @@
+/** The README's main job, as a user runs it. */
+import { describe, expect, it } from 'vitest';
+import { runXmig } from '../support/processes.js';
+
+describe('xmig testbed', () => {
+  it.each(['inter-ad', 'intra-ad'])('runs Fig. 1 (%s) with Goldbach answers flowing and no xping loss', async (topology) => {
+    const result = await runXmig(['testbed', '--topology', topology, '--duration', '1500', '--json']);
+    expect(result.code, result.stderr).toBe(0);
+    const report = JSON.parse(result.stdout) as { goldbach: { answers: number; brokenConnections: number }; xping: { lossPct: number; received: number } };
+    expect(report.goldbach.answers).toBeGreaterThan(100);
+    expect(report.goldbach.brokenConnections).toBe(0);
+    expect(report.xping.lossPct).toBe(0);
+    expect(report.xping.received).toBeGreaterThan(50);
+  });
+});

@@ -1,0 +1,108 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { Xid, XidType } from '../../shared/xid.js';
+import { InProcessNetwork, INTER_AD } from '../topology.js';
+import { NodeClient } from './api-client.js';
+import { ApiServer } from './api-server.js';
+import { LocalNodeApi } from './local-api.js';
+import type { GatewayEvent } from './node-api.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'xmig-api-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+let network: InProcessNetwork | undefined;
+const closers: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const c of closers.splice(0).reverse()) await c();
+  await network?.stop();
+  network = undefined;
+});
+
+async function setup(): Promise<{ net: InProcessNetwork; client: (name: string) => Promise<NodeClient> }> {
+  network = new InProcessNetwork(INTER_AD, { beaconIntervalMs: 50, helloIntervalMs: 200 });
+  await network.start();
+  await network.ready();
+  const net = network;
+  const servers = new Map<string, ApiServer>();
+  const client = async (name: string): Promise<NodeClient> => {
+    let server = servers.get(name);
+    if (!server) {
+      server = new ApiServer(new LocalNodeApi(net.stack(name)), join(dir, `${name}-${Math.random()}.sock`));
+      await server.start();
+      servers.set(name, server);
+      const s = server;
+      closers.push(() => s.stop());
+    }
+    const c = await NodeClient.connect(server.path);
+    closers.push(() => c.close());
+    return c;
+  };
+  return { net, client };
+}
+
+describe('application API over a Unix socket', () => {
+  it('answers info, and the socket is private to its user', async () => {
+    const { net, client } = await setup();
+    const c = await client('C');
+    const info = await c.info();
+    expect(info.hid.equals(net.stack('C').node.hid)).toBe(true);
+    expect(info.address.equals(net.stack('C').node.address())).toBe(true);
+    expect(statSync((c as unknown as { path: string }).path).mode & 0o777).toBe(0o600);
+  });
+
+  it('carries datagrams both ways', async () => {
+    const { client } = await setup();
+    const b = await (await client('B')).bindDatagram();
+    const c = await (await client('C')).bindDatagram();
+    const got = new Promise<string>((resolve) => b.onMessage(({ data, from }) => resolve(`${data.toString()} from ${from.sink.typeName}`)));
+    await c.send(await b.address(), Buffer.from('hello'));
+    expect(await got).toBe('hello from SID');
+  });
+
+  it('carries a STREAM connection with backpressure and half-close, 32 MiB intact', async () => {
+    const { client } = await setup();
+    const server = await (await client('B')).listen();
+    server.onConnection((connection) => {
+      const hash = createHash('sha256');
+      connection.on('data', (d: Buffer) => hash.update(d));
+      connection.on('end', () => connection.end(hash.digest('hex')));
+    });
+    const connection = await (await client('C')).connect(await server.address());
+    const sent = createHash('sha256');
+    for (let i = 0; i < 32; i++) {
+      const block = randomBytes(1 << 20);
+      sent.update(block);
+      if (!connection.write(block)) await new Promise((r) => connection.once('drain', r));
+    }
+    connection.end();
+    let reply = '';
+    for await (const chunk of connection) reply += (chunk as Buffer).toString();
+    expect(reply).toBe(sent.digest('hex'));
+  });
+
+  it('pings and reports gateway changes as events', async () => {
+    const { net, client } = await setup();
+    const c = await client('C');
+    const summary = await c.ping(net.stack('B').node.address(), { count: 5, intervalMs: 5 });
+    expect(summary.received).toBe(5);
+    const vm = await client('VM');
+    const changes: GatewayEvent[] = [];
+    await vm.on('gateway', (e) => changes.push(e));
+    net.move('VM', 'seg-B');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(changes.map((e) => e.kind)).toEqual(['inter-ad']);
+    expect(changes[0]!.ad.equals(net.stack('R2').node.ad!)).toBe(true);
+    expect(changes[0]!.previousAd?.equals(net.stack('R1').node.ad!)).toBe(true);
+  });
+
+  it('refuses a data socket with a wrong token, and reports unknown operations', async () => {
+    const { client } = await setup();
+    const c = await client('C');
+    await expect((c as unknown as { request: (h: object) => Promise<unknown> }).request({ op: 'frobnicate' })).rejects.toThrow(/unknown API operation/);
+    const sid = Xid.random(XidType.SID);
+    const s = await c.bindDatagram(sid);
+    expect(s.sid.equals(sid)).toBe(true);
+  });
+});

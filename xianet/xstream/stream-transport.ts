@@ -1,0 +1,266 @@
+/**
+ * STREAM on a node: binds SIDs, demultiplexes segments to connections by
+ * connection ID (never by address: that is what lets a connection follow a
+ * migrating peer), opens server connections on a handshake, answers segments for
+ * unknown connections with a RESET, and builds the XIP packets connections send,
+ * reusing each connection's encoded header while its addresses stay the same.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Dag } from '../../shared/dag.js';
+import { MalformedPacketError, XmigError } from '../../shared/errors.js';
+import { Xid, XidType } from '../../shared/xid.js';
+import {
+  encodeXipHeaderInto,
+  NextHeader,
+  XIP_NODE_LENGTH,
+  XipOffset,
+  xipSrcDag,
+} from '../../shared/xip-header.js';
+import type { Arrival, XiaNode } from '../node.js';
+import { TransportType } from '../transport-header.js';
+import { ResetCode, StreamConnection, StreamError, type StreamLower, type StreamOptions, type StreamPath } from './stream-connection.js';
+import { XcmpType } from '../xcmp.js';
+import { isHandshakeInit, readSegmentHeader, SegmentWriter } from './stream-segment.js';
+
+export interface ConnectOptions extends StreamOptions {
+  /** Give up if the handshake does not complete in this long (default 10 s). */
+  connectTimeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface Listener {
+  sid: Xid;
+  close(): void;
+}
+
+interface Tombstone {
+  peer: Dag;
+  timer: NodeJS.Timeout;
+  onGone: (() => void) | undefined;
+}
+
+export class StreamTransport {
+  private readonly connections = new Map<string, StreamConnection>();
+  private readonly tombstones = new Map<string, Tombstone>();
+  /** The last address other than its peer's that each connection heard from (a moved peer). */
+  private readonly otherPaths = new WeakMap<StreamConnection, StreamPath>();
+  readonly stats = { accepted: 0, connected: 0, resetsSent: 0, malformed: 0 };
+
+  private readonly unlistenXcmp: () => void;
+
+  constructor(
+    readonly node: XiaNode,
+    private readonly defaults: StreamOptions = {},
+  ) {
+    this.unlistenXcmp = node.onXcmp((message) => this.onXcmpError(message.type, message.code, message.data));
+  }
+
+  /** An XCMP error quoting one of our STREAM packets: a connection being set up to nowhere fails at once. */
+  private onXcmpError(type: number, code: number, quoted: Buffer): void {
+    if (type !== XcmpType.UNREACHABLE || quoted.length < XipOffset.NODES) return;
+    const at = XipOffset.NODES + (quoted[XipOffset.DST_NODES]! + quoted[XipOffset.SRC_NODES]!) * XIP_NODE_LENGTH;
+    if (quoted[XipOffset.NEXT_HEADER] !== NextHeader.TRANSPORT || quoted[at] !== TransportType.STREAM || quoted.length < at + 10) return;
+    const connection = this.connections.get(quoted.toString('latin1', at + 2, at + 10));
+    if (!connection || connection.state.established) return;
+    connection.destroy(new StreamError('refused', `${connection.remote} is unreachable (XCMP code ${code})`));
+  }
+
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  /** Accepts connections to `sid`; returns a handle that stops listening. */
+  listen(sid: Xid, onConnection: (connection: StreamConnection) => void, options: StreamOptions = {}): Listener {
+    const unbind = this.node.bind(sid, (packet, arrival) => this.onPacket(packet, arrival, sid, { onConnection, options }));
+    return { sid, close: unbind };
+  }
+
+  /** Opens a connection to `dst` from a fresh SID; resolves once the peer accepted. */
+  connect(dst: Dag, options: ConnectOptions = {}): Promise<StreamConnection> {
+    const sid = Xid.of(XidType.SID, randomBytes(20));
+    const unbind = this.node.bind(sid, (packet, arrival) => this.onPacket(packet, arrival, sid, undefined));
+    const connection = this.create('client', randomBytes(8), sid, { dag: dst, key: Buffer.alloc(0) }, undefined, { ...options }, unbind);
+    return new Promise<StreamConnection>((resolve, reject) => {
+      const timeoutMs = options.connectTimeoutMs ?? 10_000;
+      const fail = (error: Error): void => {
+        cleanup();
+        connection.destroy();
+        reject(error);
+      };
+      const timer = setTimeout(() => fail(new StreamError('timeout', `no answer from ${dst} within ${timeoutMs} ms`)), timeoutMs);
+      const onAbort = (): void => fail(new XmigError('ERR_CONNECTION', 'connect aborted'));
+      const onError = (error: Error): void => fail(error);
+      const onEstablished = (): void => {
+        cleanup();
+        this.stats.connected++;
+        resolve(connection);
+      };
+      const cleanup = (): void => {
+        clearTimeout(timer);
+        options.signal?.removeEventListener('abort', onAbort);
+        connection.off('error', onError);
+        connection.off('established', onEstablished);
+      };
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      connection.once('error', onError);
+      connection.once('established', onEstablished);
+    });
+  }
+
+  /** Destroys every connection (the node is going away). */
+  close(): void {
+    this.unlistenXcmp();
+    for (const connection of this.connections.values()) connection.destroy();
+    for (const tombstone of this.tombstones.values()) {
+      clearTimeout(tombstone.timer);
+      tombstone.onGone?.();
+    }
+    this.tombstones.clear();
+  }
+
+  private create(
+    role: 'client' | 'server',
+    connectionId: Buffer,
+    localSid: Xid,
+    peer: StreamPath,
+    peerMaxData: number | undefined,
+    options: StreamOptions,
+    onGone?: () => void,
+  ): StreamConnection {
+    const lower = this.lowerFor(localSid, onGone);
+    const connection = new StreamConnection(lower, {
+      role,
+      connectionId,
+      localSid,
+      peer,
+      peerMaxData,
+      options: { ...this.defaults, ...options },
+    });
+    this.connections.set(connectionId.toString('latin1'), connection);
+    return connection;
+  }
+
+  /** The per-connection view of the node: header building with a cache of the last header. */
+  private lowerFor(localSid: Xid, onGone: (() => void) | undefined): StreamLower {
+    const node = this.node;
+    let cached: { peer: Dag; ad: Xid | undefined; header: Buffer } | undefined;
+    const header = (peer: Dag): Buffer => {
+      if (cached && cached.peer === peer && cached.ad === node.ad) return cached.header;
+      const fields = { dst: peer, src: node.serviceAddress(localSid), nextHeader: NextHeader.TRANSPORT };
+      const length = encodeXipHeaderInto(undefined, fields, 0);
+      const bytes = Buffer.allocUnsafe(length);
+      encodeXipHeaderInto(bytes, fields, 0);
+      cached = { peer, ad: node.ad, header: bytes };
+      return bytes;
+    };
+    return {
+      headerRoom: (peer) => header(peer).length,
+      transmit: (writer: SegmentWriter, peer: Dag) => {
+        const bytes = header(peer);
+        bytes.copy(writer.buffer, 0);
+        writer.buffer.writeUInt16BE(writer.length - bytes.length, XipOffset.PAYLOAD_LENGTH);
+        node.originate(writer.buffer.subarray(0, writer.length));
+      },
+      get maxSegment() {
+        // The path MTU we know of is our own links'; leave room for DAGs of up to 6 nodes each.
+        return node.mtu - (XipOffset.NODES + 12 * XIP_NODE_LENGTH) - 1;
+      },
+      release: (connection) => this.release(connection, onGone),
+    };
+  }
+
+  private release(connection: StreamConnection, onGone: (() => void) | undefined): void {
+    const key = connection.connectionId.toString('latin1');
+    if (this.connections.get(key) !== connection) return;
+    this.connections.delete(key);
+    // Linger briefly (the client's SID still bound), to acknowledge a peer that did
+    // not hear our last ACK of its FIN.
+    const timer = setTimeout(() => {
+      this.tombstones.delete(key);
+      onGone?.();
+    }, 3000);
+    timer.unref();
+    this.tombstones.set(key, { peer: connection.remote, timer, onGone });
+  }
+
+  private onPacket(
+    packet: Buffer,
+    arrival: Arrival,
+    sid: Xid,
+    listener: { onConnection: (c: StreamConnection) => void; options: StreamOptions } | undefined,
+  ): void {
+    const at = arrival.payloadOffset;
+    if (arrival.payloadLength < 1 || packet[at] !== TransportType.STREAM) return;
+    const segment = packet.subarray(at + 1, at + arrival.payloadLength);
+    let header;
+    try {
+      header = readSegmentHeader(segment);
+    } catch {
+      this.stats.malformed++;
+      this.node.counters.dropped.malformed++;
+      return;
+    }
+    const key = header.connectionId.toString('latin1');
+    const srcAt = XipOffset.NODES + packet[XipOffset.DST_NODES]! * XIP_NODE_LENGTH;
+    const srcKey = packet.subarray(srcAt, srcAt + packet[XipOffset.SRC_NODES]! * XIP_NODE_LENGTH);
+    const connection = this.connections.get(key);
+    if (connection) {
+      if (!connection.localSid.equals(sid)) return;
+      connection.receive(segment, header.packetNumber, header.framesAt, this.pathOf(connection, packet, srcKey) ?? connection.peerPath);
+      return;
+    }
+    const tombstone = this.tombstones.get(key);
+    if (tombstone) {
+      this.sendControl(header.connectionId, tombstone.peer, sid, (w) => w.ack([[header.packetNumber, header.packetNumber + 1]]));
+      return;
+    }
+    const source = this.sourceDag(packet);
+    if (!source) return;
+    if (listener && isHandshakeInit(segment)) {
+      const created = this.create('server', Buffer.from(header.connectionId), sid, { dag: source, key: Buffer.from(srcKey) }, undefined, listener.options);
+      this.stats.accepted++;
+      created.receive(segment, header.packetNumber, header.framesAt, created.peerPath);
+      listener.onConnection(created);
+      return;
+    }
+    this.stats.resetsSent++;
+    this.sendControl(header.connectionId, source, sid, (w) => w.reset(ResetCode.UNKNOWN_CONNECTION));
+  }
+
+  /** Where this packet came from, decoding the source DAG only when its bytes are new. */
+  private pathOf(connection: StreamConnection, packet: Buffer, srcKey: Buffer): StreamPath | undefined {
+    const current = connection.peerPath;
+    if (srcKey.equals(current.key)) return current;
+    const seen = this.otherPaths.get(connection);
+    if (seen && srcKey.equals(seen.key)) return seen;
+    const dag = this.sourceDag(packet);
+    if (!dag) return undefined;
+    if (current.key.length === 0 && dag.equals(current.dag)) {
+      // A client's first answer: the address it dialled, now with its bytes known.
+      current.key = Buffer.from(srcKey);
+      return current;
+    }
+    const path = { dag, key: Buffer.from(srcKey) };
+    this.otherPaths.set(connection, path);
+    return path;
+  }
+
+  private sourceDag(packet: Buffer): Dag | undefined {
+    try {
+      return xipSrcDag(packet);
+    } catch (error) {
+      if (error instanceof MalformedPacketError) return undefined;
+      throw error;
+    }
+  }
+
+  /** A one-off packet for a connection this node has no state for (RESET, or a tombstone's ACK). */
+  private sendControl(connectionId: Buffer, peer: Dag, sid: Xid, write: (writer: SegmentWriter) => void): void {
+    const fields = { dst: peer, src: this.node.serviceAddress(sid), nextHeader: NextHeader.TRANSPORT };
+    const room = encodeXipHeaderInto(undefined, fields, 0);
+    const writer = new SegmentWriter(32, room, connectionId, 0);
+    write(writer);
+    encodeXipHeaderInto(writer.buffer, fields, writer.length - room);
+    this.node.originate(writer.buffer.subarray(0, writer.length));
+  }
+}
