@@ -5,11 +5,13 @@
 import { runForwardingBench } from './forwarding.js';
 import { runStreamBench } from './stream.js';
 import { runChunkBench } from './chunk.js';
+import { runNoticeBench } from './notices.js';
 
 const benches: Record<string, () => Promise<object[]>> = {
   forwarding: () => runForwardingBench(),
   stream: () => runStreamBench(),
   chunk: () => runChunkBench(),
+  notices: () => runNoticeBench(),
 };
 
 const wanted = process.argv.slice(2);

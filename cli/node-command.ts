@@ -3,6 +3,9 @@ import { loadConfig } from '../shared/config.js';
 import { nodeConfigSchema } from '../xianet/node-config.js';
 import { NodeDaemon } from '../xianet/node-daemon.js';
 import { waitForShutdown } from './shutdown.js';
+import { MobilityPlugin } from '../router-plugin/mobility-plugin.js';
+import { systemdNotifier } from '../shared/systemd-notify.js';
+import { LocalRoutes } from '../xianet/local-routes.js';
 
 export function nodeCommand(): Command {
   return new Command('node')
@@ -10,17 +13,34 @@ export function nodeCommand(): Command {
     .requiredOption('-c, --config <file>', 'node config (JSON)')
     .addOption(new Option('--log-level <level>', 'override the log level').choices(['error', 'warn', 'info', 'debug']))
     .option('--metrics-port <port>', 'serve /metrics on this port', (v) => Number(v))
-    .action(async (options: { config: string; logLevel?: string; metricsPort?: number }) => {
+    .addOption(new Option('--plugin <name...>', 'run a plugin in this process (routers: mobility)').choices(['mobility']))
+    .action(async (options: { config: string; logLevel?: string; metricsPort?: number; plugin?: string[] }) => {
       const config = loadConfig(nodeConfigSchema, {
         file: options.config,
         overrides: {
           logLevel: options.logLevel,
           metrics: options.metricsPort === undefined ? undefined : { port: options.metricsPort },
+          plugins: options.plugin,
         },
       });
       const daemon = new NodeDaemon(config);
       await daemon.start();
+      // The mobility plugin inside the router's own process, on its tables directly.
+      const plugin = config.plugins.includes('mobility')
+        ? new MobilityPlugin({
+            api: daemon.api,
+            routes: new LocalRoutes(daemon.node),
+            identity: daemon.node.identity,
+            logger: daemon.logger,
+            registry: daemon.registry,
+          })
+        : undefined;
+      await plugin?.start();
+      const systemd = systemdNotifier();
+      systemd.ready(`${config.role} ${config.name} up`);
       await waitForShutdown(daemon.logger);
+      systemd.stop();
+      await plugin?.stop();
       await daemon.stop();
     });
 }

@@ -13,6 +13,8 @@ import { pingCommand } from './ping-command.js';
 import { nameserverCommand, resolveCommand } from './names-command.js';
 import { testbedCommand } from './testbed-command.js';
 import { calCommand } from './cal-command.js';
+import { agentCommand } from './agent-command.js';
+import { routerPluginCommand } from './router-plugin-command.js';
 
 export function buildProgram(): Command {
   const program = new Command('xmig')
@@ -28,6 +30,8 @@ export function buildProgram(): Command {
   program.addCommand(resolveCommand());
   program.addCommand(testbedCommand());
   program.addCommand(calCommand());
+  program.addCommand(agentCommand());
+  program.addCommand(routerPluginCommand());
   return program;
 }
 

@@ -56,10 +56,8 @@ function expectType(xid: Xid, type: number, field: string): Xid {
   return xid;
 }
 
-/** Decodes and checks key and signature (not freshness or sequence: that is the receiver's state). */
-export function openMoveNotice(sealed: Buffer): { notice: MoveNotice; opened: OpenedMessage } {
-  const opened = openMessage(sealed, { kind: SignedKind.MOVE_NOTICE });
-  const reader = new WireReader(opened.body, 'move notice');
+function readNotice(body: Buffer): MoveNotice {
+  const reader = new WireReader(body, 'move notice');
   const notice: MoveNotice = {
     hid: expectType(reader.xid('hid'), XidType.HID, 'hid'),
     newAd: expectType(reader.xid('new AD'), XidType.AD, 'new AD'),
@@ -72,6 +70,26 @@ export function openMoveNotice(sealed: Buffer): { notice: MoveNotice; opened: Op
     timestamp: reader.u64('timestamp'),
   };
   reader.end();
+  return notice;
+}
+
+/**
+ * Reads a notice WITHOUT checking its signature: only for cheap screening (is it
+ * fresh, is its sequence new?) before the expensive verification. Never act on it.
+ */
+export function peekMoveNotice(sealed: Buffer): MoveNotice {
+  if (sealed.length < 36 + 64 || sealed[1] !== SignedKind.MOVE_NOTICE) {
+    throw new MalformedPacketError('not a sealed move notice');
+  }
+  const bodyLength = sealed.readUInt16BE(34);
+  if (36 + bodyLength + 64 !== sealed.length) throw new MalformedPacketError('move notice length does not add up');
+  return readNotice(sealed.subarray(36, 36 + bodyLength));
+}
+
+/** Decodes and checks key and signature (not freshness or sequence: that is the receiver's state). */
+export function openMoveNotice(sealed: Buffer): { notice: MoveNotice; opened: OpenedMessage } {
+  const opened = openMessage(sealed, { kind: SignedKind.MOVE_NOTICE });
+  const notice = readNotice(opened.body);
   // The claim that matters: the key that signed is the key the HID is the hash of.
   if (!opened.signer(XidType.HID).equals(notice.hid)) {
     throw new SignatureError('key-mismatch', `the notice's key does not hash to ${notice.hid}`);

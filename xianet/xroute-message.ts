@@ -18,6 +18,8 @@ export const XrouteType = {
   LSA: 1,
   HOST_REGISTER: 2,
   REGISTER_ACK: 3,
+  /** xmig's own: a HID has moved away from this link (carries the VM's signed move notice). */
+  HID_MOVED: 4,
 } as const;
 
 const EXTENSION = 'xmig1:';
@@ -50,6 +52,7 @@ export interface RegisterAck {
 }
 
 export type XrouteMessage =
+  | { type: typeof XrouteType.HID_MOVED; notice: Buffer }
   | { type: typeof XrouteType.HELLO; hello: Hello }
   | { type: typeof XrouteType.HOST_REGISTER; register: HostRegister }
   | { type: typeof XrouteType.REGISTER_ACK; ack: RegisterAck };
@@ -89,6 +92,13 @@ export function encodeRegisterAck(ack: RegisterAck, identity: Identity): Buffer 
   return frame([String(XrouteType.REGISTER_ACK), ack.hid.toString(), String(ack.seq)], sealMessage(identity, SignedKind.XROUTE, body));
 }
 
+const NOTICE = 'notice1:';
+
+/** HID_MOVED: the old gateway passes the VM's own signed notice to the hosts of the VM's old link. */
+export function encodeHidMoved(hid: Xid, sealedNotice: Buffer): Buffer {
+  return Buffer.from(`${XrouteType.HID_MOVED}^${hid}^${NOTICE}${sealedNotice.toString('base64')}^`, 'latin1');
+}
+
 /**
  * Decodes and authenticates a message: the signed extension must verify with a key
  * that hashes to the HID it speaks for (the sender for HELLO and HOST_REGISTER, the
@@ -97,6 +107,12 @@ export function encodeRegisterAck(ack: RegisterAck, identity: Identity): Buffer 
 export function decodeXrouteMessage(data: Buffer): XrouteMessage {
   const text = data.toString('latin1');
   const fields = text.split('^');
+  if (fields[0] === String(XrouteType.HID_MOVED)) {
+    const notice = fields.find((f) => f.startsWith(NOTICE));
+    if (!notice) throw new MalformedPacketError('HID_MOVED without a notice');
+    // Authenticated by whoever acts on it: the notice is signed by the VM itself.
+    return { type: XrouteType.HID_MOVED, notice: Buffer.from(notice.slice(NOTICE.length), 'base64') };
+  }
   const extension = fields.find((f) => f.startsWith(EXTENSION));
   if (!extension) throw new MalformedPacketError(`xroute message type "${fields[0]}" has no xmig signature field`);
   const sealed = Buffer.from(extension.slice(EXTENSION.length), 'base64');

@@ -13,6 +13,7 @@ import { Dag } from '../shared/dag.js';
 import { errorMessage } from '../shared/errors.js';
 import type { Xid} from '../shared/xid.js';
 import { BROADCAST_HID, WellKnownSid, XidType } from '../shared/xid.js';
+import { openMoveNotice, type MoveNotice } from '../shared/move-notice.js';
 import { datagramData } from './datagram.js';
 import type { LinkAddress } from './link.js';
 import type { Arrival, XiaNode } from './node.js';
@@ -48,6 +49,7 @@ export interface XrouteEvents {
   'register-ack': [RegisterAck];
   neighbor: [{ hid: Xid; port: number; role: 'router' | 'host'; ad: Xid | undefined; isNew: boolean }];
   rejected: [{ reason: string; port: number; from: LinkAddress }];
+  'moved-away': [{ hid: Xid; port: number; routeRemoved: boolean }];
 }
 
 export const XROUTE_BROADCAST_DAG = Dag.chain(BROADCAST_HID, WellKnownSid.XROUTE);
@@ -62,6 +64,7 @@ export class XrouteService extends EventEmitter<XrouteEvents> {
   /** Latest accepted timestamp (HELLO) and sequence (registration) per HID: replays lose. */
   private readonly helloClock = new Map<string, number>();
   private readonly registerSeq = new Map<string, number>();
+  private readonly movedSeq = new Map<string, number>();
   readonly stats = { hellosSent: 0, hellosAccepted: 0, registrations: 0, rejected: 0 };
 
   constructor(
@@ -132,6 +135,8 @@ export class XrouteService extends EventEmitter<XrouteEvents> {
       case XrouteType.REGISTER_ACK:
         if (message.ack.hid.equals(this.node.hid)) this.emit('register-ack', message.ack);
         return;
+      case XrouteType.HID_MOVED:
+        return this.onHidMoved(message.notice, arrival);
     }
   }
 
@@ -174,6 +179,30 @@ export class XrouteService extends EventEmitter<XrouteEvents> {
     }
     if (isNew) this.node.logger.info('neighbor.up', { hid: hello.hid.toString(), port, role: hello.role, ad: hello.ad?.toString() });
     this.emit('neighbor', { hid: hello.hid, port, role: hello.role, ad: hello.ad, isNew });
+  }
+
+  /**
+   * A HID moved away from the link this came on (the old gateway says so, with the
+   * VM's own signed notice): drop the direct route and neighbour entry we learned for
+   * it there, instead of black-holing traffic to it until they expire.
+   */
+  private onHidMoved(sealed: Buffer, arrival: Arrival): void {
+    if (this.node.role !== 'host') return;
+    let notice: MoveNotice;
+    try {
+      notice = openMoveNotice(sealed).notice;
+    } catch (error) {
+      return this.reject(`bad move notice: ${errorMessage(error)}`, arrival);
+    }
+    if (!this.fresh(notice.timestamp)) return this.reject('stale move notice', arrival);
+    const key = notice.hid.key;
+    if ((this.movedSeq.get(key) ?? -1) >= notice.seq) return;
+    this.movedSeq.set(key, notice.seq);
+    const route = this.node.routes.route(notice.hid);
+    const removed = route !== undefined && route.origin === 'neighbor' && route.port === arrival.port && this.node.routes.remove(XidType.HID, notice.hid);
+    this.node.neighbors.forget(arrival.port, notice.hid);
+    this.node.logger.info('neighbor.moved-away', { hid: notice.hid.toString(), port: arrival.port, routeRemoved: removed, toAd: notice.newAd.toString() });
+    this.emit('moved-away', { hid: notice.hid, port: arrival.port, routeRemoved: removed });
   }
 
   private onRegister(register: HostRegister, arrival: Arrival): void {

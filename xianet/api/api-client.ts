@@ -96,7 +96,9 @@ export class NodeClient implements NodeApi {
     const event = header['event'];
     if (event === 'datagram') {
       const sid = header['sid'] as Xid;
-      for (const listener of this.datagramListeners.get(sid.key) ?? []) listener({ data: body, from: header['from'] as Dag });
+      for (const listener of this.datagramListeners.get(sid.key) ?? []) {
+        listener({ data: body, from: header['from'] as Dag, port: header['port'] as number });
+      }
     } else if (event === 'connection') {
       const sid = header['sid'] as Xid;
       const listeners = this.streamServers.get(sid.key);
@@ -179,6 +181,7 @@ export class NodeClient implements NodeApi {
         return ad ? Dag.hostAddress(ad, hid, bound) : Dag.chain(hid, bound);
       },
       send: async (dst, data) => void (await this.request({ op: 'send', sid: bound, dst }, data)),
+      sendOnLink: async (port, dst, data) => void (await this.request({ op: 'send', sid: bound, dst, port }, data)),
       onMessage: (listener) => void listeners.add(listener),
       close: async () => {
         this.datagramListeners.delete(bound.key);

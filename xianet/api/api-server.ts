@@ -167,14 +167,15 @@ class ClientSession {
         const socket = await this.api.bindDatagram(header['sid'] instanceof Xid ? header['sid'] : undefined);
         const key = socket.sid.key;
         this.datagrams.set(key, socket);
-        socket.onMessage(({ data, from }) => this.send({ event: 'datagram', sid: socket.sid, from }, data));
+        socket.onMessage(({ data, from, port }) => this.send({ event: 'datagram', sid: socket.sid, from, port }, data));
         this.cleanups.push(() => socket.close());
         return { header: { sid: socket.sid, address: await socket.address() } };
       }
       case 'send': {
         const socket = this.datagrams.get((header['sid'] as Xid).key);
         if (!socket) throw new Error(`SID ${String(header['sid'])} is not bound by this client`);
-        await socket.send(header['dst'] as Dag, frame.body);
+        if (typeof header['port'] === 'number') await socket.sendOnLink(header['port'], header['dst'] as Dag, frame.body);
+        else await socket.send(header['dst'] as Dag, frame.body);
         return undefined;
       }
       case 'listen': {

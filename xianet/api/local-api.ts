@@ -41,6 +41,7 @@ export class LocalNodeApi implements NodeApi {
       ad: node.ad,
       address: node.address(),
       nameServer: this.stack.join?.gateway?.nameServer ?? this.stack.beacons?.nameServer,
+      interfaces: node.interfaceList.map((i) => ({ port: i.port, name: i.link.name, address: i.link.address, hostFacing: i.hostFacing })),
     };
   }
 
@@ -79,6 +80,7 @@ export class LocalNodeApi implements NodeApi {
             previousAd: change.previous?.ad,
             previousGatewayHid: change.previous?.hid,
             previousPort: change.previous?.port,
+            previousLinkId: change.previous?.linkId,
             nameServer: change.current.nameServer,
             heardAt: Date.now(),
           } satisfies GatewayEvent);
@@ -134,7 +136,7 @@ export class LocalNodeApi implements NodeApi {
       } catch {
         return;
       }
-      for (const listener of listeners) listener({ data, from });
+      for (const listener of listeners) listener({ data, from, port: arrival.port });
     });
     const cleanup = (): void => unbind();
     this.cleanups.add(cleanup);
@@ -142,6 +144,11 @@ export class LocalNodeApi implements NodeApi {
       sid,
       address: async () => node.serviceAddress(sid),
       send: async (dst, data) => node.sendDatagram(dst, data, { src: node.serviceAddress(sid) }),
+      sendOnLink: async (port, dst, data) => {
+        if (!node.sendDatagramOnPort(port, 'broadcast', dst, data, node.serviceAddress(sid))) {
+          throw new XmigError('ERR_UNREACHABLE', `${node.name} has no interface ${port} on a segment`);
+        }
+      },
       onMessage: (listener) => void listeners.add(listener),
       close: async () => {
         cleanup();

@@ -19,6 +19,8 @@ export interface NodeInfo {
   address: Dag;
   /** The name server's DAG, as the gateway's beacons announce it. */
   nameServer: Dag | undefined;
+  /** The node's interfaces. */
+  interfaces: Array<{ port: number; name: string; address: string | undefined; hostFacing: boolean }>;
 }
 
 export interface BeaconEvent {
@@ -42,6 +44,7 @@ export interface GatewayEvent {
   previousAd: Xid | undefined;
   previousGatewayHid: Xid | undefined;
   previousPort: number | undefined;
+  previousLinkId: string | undefined;
   nameServer: Dag | undefined;
   heardAt: number;
 }
@@ -70,6 +73,8 @@ export interface Datagram {
   data: Buffer;
   /** The sender's DAG (its source address). */
   from: Dag;
+  /** The node's interface it arrived on (-1: sent by this node to itself). */
+  port: number;
 }
 
 export interface DatagramSocket {
@@ -77,6 +82,11 @@ export interface DatagramSocket {
   /** The DAG others send to: this node's address with the SID appended. */
   address(): Promise<Dag>;
   send(dst: Dag, data: Uint8Array): Promise<void>;
+  /**
+   * Sends to the whole segment behind one interface, bypassing the route tables
+   * (one hop, like xia-core's daemons do to BHID): for neighbour protocols.
+   */
+  sendOnLink(port: number, dst: Dag, data: Uint8Array): Promise<void>;
   onMessage(listener: (datagram: Datagram) => void): void;
   close(): Promise<void>;
 }

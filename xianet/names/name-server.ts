@@ -9,7 +9,7 @@ import { silentLogger, type Logger } from '../../shared/logger.js';
 import { WellKnownSid } from '../../shared/xid.js';
 import { Dag } from '../../shared/dag.js';
 import type { Datagram, DatagramSocket, NodeApi } from '../api/node-api.js';
-import { openNameRecord } from './name-record.js';
+import { openNameRecord, type SignedNameRecord } from './name-record.js';
 import { NameStore } from './name-store.js';
 import { decodeNsMessage, encodeNsMessage, NS_FLAGS_MIGRATE, NsType, type NsMessage } from './xns-message.js';
 
@@ -26,6 +26,13 @@ export class NameServer {
   private readonly logger: Logger;
   readonly stats = { queries: 0, registrations: 0, rejected: 0, malformed: 0 };
   private readonly requests: Counter<'type' | 'result'> | undefined;
+  private readonly recordListeners = new Set<(record: SignedNameRecord) => void>();
+
+  /** Called with every record accepted (the testbed times re-registration with it). */
+  onRecord(listener: (record: SignedNameRecord) => void): () => void {
+    this.recordListeners.add(listener);
+    return () => this.recordListeners.delete(listener);
+  }
 
   constructor(
     private readonly api: NodeApi,
@@ -124,6 +131,7 @@ export class NameServer {
           previous: result.previous?.dag.toString(),
         });
         this.reply(from, { type: NsType.RESPONSE_REGISTER, flags: 0, requestId });
+        for (const listener of this.recordListeners) listener(record);
         return;
       }
       default:
