@@ -15,6 +15,7 @@ import { testbedCommand } from './testbed-command.js';
 import { calCommand } from './cal-command.js';
 import { agentCommand } from './agent-command.js';
 import { routerPluginCommand } from './router-plugin-command.js';
+import { recvCommand, sendCommand } from './mover-commands.js';
 
 export function buildProgram(): Command {
   const program = new Command('xmig')
@@ -32,6 +33,8 @@ export function buildProgram(): Command {
   program.addCommand(calCommand());
   program.addCommand(agentCommand());
   program.addCommand(routerPluginCommand());
+  program.addCommand(sendCommand());
+  program.addCommand(recvCommand());
   return program;
 }
 

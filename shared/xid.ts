@@ -176,4 +176,6 @@ export const WellKnownSid = {
   NAME_SERVER: wellKnownSid('1110000000000000000000000000000000001113'),
   /** xmig's own: HID-move notices to the router plugin (not an xia-core value). */
   MOBILITY: wellKnownSid('1110000000000000000000000000000000001114'),
+  /** xmig's own: where `xmig recv` listens for a migration by default. */
+  MIGRATION: wellKnownSid('1110000000000000000000000000000000001115'),
 } as const;

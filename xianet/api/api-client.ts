@@ -231,6 +231,19 @@ export class NodeClient implements NodeApi {
     return this.attach(header['streamId'] as number, header['token'] as string, header['remote'] as Dag, header['localSid'] as Xid);
   }
 
+  async publishChunks(chunks: Buffer[]): Promise<Xid[]> {
+    const response = await this.request({ op: 'chunk-put', sizes: chunks.map((c) => c.length) }, Buffer.concat(chunks));
+    return response.header['cids'] as Xid[];
+  }
+
+  async unpublishChunks(cids: Xid[]): Promise<void> {
+    await this.request({ op: 'chunk-drop', cids });
+  }
+
+  async fetchChunk(cid: Xid, source: Dag): Promise<Buffer> {
+    return (await this.request({ op: 'chunk-get', cid, source })).body;
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

@@ -50,14 +50,21 @@ class PendingStreams {
   }
 }
 
-/** Joins a data socket and a STREAM connection: bytes both ways, half-close and errors passed on. */
+/**
+ * Joins a data socket and a STREAM connection: bytes both ways, half-close passed on
+ * (the application ending its socket ends the connection gracefully), and an abrupt
+ * close of either side aborts the other.
+ */
 function splice(socket: Socket, connection: StreamConnection, initial: Buffer): void {
   if (initial.length > 0) connection.write(initial);
+  let socketEnded = false;
+  socket.on('end', () => (socketEnded = true));
   socket.pipe(connection);
   connection.pipe(socket);
   socket.on('error', () => connection.destroy());
   socket.on('close', () => {
-    if (!connection.writableEnded || !connection.readableEnded) connection.destroy();
+    // Closed without ending first: the application went away (or crashed).
+    if (!socketEnded && !connection.destroyed) connection.destroy();
   });
   connection.on('error', () => socket.destroy());
   connection.on('close', () => {
@@ -71,6 +78,8 @@ class ClientSession {
   private readonly cleanups: Array<() => void | Promise<void>> = [];
   private readonly datagrams = new Map<string, DatagramSocket>();
   private readonly servers = new Map<string, StreamServer>();
+  /** Chunks this client published (they go when it does, if it did not drop them). */
+  private readonly published = new Map<string, Xid>();
   private readonly pings = new Map<number, AbortController>();
   private closed = false;
 
@@ -205,6 +214,29 @@ class ClientSession {
         this.watch(streamId, connection);
         return { header: { streamId, token, remote: connection.remote, localSid: connection.localSid } };
       }
+      case 'chunk-put': {
+        const sizes = header['sizes'] as number[];
+        const chunks: Buffer[] = [];
+        let at = 0;
+        for (const size of sizes) {
+          chunks.push(Buffer.from(frame.body.subarray(at, at + size)));
+          at += size;
+        }
+        if (at !== frame.body.length) throw new Error('chunk sizes do not add up to the body');
+        const cids = await this.api.publishChunks(chunks);
+        for (const cid of cids) this.published.set(cid.key, cid);
+        return { header: { cids } };
+      }
+      case 'chunk-drop': {
+        const cids = header['cids'] as Xid[];
+        await this.api.unpublishChunks(cids);
+        for (const cid of cids) this.published.delete(cid.key);
+        return undefined;
+      }
+      case 'chunk-get': {
+        const data = await this.api.fetchChunk(header['cid'] as Xid, header['source'] as Dag);
+        return { header: {}, body: data };
+      }
       case 'unbind': {
         const key = (header['sid'] as Xid).key;
         await this.datagrams.get(key)?.close();
@@ -229,6 +261,8 @@ class ClientSession {
     if (this.closed) return;
     this.closed = true;
     for (const controller of this.pings.values()) controller.abort();
+    if (this.published.size > 0) await this.api.unpublishChunks([...this.published.values()]).catch(() => undefined);
+    this.published.clear();
     for (const cleanup of this.cleanups.splice(0)) await cleanup();
     this.socket.destroy();
   }

@@ -4,6 +4,7 @@ import type { Dag } from '../../shared/dag.js';
 import { XmigError } from '../../shared/errors.js';
 import { Xid, XidType } from '../../shared/xid.js';
 import { xipSrcDag } from '../../shared/xip-header.js';
+import { ChunkFetcher } from '../chunk/chunk-fetcher.js';
 import { datagramData } from '../datagram.js';
 import type { Gateway } from '../host-join.js';
 import type { ReceivedBeacon } from '../xhcp.js';
@@ -184,6 +185,29 @@ export class LocalNodeApi implements NodeApi {
       connectTimeoutMs: options.connectTimeoutMs,
       signal: options.signal,
     });
+  }
+
+  private fetcher: ChunkFetcher | undefined;
+
+  async publishChunks(chunks: Buffer[]): Promise<Xid[]> {
+    return chunks.map((chunk) => this.stack.chunks.publish(chunk));
+  }
+
+  async unpublishChunks(cids: Xid[]): Promise<void> {
+    for (const cid of cids) this.stack.chunks.unpublish(cid);
+  }
+
+  async fetchChunk(cid: Xid, source: Dag, options: { signal?: AbortSignal } = {}): Promise<Buffer> {
+    if (!this.fetcher) {
+      const fetcher = new ChunkFetcher(this.stack.node);
+      fetcher.start();
+      this.fetcher = fetcher;
+      this.cleanups.add(() => {
+        fetcher.stop();
+        this.fetcher = undefined;
+      });
+    }
+    return this.fetcher.fetch(cid, source, options);
   }
 
   async close(): Promise<void> {

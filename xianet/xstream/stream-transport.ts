@@ -33,6 +33,14 @@ export interface Listener {
   close(): void;
 }
 
+/** A SID bound for STREAM: by a listener, and by the connections accepted on it. */
+interface Binding {
+  sid: Xid;
+  listener: { onConnection: (c: StreamConnection) => void; options: StreamOptions } | undefined;
+  connections: number;
+  unbind: () => void;
+}
+
 interface Tombstone {
   peer: Dag;
   timer: NodeJS.Timeout;
@@ -42,6 +50,7 @@ interface Tombstone {
 export class StreamTransport {
   private readonly connections = new Map<string, StreamConnection>();
   private readonly tombstones = new Map<string, Tombstone>();
+  private readonly bindings = new Map<string, Binding>();
   /** The last address other than its peer's that each connection heard from (a moved peer). */
   private readonly otherPaths = new WeakMap<StreamConnection, StreamPath>();
   readonly stats = { accepted: 0, connected: 0, resetsSent: 0, malformed: 0 };
@@ -71,8 +80,23 @@ export class StreamTransport {
 
   /** Accepts connections to `sid`; returns a handle that stops listening. */
   listen(sid: Xid, onConnection: (connection: StreamConnection) => void, options: StreamOptions = {}): Listener {
-    const unbind = this.node.bind(sid, (packet, arrival) => this.onPacket(packet, arrival, sid, { onConnection, options }));
-    return { sid, close: unbind };
+    const binding: Binding = { sid, listener: { onConnection, options }, connections: 0, unbind: () => undefined };
+    binding.unbind = this.node.bind(sid, (packet, arrival) => this.onPacket(packet, arrival, sid, binding.listener));
+    this.bindings.set(sid.key, binding);
+    return {
+      sid,
+      // Stops accepting; connections already accepted on the SID live on (as with TCP).
+      close: () => {
+        binding.listener = undefined;
+        this.releaseBinding(binding);
+      },
+    };
+  }
+
+  private releaseBinding(binding: Binding): void {
+    if (binding.listener || binding.connections > 0) return;
+    binding.unbind();
+    if (this.bindings.get(binding.sid.key) === binding) this.bindings.delete(binding.sid.key);
   }
 
   /** Opens a connection to `dst` from a fresh SID; resolves once the peer accepted. */
@@ -217,7 +241,12 @@ export class StreamTransport {
     const source = this.sourceDag(packet);
     if (!source) return;
     if (listener && isHandshakeInit(segment)) {
-      const created = this.create('server', Buffer.from(header.connectionId), sid, { dag: source, key: Buffer.from(srcKey) }, undefined, listener.options);
+      const binding = this.bindings.get(sid.key)!;
+      binding.connections++;
+      const created = this.create('server', Buffer.from(header.connectionId), sid, { dag: source, key: Buffer.from(srcKey) }, undefined, listener.options, () => {
+        binding.connections--;
+        this.releaseBinding(binding);
+      });
       this.stats.accepted++;
       created.receive(segment, header.packetNumber, header.framesAt, created.peerPath);
       listener.onConnection(created);

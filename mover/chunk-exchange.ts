@@ -1,0 +1,165 @@
+/**
+ * How chunks get from sender to receiver, behind one pair of interfaces:
+ *  - XIA: the sender publishes chunks in its node's chunk store; the receiver's
+ *    node fetches them with the CHUNK transport (receiver-driven, windowed, every
+ *    chunk verified against its CID on arrival, cached by routers on the way);
+ *  - TCP: the same REQUEST / DATA exchange travels on the control connection, and
+ *    the receiver verifies each chunk's SHA-1 itself.
+ */
+import { createHash } from 'node:crypto';
+import type { Dag } from '../shared/dag.js';
+import { XmigError } from '../shared/errors.js';
+import { Xid, XidType } from '../shared/xid.js';
+import type { NodeApi } from '../xianet/api/node-api.js';
+import type { ControlChannel } from './control-channel.js';
+import { MessageType } from './control-messages.js';
+
+export interface ChunkPublisher {
+  /** Makes the chunks available to the receiver; returns their CIDs (20-byte SHA-1 each). */
+  publish(chunks: Buffer[]): Promise<Buffer[]>;
+  /** The receiver has them: free them. */
+  drop(cids: Buffer[]): Promise<void>;
+  /** TCP mode: answer a REQUEST that came on the control channel. */
+  serve?(cids: Buffer[], channel: ControlChannel): Promise<void>;
+}
+
+export interface ChunkRetriever {
+  /** Bytes whose SHA-1 is `cid`. */
+  fetch(cid: Buffer, length: number): Promise<Buffer>;
+  /** TCP mode: a DATA message arrived. */
+  deliver?(cid: Buffer, data: Buffer): void;
+  /** TCP mode: requests now go on this channel (a reconnection). */
+  attach?(channel: ControlChannel): void;
+  readonly stats: { fetched: number; corrupt: number; bytes: number };
+}
+
+export function sha1(data: Buffer): Buffer {
+  return createHash('sha1').update(data).digest();
+}
+
+export class XiaPublisher implements ChunkPublisher {
+  constructor(private readonly api: NodeApi) {}
+
+  async publish(chunks: Buffer[]): Promise<Buffer[]> {
+    // The node hashes what it stores: one SHA-1 per chunk, not two.
+    return (await this.api.publishChunks(chunks)).map((cid) => cid.id);
+  }
+
+  async drop(cids: Buffer[]): Promise<void> {
+    await this.api.unpublishChunks(cids.map((id) => Xid.of(XidType.CID, id)));
+  }
+}
+
+export class XiaRetriever implements ChunkRetriever {
+  readonly stats = { fetched: 0, corrupt: 0, bytes: 0 };
+
+  constructor(
+    private readonly api: NodeApi,
+    private readonly source: Dag,
+  ) {}
+
+  async fetch(cid: Buffer): Promise<Buffer> {
+    // The node's CHUNK fetcher verifies, refetches corrupt chunks and keeps its window full.
+    const data = await this.api.fetchChunk(Xid.of(XidType.CID, cid), this.source);
+    this.stats.fetched++;
+    this.stats.bytes += data.length;
+    return data;
+  }
+}
+
+export class TcpPublisher implements ChunkPublisher {
+  private readonly store = new Map<string, Buffer>();
+
+  async publish(chunks: Buffer[]): Promise<Buffer[]> {
+    return chunks.map((chunk) => {
+      const cid = sha1(chunk);
+      this.store.set(cid.toString('latin1'), chunk);
+      return cid;
+    });
+  }
+
+  async drop(cids: Buffer[]): Promise<void> {
+    for (const cid of cids) this.store.delete(cid.toString('latin1'));
+  }
+
+  async serve(cids: Buffer[], channel: ControlChannel): Promise<void> {
+    for (const cid of cids) {
+      const data = this.store.get(cid.toString('latin1'));
+      if (!data) {
+        await channel.send({ type: MessageType.ERROR, message: `no chunk ${cid.toString('hex')}` });
+        continue;
+      }
+      await channel.send({ type: MessageType.DATA, cid: Buffer.from(cid), data });
+    }
+  }
+}
+
+interface Wanted {
+  resolve: (data: Buffer) => void;
+  reject: (error: Error) => void;
+  attempts: number;
+}
+
+export class TcpRetriever implements ChunkRetriever {
+  readonly stats = { fetched: 0, corrupt: 0, bytes: 0 };
+  private channel: ControlChannel | undefined;
+  private readonly wanted = new Map<string, Wanted[]>();
+  private batch: Buffer[] = [];
+  private scheduled = false;
+
+  attach(channel: ControlChannel): void {
+    this.channel = channel;
+    // Everything still wanted is asked for again on the new connection.
+    this.batch = [...this.wanted.keys()].map((key) => Buffer.from(key, 'latin1'));
+    this.flushSoon();
+  }
+
+  fetch(cid: Buffer): Promise<Buffer> {
+    const key = cid.toString('latin1');
+    return new Promise<Buffer>((resolve, reject) => {
+      const list = this.wanted.get(key);
+      if (list) {
+        list.push({ resolve, reject, attempts: 0 });
+        return;
+      }
+      this.wanted.set(key, [{ resolve, reject, attempts: 0 }]);
+      this.batch.push(Buffer.from(cid));
+      this.flushSoon();
+    });
+  }
+
+  private flushSoon(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    queueMicrotask(() => {
+      this.scheduled = false;
+      const cids = this.batch.splice(0);
+      if (cids.length === 0 || !this.channel || this.channel.closed) return;
+      this.channel.send({ type: MessageType.REQUEST, cids }).catch(() => undefined);
+    });
+  }
+
+  deliver(cid: Buffer, data: Buffer): void {
+    const key = cid.toString('latin1');
+    const waiting = this.wanted.get(key);
+    if (!waiting) return;
+    if (!sha1(data).equals(cid)) {
+      this.stats.corrupt++;
+      const first = waiting[0]!;
+      if (++first.attempts > 5) {
+        this.wanted.delete(key);
+        for (const w of waiting) w.reject(new XmigError('ERR_CHUNK', `chunk ${cid.toString('hex')} corrupt ${first.attempts} times`));
+        return;
+      }
+      this.batch.push(Buffer.from(cid));
+      this.flushSoon();
+      return;
+    }
+    this.wanted.delete(key);
+    this.stats.fetched++;
+    this.stats.bytes += data.length;
+    // The frame's bytes are a view into the connection's buffer: keep a copy of our own.
+    const copy = Buffer.from(data);
+    for (const w of waiting) w.resolve(copy);
+  }
+}

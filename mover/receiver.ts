@@ -1,0 +1,244 @@
+/**
+ * `xmig recv`: the destination QEMU reads the migration stream from our stdout.
+ * For each announced round we fetch the chunks (many at once), each verified
+ * against its CID, write them out strictly in order, and acknowledge the round once
+ * it is all written. Zero chunks are not fetched; a chunk whose CID we saw recently
+ * is taken from a small cache instead of being fetched twice.
+ *
+ * If the control connection is lost we wait (up to `resumeDeadlineMs`) for the
+ * sender to come back, tell it where we are, and go on from there.
+ */
+import type { Duplex } from 'node:stream';
+import { XmigError } from '../shared/errors.js';
+import { silentLogger, type Logger } from '../shared/logger.js';
+import { ControlChannel } from './control-channel.js';
+import { ChunkKind, MessageType, type ControlMessage, type OfferedChunk } from './control-messages.js';
+import type { ChunkRetriever } from './chunk-exchange.js';
+
+export interface ReceiverOptions {
+  output: NodeJS.WritableStream;
+  /** The next control connection from a sender (resolves when one arrives). */
+  accept: () => Promise<Duplex>;
+  /** Builds the chunk retriever for the sender's mode and chunk source. */
+  retriever: (mode: 'xia' | 'tcp', source: string) => ChunkRetriever;
+  resumeDeadlineMs?: number;
+  /** Bytes of recently received chunks kept to avoid fetching one twice (default 64 MiB). */
+  cacheBytes?: number;
+  logger?: Logger;
+}
+
+export interface ReceiveReport {
+  bytes: number;
+  chunks: number;
+  zeroChunks: number;
+  cachedChunks: number;
+  rounds: number;
+  reconnects: number;
+  seconds: number;
+  /** ms from the first OFFER to DONE acknowledged. */
+  transferMs: number;
+}
+
+interface Job {
+  round: number;
+  index: number;
+  last: boolean;
+  generation: number;
+  data: Promise<Buffer>;
+}
+
+export class MigrationReceiver {
+  private session: Buffer | undefined;
+  private retriever: ChunkRetriever | undefined;
+  private channel: ControlChannel | undefined;
+  private generation = 0;
+  private readonly queue: Job[] = [];
+  /** The next chunk to write: round and index within it. */
+  private next = { round: 0, index: 0 };
+  private done: { rounds: number; bytes: number } | undefined;
+  private finished = false;
+  private failure: Error | undefined;
+  private wakeWriter: (() => void) | undefined;
+  private readonly cache = new Map<string, Buffer>();
+  private cacheSize = 0;
+  private readonly logger: Logger;
+  private readonly report = { bytes: 0, chunks: 0, zeroChunks: 0, cachedChunks: 0, reconnects: 0 };
+  private firstOfferAt: number | undefined;
+  private readonly zero = Buffer.alloc(1024 * 1024);
+
+  constructor(private readonly options: ReceiverOptions) {
+    this.logger = (options.logger ?? silentLogger()).child({ component: 'mover', role: 'recv' });
+  }
+
+  async run(): Promise<ReceiveReport> {
+    const started = performance.now();
+    await this.attach(await this.options.accept(), false);
+    await this.write();
+    await this.channel?.end();
+    const seconds = (performance.now() - started) / 1000;
+    this.logger.info('recv.done', { phase: 'done', bytes: this.report.bytes, rounds: this.done?.rounds, ms: Math.round(seconds * 1000) });
+    return {
+      ...this.report,
+      rounds: this.done?.rounds ?? 0,
+      seconds,
+      transferMs: Math.round(performance.now() - (this.firstOfferAt ?? started)),
+    };
+  }
+
+  private fail(error: Error): void {
+    this.failure ??= error;
+    this.wakeWriter?.();
+  }
+
+  private async attach(stream: Duplex, resumed: boolean): Promise<void> {
+    const channel = new ControlChannel(stream, (message) => this.onMessage(message, channel));
+    this.channel = channel;
+    channel.onClose((reason) => {
+      if (this.finished || this.channel !== channel) return;
+      this.logger.warn('recv.control-lost', { reason });
+      void this.awaitResume();
+    });
+    if (resumed) this.report.reconnects++;
+  }
+
+  /** Waits for the sender to reconnect; fails the migration after the deadline. */
+  private async awaitResume(): Promise<void> {
+    // Fetches in flight belong to the lost connection's offers: they will be offered again.
+    this.generation++;
+    this.queue.length = 0;
+    const deadline = this.options.resumeDeadlineMs ?? 10_000;
+    const timer = setTimeout(() => this.fail(new XmigError('ERR_MIGRATION', `sender did not come back within ${deadline} ms`)), deadline);
+    try {
+      const stream = await Promise.race([
+        this.options.accept(),
+        new Promise<never>((_, reject) => setTimeout(() => reject(new Error('deadline')), deadline)),
+      ]);
+      clearTimeout(timer);
+      await this.attach(stream, true);
+    } catch {
+      clearTimeout(timer);
+      this.fail(new XmigError('ERR_MIGRATION', `sender did not come back within ${deadline} ms`));
+    }
+  }
+
+  private onMessage(message: ControlMessage, channel: ControlChannel): void {
+    switch (message.type) {
+      case MessageType.HELLO: {
+        if (this.session && !this.session.equals(message.session)) {
+          void channel.send({ type: MessageType.ERROR, message: 'another migration is in progress' }).finally(() => channel.close('foreign session'));
+          return;
+        }
+        this.session = message.session;
+        this.retriever ??= this.options.retriever(message.mode === 0 ? 'xia' : 'tcp', message.source);
+        this.retriever.attach?.(channel);
+        this.logger.info('recv.hello', { mode: message.mode === 0 ? 'xia' : 'tcp', source: message.source, nextRound: this.next.round });
+        void channel.send({ type: MessageType.WELCOME, session: message.session, nextRound: this.next.round });
+        return;
+      }
+      case MessageType.OFFER:
+        this.firstOfferAt ??= performance.now();
+        this.onOffer(message.round, message.chunks);
+        return;
+      case MessageType.DATA:
+        this.retriever?.deliver?.(message.cid, message.data);
+        return;
+      case MessageType.DONE:
+        this.done = { rounds: message.rounds, bytes: message.bytes };
+        this.wakeWriter?.();
+        return;
+      case MessageType.ERROR:
+        this.fail(new XmigError('ERR_MIGRATION', `sender: ${message.message}`));
+        return;
+      default:
+        channel.close(`unexpected message ${message.type} from the sender`);
+    }
+  }
+
+  private cached(cid: Buffer): Buffer | undefined {
+    const key = cid.toString('latin1');
+    const data = this.cache.get(key);
+    if (data) {
+      this.cache.delete(key);
+      this.cache.set(key, data);
+    }
+    return data;
+  }
+
+  private remember(cid: Buffer, data: Buffer): void {
+    const limit = this.options.cacheBytes ?? 64 * 1024 * 1024;
+    const key = cid.toString('latin1');
+    if (this.cache.has(key) || data.length > limit) return;
+    this.cache.set(key, data);
+    this.cacheSize += data.length;
+    while (this.cacheSize > limit) {
+      const oldest = this.cache.keys().next().value!;
+      this.cacheSize -= this.cache.get(oldest)!.length;
+      this.cache.delete(oldest);
+    }
+  }
+
+  private zeros(length: number): Buffer {
+    return length <= this.zero.length ? this.zero.subarray(0, length) : Buffer.alloc(length);
+  }
+
+  private onOffer(round: number, chunks: OfferedChunk[]): void {
+    const retriever = this.retriever!;
+    chunks.forEach((chunk, index) => {
+      // Already written (an offer repeated after a reconnection): skip.
+      if (round < this.next.round || (round === this.next.round && index < this.next.index)) return;
+      let data: Promise<Buffer>;
+      if (chunk.kind === ChunkKind.ZERO) {
+        this.report.zeroChunks++;
+        data = Promise.resolve(this.zeros(chunk.length));
+      } else {
+        const hit = this.cached(chunk.cid!);
+        if (hit) {
+          this.report.cachedChunks++;
+          data = Promise.resolve(hit);
+        } else {
+          const cid = Buffer.from(chunk.cid!);
+          data = retriever.fetch(cid, chunk.length).then((bytes) => {
+            this.remember(cid, bytes);
+            return bytes;
+          });
+        }
+      }
+      // A rejected fetch is handled by the writer, in order.
+      data.catch(() => undefined);
+      this.queue.push({ round, index, last: index === chunks.length - 1, generation: this.generation, data });
+    });
+    this.wakeWriter?.();
+  }
+
+  /** Writes chunks out strictly in order; acknowledges each round once written. */
+  private async write(): Promise<void> {
+    const output = this.options.output;
+    for (;;) {
+      if (this.failure) throw this.failure;
+      const job = this.queue[0];
+      if (!job) {
+        if (this.done && this.next.round >= this.done.rounds) break;
+        await new Promise<void>((resolve) => (this.wakeWriter = resolve));
+        this.wakeWriter = undefined;
+        continue;
+      }
+      let data: Buffer;
+      try {
+        data = await job.data;
+      } catch (error) {
+        if (job.generation !== this.generation) continue;
+        throw error;
+      }
+      if (job.generation !== this.generation || this.queue[0] !== job) continue;
+      this.queue.shift();
+      if (!output.write(data)) await new Promise((resolve) => output.once('drain', resolve));
+      this.report.bytes += data.length;
+      this.report.chunks++;
+      this.next = job.last ? { round: job.round + 1, index: 0 } : { round: job.round, index: job.index + 1 };
+      if (job.last) await this.channel?.send({ type: MessageType.ACK, round: job.round }).catch(() => undefined);
+    }
+    await new Promise<void>((resolve) => output.write('', () => resolve()));
+    this.finished = true;
+    await this.channel?.send({ type: MessageType.DONE_ACK });
+  }
+}

@@ -1,0 +1,310 @@
+/**
+ * `xmig send`: the source QEMU writes its migration stream to our stdin. We cut it
+ * into chunks, publish them, and announce each round's CIDs on the control
+ * connection; the receiver fetches, verifies, writes out and acknowledges. Reading,
+ * hashing, announcing and the receiver's fetching overlap: a round is announced as
+ * soon as it is full or the input pauses (QEMU's last, stop-and-copy round must not
+ * wait), and up to `maxUnackedBytes` may be announced but unacknowledged.
+ *
+ * A lost control connection is reopened and the migration resumes from what the
+ * receiver has written; if that fails within `resumeDeadlineMs`, send fails, and so
+ * QEMU fails the migration and the source VM keeps running.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Duplex } from 'node:stream';
+import { XmigError, errorMessage } from '../shared/errors.js';
+import { silentLogger, type Logger } from '../shared/logger.js';
+import { ControlChannel } from './control-channel.js';
+import { ChunkKind, MessageType, type ControlMessage, type OfferedChunk } from './control-messages.js';
+import type { ChunkPublisher } from './chunk-exchange.js';
+
+export interface SenderOptions {
+  input: NodeJS.ReadableStream;
+  /** Opens a control connection to the receiver. */
+  connect: () => Promise<Duplex>;
+  publisher: ChunkPublisher;
+  mode: 'xia' | 'tcp';
+  /** Where the receiver fetches chunks from (XIA: this host's DAG). */
+  source: string;
+  chunkBytes?: number;
+  roundBytes?: number;
+  /** Close a round when no input came for this long (default 2 ms). */
+  flushMs?: number;
+  maxUnackedBytes?: number;
+  resumeDeadlineMs?: number;
+  logger?: Logger;
+  onProgress?: (progress: SendProgress) => void;
+}
+
+export interface SendProgress {
+  bytesRead: number;
+  bytesAcked: number;
+  rounds: number;
+  roundsAcked: number;
+}
+
+export interface SendReport {
+  bytes: number;
+  chunks: number;
+  zeroChunks: number;
+  rounds: number;
+  reconnects: number;
+  seconds: number;
+  /** ms from start to the last byte read from QEMU, and to DONE acknowledged. */
+  lastInputMs: number;
+  doneMs: number;
+}
+
+interface Round {
+  number: number;
+  chunks: OfferedChunk[];
+  bytes: number;
+}
+
+export class MigrationSender {
+  private readonly session = randomBytes(16);
+  private channel: ControlChannel | undefined;
+  private readonly unacked = new Map<number, Round>();
+  private unackedBytes = 0;
+  private nextRound = 0;
+  private acked = -1;
+  private doneSent = false;
+  private finished = false;
+  private failure: Error | undefined;
+  private readonly waiters = new Set<() => void>();
+  private reconnecting: Promise<void> | undefined;
+  private readonly logger: Logger;
+  private readonly zero: Buffer;
+  private readonly report = { bytes: 0, chunks: 0, zeroChunks: 0, reconnects: 0, bytesAcked: 0 };
+
+  constructor(private readonly options: SenderOptions) {
+    this.logger = (options.logger ?? silentLogger()).child({ component: 'mover', role: 'send' });
+    this.zero = Buffer.alloc(options.chunkBytes ?? 256 * 1024);
+  }
+
+  private wake(): void {
+    // Waiters whose condition still fails put themselves back in the set.
+    const waiters = [...this.waiters];
+    this.waiters.clear();
+    for (const waiter of waiters) waiter();
+  }
+
+  private waitUntil(condition: () => boolean): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const check = (): void => {
+        if (this.failure) reject(this.failure);
+        else if (condition()) resolve();
+        else this.waiters.add(check);
+      };
+      check();
+    });
+  }
+
+  private fail(error: Error): void {
+    this.failure ??= error;
+    this.wake();
+  }
+
+  async run(): Promise<SendReport> {
+    const started = performance.now();
+    await this.open();
+    const chunkBytes = this.options.chunkBytes ?? 256 * 1024;
+    const roundBytes = this.options.roundBytes ?? 4 * 1024 * 1024;
+    const flushMs = this.options.flushMs ?? 2;
+    const maxUnacked = this.options.maxUnackedBytes ?? 256 * 1024 * 1024;
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    let round: Buffer[] = [];
+    let roundSize = 0;
+    let closing: Promise<void> = Promise.resolve();
+
+    const cut = (force: boolean): void => {
+      // Whole chunks out of what has been read; on a flush, the remainder too.
+      while (pendingBytes >= chunkBytes || (force && pendingBytes > 0)) {
+        const all = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+        const size = Math.min(chunkBytes, all.length);
+        round.push(all.subarray(0, size));
+        roundSize += size;
+        const rest = all.subarray(size);
+        pending = rest.length > 0 ? [rest] : [];
+        pendingBytes = rest.length;
+      }
+      if (round.length > 0 && (force || roundSize >= roundBytes)) {
+        const chunks = round;
+        round = [];
+        roundSize = 0;
+        closing = closing.then(() => this.announce(chunks));
+      }
+    };
+
+    const input = this.options.input;
+    let lastInput = started;
+    await new Promise<void>((resolve, reject) => {
+      let idle: NodeJS.Timeout | undefined;
+      const onData = (data: Buffer): void => {
+        lastInput = performance.now();
+        pending.push(data);
+        pendingBytes += data.length;
+        this.report.bytes += data.length;
+        cut(false);
+        if (idle) clearTimeout(idle);
+        idle = setTimeout(() => cut(true), flushMs);
+        if (this.unackedBytes + roundSize + pendingBytes > maxUnacked) {
+          input.pause();
+          void this.waitUntil(() => this.unackedBytes + roundSize + pendingBytes <= maxUnacked / 2).then(
+            () => input.resume(),
+            () => undefined,
+          );
+        }
+      };
+      input.on('data', onData);
+      input.once('end', () => {
+        if (idle) clearTimeout(idle);
+        cut(true);
+        resolve();
+      });
+      input.once('error', reject);
+      void this.waitUntil(() => false).catch((error: unknown) => {
+        input.off('data', onData);
+        reject(error as Error);
+      });
+    });
+    await closing;
+    const lastInputMs = lastInput - started;
+    this.logger.info('send.input-ended', { phase: 'transfer', bytes: this.report.bytes, rounds: this.nextRound, ms: Math.round(lastInputMs) });
+    this.doneSent = true;
+    await this.sendDone();
+    await this.waitUntil(() => this.finished);
+    await this.channel?.end();
+    const seconds = (performance.now() - started) / 1000;
+    this.logger.info('send.done', { phase: 'done', bytes: this.report.bytes, rounds: this.nextRound, ms: Math.round(seconds * 1000) });
+    return {
+      bytes: this.report.bytes,
+      chunks: this.report.chunks,
+      zeroChunks: this.report.zeroChunks,
+      rounds: this.nextRound,
+      reconnects: this.report.reconnects,
+      seconds,
+      lastInputMs: Math.round(lastInputMs),
+      doneMs: Math.round(seconds * 1000),
+    };
+  }
+
+  /** Publishes a round's chunks and announces them. */
+  private async announce(data: Buffer[]): Promise<void> {
+    const number = this.nextRound++;
+    const chunks: OfferedChunk[] = data.map((chunk) => {
+      const zero = chunk.length <= this.zero.length && chunk.equals(this.zero.subarray(0, chunk.length));
+      return zero ? { kind: ChunkKind.ZERO, length: chunk.length } : { kind: ChunkKind.FETCH, length: chunk.length };
+    });
+    const toPublish = data.filter((_, i) => chunks[i]!.kind === ChunkKind.FETCH);
+    const cids = toPublish.length > 0 ? await this.options.publisher.publish(toPublish) : [];
+    let next = 0;
+    for (const chunk of chunks) if (chunk.kind === ChunkKind.FETCH) chunk.cid = cids[next++]!;
+    const bytes = data.reduce((sum, c) => sum + c.length, 0);
+    const round: Round = { number, chunks, bytes };
+    this.unacked.set(number, round);
+    this.unackedBytes += bytes;
+    this.report.chunks += chunks.length;
+    this.report.zeroChunks += chunks.length - toPublish.length;
+    await this.offer(round);
+    this.progress();
+  }
+
+  private async offer(round: Round): Promise<void> {
+    const channel = this.channel;
+    if (!channel || channel.closed) return; // re-offered after the reconnection
+    await channel.send({ type: MessageType.OFFER, round: round.number, chunks: round.chunks }).catch(() => undefined);
+  }
+
+  private async sendDone(): Promise<void> {
+    await this.channel?.send({ type: MessageType.DONE, rounds: this.nextRound, bytes: this.report.bytes }).catch(() => undefined);
+  }
+
+  private progress(): void {
+    this.options.onProgress?.({ bytesRead: this.report.bytes, bytesAcked: this.report.bytesAcked, rounds: this.nextRound, roundsAcked: this.acked + 1 });
+  }
+
+  private onMessage(message: ControlMessage, channel: ControlChannel): void {
+    switch (message.type) {
+      case MessageType.WELCOME:
+        this.welcome?.(message.nextRound, message.session);
+        return;
+      case MessageType.ACK:
+        void this.onAck(message.round);
+        return;
+      case MessageType.DONE_ACK:
+        this.finished = true;
+        this.wake();
+        return;
+      case MessageType.REQUEST:
+        void this.options.publisher.serve?.(message.cids, channel).catch((error: unknown) => channel.close(errorMessage(error)));
+        return;
+      case MessageType.ERROR:
+        this.logger.error('send.receiver-error', { reason: message.message });
+        this.fail(new XmigError('ERR_MIGRATION', `receiver: ${message.message}`));
+        return;
+      default:
+        channel.close(`unexpected message ${message.type} from the receiver`);
+    }
+  }
+
+  private async onAck(round: number): Promise<void> {
+    const dropped: Buffer[] = [];
+    for (const [number, r] of this.unacked) {
+      if (number > round) break;
+      this.unacked.delete(number);
+      this.unackedBytes -= r.bytes;
+      this.report.bytesAcked += r.bytes;
+      for (const chunk of r.chunks) if (chunk.cid) dropped.push(chunk.cid);
+    }
+    this.acked = Math.max(this.acked, round);
+    this.wake();
+    this.progress();
+    if (dropped.length > 0) await this.options.publisher.drop(dropped).catch(() => undefined);
+  }
+
+  private welcome: ((nextRound: number, session: Buffer) => void) | undefined;
+
+  /** Opens (or reopens) the control connection and says HELLO; resolves with the receiver's resume point. */
+  private async open(): Promise<{ nextRound: number }> {
+    const stream = await this.options.connect();
+    const channel = new ControlChannel(stream, (message) => this.onMessage(message, channel));
+    const welcome = new Promise<number>((resolve, reject) => {
+      this.welcome = (nextRound, session) => (session.equals(this.session) ? resolve(nextRound) : reject(new XmigError('ERR_MIGRATION', 'receiver answered for another session')));
+      channel.onClose((reason) => reject(new XmigError('ERR_MIGRATION', `control connection lost before WELCOME: ${reason}`)));
+    });
+    this.channel = channel;
+    await channel.send({ type: MessageType.HELLO, session: this.session, mode: this.options.mode === 'xia' ? 0 : 1, source: this.options.source });
+    const nextRound = await welcome;
+    channel.onClose((reason) => {
+      if (this.finished) return;
+      this.logger.warn('send.control-lost', { reason });
+      this.reconnecting ??= this.reconnect().finally(() => (this.reconnecting = undefined));
+    });
+    return { nextRound };
+  }
+
+  /** Reopens the control connection and re-offers what the receiver has not written. */
+  private async reconnect(): Promise<void> {
+    const deadline = performance.now() + (this.options.resumeDeadlineMs ?? 10_000);
+    let delay = 50;
+    for (;;) {
+      try {
+        const { nextRound } = await this.open();
+        this.report.reconnects++;
+        this.logger.info('send.resumed', { nextRound });
+        for (const [number, round] of this.unacked) if (number >= nextRound) await this.offer(round);
+        if (this.doneSent) await this.sendDone();
+        return;
+      } catch (error) {
+        if (performance.now() + delay > deadline) {
+          this.fail(new XmigError('ERR_MIGRATION', `receiver unreachable; gave up resuming: ${errorMessage(error)}`));
+          return;
+        }
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 1000);
+      }
+    }
+  }
+}

@@ -1,0 +1,78 @@
+/**
+ * `xmig send` and `xmig recv` as QEMU runs them (stdin → chunks over XIA → stdout),
+ * between two host daemons behind a router, as separate processes.
+ */
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../shared/config.js';
+import { WellKnownSid } from '../../shared/xid.js';
+import { topologySchema } from '../../xianet/topology.js';
+import { XMIG } from '../support/processes.js';
+import { UdpNetwork } from '../support/udp-network.js';
+
+const network = new UdpNetwork(
+  parseConfig(topologySchema, {
+    name: 'two-hosts',
+    ads: ['AD1'],
+    segments: ['seg-A', 'seg-B'],
+    nodes: [
+      { name: 'R1', role: 'router', ad: 'AD1', interfaces: [{ segment: 'seg-A', hostFacing: true }, { segment: 'seg-B', hostFacing: true }] },
+      { name: 'A', role: 'host', interfaces: [{ segment: 'seg-A' }] },
+      { name: 'B', role: 'host', interfaces: [{ segment: 'seg-B' }] },
+    ],
+  }),
+);
+
+beforeAll(() => network.start(), 60_000);
+afterAll(() => network.stop());
+
+function run(args: string[], io: { stdin?: string; stdout?: string } = {}) {
+  const child = spawn(process.execPath, [XMIG, ...args], { stdio: ['pipe', io.stdout ? 'pipe' : 'ignore', 'pipe'] });
+  if (io.stdout) child.stdout!.pipe(createWriteStream(io.stdout));
+  if (io.stdin) createReadStream(io.stdin).pipe(child.stdin!);
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, exited, stderr: () => stderr };
+}
+
+const sha = (file: string): string => createHash('sha256').update(readFileSync(file)).digest('hex');
+
+describe('xmig send | recv over XIA', () => {
+  it('moves a stream of data and zeros intact through the chunk store, chunks verified', async () => {
+    const input = join(network.dir, 'in.bin');
+    writeFileSync(input, Buffer.concat([randomBytes(24 << 20), Buffer.alloc(8 << 20), randomBytes(4 << 20)]));
+    const output = join(network.dir, 'out.bin');
+    const recv = run(['recv', '--api', network.api('B'), '--stats', join(network.dir, 'recv.json')], { stdout: output });
+    await new Promise((r) => setTimeout(r, 1500));
+    const dst = network.serviceDag('B', 'AD1', WellKnownSid.MIGRATION).toString();
+    const send = run(['send', '--api', network.api('A'), '--to', dst, '--stats', join(network.dir, 'send.json')], { stdin: input });
+    expect(await send.exited, send.stderr()).toBe(0);
+    expect(await recv.exited, recv.stderr()).toBe(0);
+    expect(sha(output)).toBe(sha(input));
+    const stats = JSON.parse(readFileSync(join(network.dir, 'send.json'), 'utf8')) as { zeroChunks: number; bytes: number };
+    expect(stats.bytes).toBe(36 << 20);
+    // 8 MiB of zeros: 32 chunks of 256 KiB, give or take the boundaries where input pauses cut chunks short.
+    expect(stats.zeroChunks).toBeGreaterThanOrEqual(30);
+  }, 60_000);
+
+  it('send fails (so QEMU fails the migration) when recv dies mid-transfer', async () => {
+    const recv = run(['recv', '--api', network.api('B'), '--resume-deadline-ms', '1000'], { stdout: join(network.dir, 'partial.bin') });
+    await new Promise((r) => setTimeout(r, 1500));
+    const dst = network.serviceDag('B', 'AD1', WellKnownSid.MIGRATION).toString();
+    const send = run(['send', '--api', network.api('A'), '--to', dst, '--resume-deadline-ms', '1500']);
+    send.child.stdin!.on('error', () => undefined);
+    send.child.stdin!.write(randomBytes(8 << 20));
+    await new Promise((r) => setTimeout(r, 1000));
+    recv.child.kill('SIGKILL');
+    const started = Date.now();
+    send.child.stdin!.write(randomBytes(1 << 20));
+    const code = await send.exited;
+    expect(code).not.toBe(0);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(send.stderr()).toMatch(/gave up resuming|receiver|connection/);
+  }, 30_000);
+});

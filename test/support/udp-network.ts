@@ -1,0 +1,56 @@
+/** A small XIA network of `xmig node` processes on UDP over loopback, for integration tests. */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Dag } from '../../shared/dag.js';
+import { Identity } from '../../shared/identity.js';
+import { XidType, type Xid } from '../../shared/xid.js';
+import type { Topology } from '../../xianet/topology.js';
+import { udpLayout, type UdpLayout } from '../../xianet/udp-topology.js';
+import { reapAll, startXmig, type XmigProcess } from './processes.js';
+
+export class UdpNetwork {
+  readonly dir = mkdtempSync(join(tmpdir(), 'xmig-net-'));
+  readonly layout: UdpLayout;
+  readonly processes = new Map<string, XmigProcess>();
+
+  constructor(readonly topology: Topology) {
+    this.layout = udpLayout(topology, { dir: this.dir, basePort: 20000 + Math.floor(Math.random() * 30000), beaconIntervalMs: 100, helloIntervalMs: 300 });
+    for (const config of this.layout.configs.values()) {
+      Identity.loadOrCreate(config.keyFile);
+      if (config.adKeyFile) Identity.loadOrCreate(config.adKeyFile);
+    }
+  }
+
+  async start(): Promise<void> {
+    for (const [name, config] of this.layout.configs) {
+      const file = join(this.dir, `${name}.json`);
+      writeFileSync(file, JSON.stringify(config));
+      this.processes.set(name, startXmig(['node', '--config', file]));
+    }
+    await Promise.all([...this.processes.values()].map((p) => p.waitForLog('node.ready')));
+  }
+
+  api(name: string): string {
+    return this.layout.configs.get(name)!.apiSocket!;
+  }
+
+  hid(name: string): Xid {
+    return Identity.load(this.layout.configs.get(name)!.keyFile).xid(XidType.HID);
+  }
+
+  ad(name: string): Xid {
+    return Identity.load(this.layout.adKeyFiles.get(name)!).xid(XidType.AD);
+  }
+
+  /** A host's service DAG, given the AD it is in. */
+  serviceDag(host: string, adName: string, sid: Xid): Dag {
+    return Dag.hostAddress(this.ad(adName), this.hid(host), sid);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.processes.values()].map((p) => p.stop()));
+    await reapAll();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
