@@ -9,6 +9,10 @@ import { TcpPublisher, TcpRetriever, XiaPublisher, XiaRetriever } from '../mover
 import { connectTcp, connectXia, listenTcp, listenXia } from '../mover/connections.js';
 import { MigrationReceiver } from '../mover/receiver.js';
 import { MigrationSender } from '../mover/sender.js';
+import { migrate, type MigrateTransport } from '../mover/migrate.js';
+import { migrationSvg } from '../mover/report-svg.js';
+import { Presets, SingleBar } from 'cli-progress';
+import { ExitCode } from './exit-codes.js';
 import { DEFAULT_API_SOCKET } from './defaults.js';
 import { resolveTarget } from './names-command.js';
 
@@ -26,7 +30,7 @@ function common(command: Command): Command {
     .option('--api <socket>', 'the local node API socket (xia)', DEFAULT_API_SOCKET)
     .option('--stats <file>', 'write the transfer figures (JSON) here when done')
     .option('--resume-deadline-ms <ms>', 'how long a lost control connection may take to come back', (v) => Number(v), 10_000)
-    .addOption(new Option('--log-level <level>', 'log level (logs go to stderr)').choices(['error', 'warn', 'info', 'debug']).default('warn'));
+    .addOption(new Option('--log-level <level>', 'log level (logs go to stderr)').choices(['error', 'warn', 'info', 'debug']).env('XMIG_LOG_LEVEL').default('warn'));
 }
 
 export function sendCommand(): Command {
@@ -94,5 +98,64 @@ export function recvCommand(): Command {
       } finally {
         await api?.close();
       }
+    });
+}
+
+export function migrateCommand(): Command {
+  return new Command('migrate')
+    .description('live-migrate the VM of a QEMU (through its QMP socket), over the mover or QEMU tcp:, and report')
+    .requiredOption('--qmp <socket>', "the source QEMU's QMP socket")
+    .requiredOption('--to <target>', 'xia: the receiver DAG or name; tcp, qemu-tcp: host:port')
+    .addOption(new Option('-t, --transport <kind>', 'xia (exec: xmig send over XIA), tcp (exec: xmig send over TCP), qemu-tcp (QEMU tcp:)').choices(['xia', 'tcp', 'qemu-tcp']).default('xia'))
+    .option('--disk', 'block migration: move the disk too')
+    .option('--api <socket>', 'the local node API socket (xia)', DEFAULT_API_SOCKET)
+    .option('--max-bandwidth <MiB/s>', 'cap the migration rate (default: no cap)', (v) => Number(v))
+    .option('--downtime-limit <ms>', 'longest stop-and-copy pause QEMU may take', (v) => Number(v), 300)
+    .option('--xmig <command>', 'how QEMU should run xmig (default: this node and this xmig)')
+    .option('--report <file>', 'write the report as JSON here, and an SVG timeline beside it')
+    .option('--no-progress', 'no progress bar')
+    .option('--json', 'print the report as JSON')
+    .action(async (options: { qmp: string; to: string; transport: MigrateTransport; disk?: boolean; api: string; maxBandwidth?: number; downtimeLimit: number; xmig?: string; report?: string; progress: boolean; json?: boolean }) => {
+      const bar = options.progress && process.stderr.isTTY
+        ? new SingleBar({ format: '{phase} |{bar}| {percentage}% {done}/{all} MiB {rate} MiB/s', stream: process.stderr, hideCursor: true }, Presets.shades_classic)
+        : undefined;
+      let started = false;
+      // Ctrl-C or a stop cancels the migration cleanly: the source VM keeps running.
+      const abort = new AbortController();
+      const onSignal = (): void => abort.abort();
+      process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
+      const report = await migrate({
+        signal: abort.signal,
+        qmp: options.qmp,
+        to: options.to,
+        transport: options.transport,
+        disk: options.disk,
+        api: options.api,
+        maxBandwidth: options.maxBandwidth === undefined ? undefined : options.maxBandwidth * 1024 * 1024,
+        downtimeLimitMs: options.downtimeLimit,
+        xmigCommand: options.xmig,
+        onProgress: (s) => {
+          if (!bar || s.total === 0) return;
+          const mib = (bytes: number): string => (bytes / 1048576).toFixed(0);
+          const payload = { phase: s.status.padEnd(9), done: mib(s.transferred), all: mib(s.total), rate: (s.mbps / 8).toFixed(1) };
+          const done = Math.max(0, s.total - s.remaining);
+          if (!started) {
+            bar.start(s.total, done, payload);
+            started = true;
+          } else bar.update(done, payload);
+        },
+      }).finally(() => process.off('SIGINT', onSignal).off('SIGTERM', onSignal));
+      if (started) bar?.stop();
+      if (options.report) {
+        writeFileSync(options.report, `${JSON.stringify(report, null, 2)}\n`);
+        writeFileSync(options.report.replace(/(\.json)?$/, '.svg'), migrationSvg(report, `xmig migrate --transport ${options.transport}`));
+      }
+      const { samples: _samples, ...summary } = report;
+      process.stdout.write(
+        options.json
+          ? `${JSON.stringify(summary)}\n`
+          : `${report.status}: total ${report.totalTimeMs ?? '-'} ms, downtime ${report.downtimeMs ?? '-'} ms, setup ${report.setupTimeMs ?? '-'} ms, ${((report.bytes ?? 0) / 1e6).toFixed(1)} MB in ${report.rounds ?? '-'} rounds, ${report.throughputMbps?.toFixed(0) ?? '-'} Mbit/s${report.error ? ` (${report.error})` : ''}\n`,
+      );
+      if (report.status !== 'completed') process.exitCode = ExitCode.FAILURE;
     });
 }

@@ -15,7 +15,7 @@ import { testbedCommand } from './testbed-command.js';
 import { calCommand } from './cal-command.js';
 import { agentCommand } from './agent-command.js';
 import { routerPluginCommand } from './router-plugin-command.js';
-import { recvCommand, sendCommand } from './mover-commands.js';
+import { migrateCommand, recvCommand, sendCommand } from './mover-commands.js';
 
 export function buildProgram(): Command {
   const program = new Command('xmig')
@@ -35,6 +35,7 @@ export function buildProgram(): Command {
   program.addCommand(routerPluginCommand());
   program.addCommand(sendCommand());
   program.addCommand(recvCommand());
+  program.addCommand(migrateCommand());
   return program;
 }
 
@@ -57,7 +58,9 @@ export async function runCli(argv: string[]): Promise<number> {
   overrideExits(program);
   try {
     await program.parseAsync(argv, { from: 'user' });
-    return ExitCode.OK;
+    // A command that ran to its end but found a failure (lost pings, a failed
+    // migration) says so through process.exitCode.
+    return Number(process.exitCode ?? ExitCode.OK);
   } catch (error) {
     if (error instanceof CommanderError) {
       // --help and --version end through here with exit code 0.

@@ -1,0 +1,84 @@
+/**
+ * The e2e test guest: the distribution's kernel and a busybox initramfs whose init
+ * counts on the serial console and dirties memory every tick, so a migration has
+ * pages to move again and the count shows whether the guest ran on without a gap.
+ */
+import { spawnSync } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+export const COUNT_PREFIX = 'xmig-count';
+
+const INIT = `#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /tmp
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t tmpfs -o size=64m tmpfs /tmp
+i=0
+while true; do
+  echo "${COUNT_PREFIX} $i"
+  # Rewrite a few MiB of guest memory each tick: dirty pages for the pre-copy rounds.
+  /bin/busybox dd if=/dev/urandom of=/tmp/dirty bs=65536 count=\${XMIG_DIRTY_BLOCKS:-32} 2>/dev/null
+  i=$((i+1))
+  /bin/busybox usleep 100000
+done
+`;
+
+/** The newest kernel in /boot, if any. */
+export function findKernel(): string | undefined {
+  if (!existsSync('/boot')) return undefined;
+  const kernels = readdirSync('/boot').filter((f) => f.startsWith('vmlinuz-')).sort();
+  return kernels.length ? join('/boot', kernels[kernels.length - 1]!) : undefined;
+}
+
+export function findBusybox(): string | undefined {
+  for (const candidate of ['/bin/busybox', '/usr/bin/busybox']) {
+    if (!existsSync(candidate)) continue;
+    // It must be static: the initramfs has no libc.
+    const file = spawnSync('file', ['-L', candidate], { encoding: 'utf8' });
+    if (file.status !== 0 || /statically linked|static-pie/.test(file.stdout)) return candidate;
+  }
+  return undefined;
+}
+
+/** Builds the initramfs (newc cpio) in `dir` and returns its path. */
+export function buildInitramfs(dir: string, busybox: string): string {
+  const root = join(dir, 'root');
+  mkdirSync(join(root, 'bin'), { recursive: true });
+  mkdirSync(join(root, 'dev'), { recursive: true });
+  copyFileSync(busybox, join(root, 'bin', 'busybox'));
+  chmodSync(join(root, 'bin', 'busybox'), 0o755);
+  writeFileSync(join(root, 'init'), INIT, { mode: 0o755 });
+  const image = join(dir, 'initramfs.cpio');
+  const result = spawnSync('sh', ['-c', `cd "${root}" && find . | cpio -o -H newc --quiet > "${image}"`], { encoding: 'utf8' });
+  if (result.status !== 0) throw new Error(`cpio failed: ${result.stderr}`);
+  return image;
+}
+
+export interface QemuArgs {
+  kernel: string;
+  initramfs: string;
+  memoryMb: number;
+  serialLog: string;
+  qmpSocket: string;
+  /** A second QMP monitor, for whoever watches while \`xmig migrate\` holds the first (QMP serves one client per monitor). */
+  observerSocket?: string;
+  incoming?: string;
+}
+
+/** The same machine on both ends (as migration requires), under TCG: /dev/kvm does not boot guests here. */
+export function qemuArgs(args: QemuArgs): string[] {
+  return [
+    '-machine', 'pc,accel=tcg',
+    '-m', String(args.memoryMb),
+    '-kernel', args.kernel,
+    '-initrd', args.initramfs,
+    '-append', 'console=ttyS0 quiet panic=-1 rdinit=/init',
+    '-display', 'none',
+    '-nodefaults',
+    '-no-user-config',
+    '-serial', `file:${args.serialLog}`,
+    '-qmp', `unix:${args.qmpSocket},server=on,wait=off`,
+    ...(args.observerSocket ? ['-qmp', `unix:${args.observerSocket},server=on,wait=off`] : []),
+    ...(args.incoming ? ['-incoming', args.incoming] : []),
+  ];
+}

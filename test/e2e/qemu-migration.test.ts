@@ -1,0 +1,165 @@
+/**
+ * Real QEMU (TCG), a real guest, migrated live between two QEMU processes through
+ * `xmig send` / `xmig recv` over xianet (router R1, hosts A and B as daemons on
+ * UDP). The guest counts on its serial console; the count must go on at the
+ * destination where it stopped at the source. And when `xmig recv` is killed in
+ * the middle, QEMU must report the migration failed and the source go on counting.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../shared/config.js';
+import { WellKnownSid } from '../../shared/xid.js';
+import { QmpClient } from '../../mover/qmp-client.js';
+import { topologySchema } from '../../xianet/topology.js';
+import { commandExists, requirement } from '../support/requirements.js';
+import { runXmig, XMIG } from '../support/processes.js';
+import { UdpNetwork } from '../support/udp-network.js';
+import { buildInitramfs, COUNT_PREFIX, findBusybox, findKernel, qemuArgs } from './guest.js';
+
+const kernel = findKernel();
+const busybox = findBusybox();
+const hasQemu = requirement(
+  commandExists('qemu-system-x86_64') && kernel !== undefined && busybox !== undefined && commandExists('cpio'),
+  'QEMU, a kernel in /boot, static busybox or cpio',
+  'install qemu-system-x86 linux-image-amd64 busybox-static cpio (.ci/run does)',
+);
+
+const dir = mkdtempSync(join(tmpdir(), 'xmig-e2e-'));
+const network = new UdpNetwork(
+  parseConfig(topologySchema, {
+    name: 'e2e',
+    ads: ['AD1'],
+    segments: ['seg-A', 'seg-B'],
+    nodes: [
+      { name: 'R1', role: 'router', ad: 'AD1', interfaces: [{ segment: 'seg-A', hostFacing: true }, { segment: 'seg-B', hostFacing: true }] },
+      { name: 'A', role: 'host', interfaces: [{ segment: 'seg-A' }] },
+      { name: 'B', role: 'host', interfaces: [{ segment: 'seg-B' }] },
+    ],
+  }),
+);
+const qemus: ChildProcess[] = [];
+let initramfs = '';
+
+function counts(log: string): number[] {
+  if (!existsSync(log)) return [];
+  return [...readFileSync(log, 'utf8').matchAll(new RegExp(`${COUNT_PREFIX} (\\d+)`, 'g'))].map((m) => Number(m[1]));
+}
+
+async function waitFor(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function startQemu(name: string, incoming?: string): { log: string; qmp: string; observer: string; process: ChildProcess } {
+  const log = join(dir, `${name}.log`);
+  const qmp = join(dir, `${name}.qmp`);
+  const observer = join(dir, `${name}.observer.qmp`);
+  // QEMU's stderr, and that of the xmig it runs, goes to a file: a pipe nobody reads would
+  // fill up and stall them, and the file is what to read when this test fails.
+  const stderr = openSync(join(dir, `${name}.stderr`), 'w');
+  const qemu = spawn('qemu-system-x86_64', qemuArgs({ kernel: kernel!, initramfs, memoryMb: 128, serialLog: log, qmpSocket: qmp, observerSocket: observer, incoming }), {
+    stdio: ['ignore', 'ignore', stderr],
+  });
+  qemus.push(qemu);
+  return { log, qmp, observer, process: qemu };
+}
+
+/** The destination: QEMU waiting for its migration stream from `xmig recv` on host B. */
+function startDestination(name: string, statsFile: string): { log: string; qmp: string; observer: string } {
+  const recv = `${process.execPath} ${XMIG} recv --api ${network.api('B')} --stats ${statsFile} --resume-deadline-ms 1000`;
+  return startQemu(name, `exec:${recv}`);
+}
+
+/** Waits until QEMU reports the migration under way. */
+async function activeMigration(qmp: QmpClient): Promise<void> {
+  let status = '';
+  const deadline = Date.now() + 20_000;
+  while (status !== 'active') {
+    if (Date.now() > deadline) throw new Error(`the migration never became active (last status: ${status || 'none'})`);
+    await new Promise((r) => setTimeout(r, 100));
+    status = ((await qmp.execute('query-migrate')) as { status?: string }).status ?? '';
+  }
+}
+
+beforeAll(async () => {
+  if (!hasQemu) return;
+  initramfs = buildInitramfs(dir, busybox!);
+  await network.start();
+}, 60_000);
+
+afterAll(async () => {
+  for (const q of qemus) q.kill('SIGKILL');
+  if (hasQemu) await network.stop();
+  if (process.env['XMIG_KEEP_E2E']) console.error(`kept ${dir}`);
+  else rmSync(dir, { recursive: true, force: true });
+});
+
+describe.skipIf(!hasQemu)('live migration of a real QEMU guest over xianet', () => {
+  const receiver = (): string => network.serviceDag('B', 'AD1', WellKnownSid.MIGRATION).toString();
+
+  it('moves the running guest from A to B: the count goes on where it stopped', async () => {
+    const source = startQemu('source');
+    const destination = startDestination('destination', join(dir, 'recv-ok.json'));
+    await waitFor(() => counts(source.log).length >= 10, 60_000, 'the source guest to count');
+    const result = await runXmig(['migrate', '--qmp', source.qmp, '--to', receiver(), '--api', network.api('A'), '--report', join(dir, 'report.json'), '--json', '--no-progress'], 120_000);
+    expect(result.code, result.stderr + result.stdout).toBe(0);
+    const report = JSON.parse(result.stdout) as { status: string; downtimeMs: number; totalTimeMs: number; mover: { bytes: number } };
+    expect(report.status).toBe('completed');
+    expect(report.mover.bytes).toBeGreaterThan(0);
+    const lastAtSource = Math.max(...counts(source.log));
+    await waitFor(() => counts(destination.log).length >= 5, 30_000, 'the destination guest to count');
+    const atDestination = counts(destination.log);
+    // The first count printed at B follows the last one at A: nothing was lost or repeated
+    // beyond the line that was being printed at the switchover.
+    expect(atDestination[0]!).toBeGreaterThanOrEqual(lastAtSource);
+    expect(atDestination[0]!).toBeLessThanOrEqual(lastAtSource + 1);
+    expect(atDestination[atDestination.length - 1]!).toBeGreaterThan(atDestination[0]!);
+    const qmp = await QmpClient.connect(source.observer);
+    expect(((await qmp.execute('query-status')) as { status: string }).status).toBe('postmigrate');
+    await qmp.close();
+    expect(existsSync(join(dir, 'report.svg'))).toBe(true);
+  }, 180_000);
+
+  it('fails the migration and keeps the source guest running when xmig recv dies', async () => {
+    const source = startQemu('source2');
+    startDestination('destination2', join(dir, 'recv-killed.json'));
+    await waitFor(() => counts(source.log).length >= 10, 60_000, 'the source guest to count');
+    // Slow the migration down so there is a middle to kill it in.
+    const migration = runXmig(['migrate', '--qmp', source.qmp, '--to', receiver(), '--api', network.api('A'), '--max-bandwidth', '1', '--json', '--no-progress'], 120_000);
+    const qmp = await QmpClient.connect(source.observer);
+    await activeMigration(qmp);
+    await new Promise((r) => setTimeout(r, 500));
+    const killed = spawnSync('pkill', ['-KILL', '-f', 'recv-killed.json']);
+    expect(killed.status).toBe(0);
+    const result = await migration;
+    expect(result.code, result.stdout).not.toBe(0);
+    expect(JSON.parse(result.stdout).status).toBe('failed');
+    expect(((await qmp.execute('query-status')) as { status: string }).status).toBe('running');
+    const before = Math.max(...counts(source.log));
+    await waitFor(() => Math.max(...counts(source.log)) > before + 3, 20_000, 'the source guest to go on counting');
+    await qmp.close();
+  }, 180_000);
+
+  it('cancels the migration on Ctrl-C of xmig migrate: the source guest keeps running', async () => {
+    const source = startQemu('source3');
+    startDestination('destination3', join(dir, 'recv-cancelled.json'));
+    await waitFor(() => counts(source.log).length >= 10, 60_000, 'the source guest to count');
+    const migration = runXmig(['migrate', '--qmp', source.qmp, '--to', receiver(), '--api', network.api('A'), '--max-bandwidth', '1', '--report', join(dir, 'cancel-report.json'), '--json', '--no-progress'], 120_000);
+    const qmp = await QmpClient.connect(source.observer);
+    await activeMigration(qmp);
+    expect(spawnSync('pkill', ['-INT', '-f', 'cancel-report.json']).status).toBe(0);
+    const result = await migration;
+    expect(result.code, result.stdout).not.toBe(0);
+    expect(JSON.parse(result.stdout).status).toBe('cancelled');
+    expect(((await qmp.execute('query-status')) as { status: string }).status).toBe('running');
+    const before = Math.max(...counts(source.log));
+    await waitFor(() => Math.max(...counts(source.log)) > before + 3, 20_000, 'the source guest to go on counting');
+    await qmp.close();
+  }, 180_000);
+});
