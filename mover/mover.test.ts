@@ -127,4 +127,22 @@ describe('migration control protocol', () => {
     expect(r.sent.reconnects).toBe(1);
     expect(r.digest).toBe(r.expected);
   });
+
+  it('keeps rounds in order through repeated drops while the input flows on', async () => {
+    let connections = 0;
+    const parts = Array.from({ length: 120 }, () => randomBytes(64 * 1024));
+    const r = await migrate(parts, {
+      pauseMs: 1,
+      onConnection: (c) => {
+        connections++;
+        // Cut each of the first four connections soon after it starts: new rounds are
+        // announced while the lost ones are being offered again.
+        let seen = 0;
+        if (connections <= 4) c.on('data', () => ++seen === 3 + connections && c.destroy());
+      },
+    });
+    expect(connections).toBe(5);
+    expect(r.sent.reconnects).toBe(4);
+    expect(r.digest).toBe(r.expected);
+  });
 });

@@ -53,6 +53,9 @@ export class MigrationReceiver {
   private channel: ControlChannel | undefined;
   private generation = 0;
   private readonly queue: Job[] = [];
+  /** The next round to queue, and offers that came ahead of it (kept until their turn). */
+  private nextOffer = 0;
+  private readonly early = new Map<number, OfferedChunk[]>();
   /** The next chunk to write: round and index within it. */
   private next = { round: 0, index: 0 };
   private done: { rounds: number; bytes: number } | undefined;
@@ -106,6 +109,7 @@ export class MigrationReceiver {
     // Fetches in flight belong to the lost connection's offers: they will be offered again.
     this.generation++;
     this.queue.length = 0;
+    this.early.clear();
     const deadline = this.options.resumeDeadlineMs ?? 10_000;
     const timer = setTimeout(() => this.fail(new XmigError('ERR_MIGRATION', `sender did not come back within ${deadline} ms`)), deadline);
     try {
@@ -131,6 +135,8 @@ export class MigrationReceiver {
         this.session = message.session;
         this.retriever ??= this.options.retriever(message.mode === 0 ? 'xia' : 'tcp', message.source);
         this.retriever.attach?.(channel);
+        // The sender offers again from the round we are writing; what was queued is gone.
+        this.nextOffer = this.next.round;
         this.logger.info('recv.hello', { mode: message.mode === 0 ? 'xia' : 'tcp', source: message.source, nextRound: this.next.round });
         void channel.send({ type: MessageType.WELCOME, session: message.session, nextRound: this.next.round });
         return;
@@ -181,7 +187,17 @@ export class MigrationReceiver {
     return length <= this.zero.length ? this.zero.subarray(0, length) : Buffer.alloc(length);
   }
 
+  /** Queues offers strictly in round order, whatever order they arrive in. */
   private onOffer(round: number, chunks: OfferedChunk[]): void {
+    if (round < this.nextOffer) return; // already queued or written
+    this.early.set(round, chunks);
+    for (let next = this.early.get(this.nextOffer); next; next = this.early.get(this.nextOffer)) {
+      this.early.delete(this.nextOffer);
+      this.queueRound(this.nextOffer++, next);
+    }
+  }
+
+  private queueRound(round: number, chunks: OfferedChunk[]): void {
     const retriever = this.retriever!;
     chunks.forEach((chunk, index) => {
       // Already written (an offer repeated after a reconnection): skip.

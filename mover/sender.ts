@@ -72,7 +72,8 @@ export class MigrationSender {
   private finished = false;
   private failure: Error | undefined;
   private readonly waiters = new Set<() => void>();
-  private reconnecting: Promise<void> | undefined;
+  /** The control connection is being reopened: new offers wait for the re-offer, to keep rounds in order. */
+  private resuming = false;
   private readonly logger: Logger;
   private readonly zero: Buffer;
   private readonly report = { bytes: 0, chunks: 0, zeroChunks: 0, reconnects: 0, bytesAcked: 0 };
@@ -108,6 +109,7 @@ export class MigrationSender {
   async run(): Promise<SendReport> {
     const started = performance.now();
     await this.open();
+    this.logger.info('send.connected', { phase: 'connect', mode: this.options.mode, ms: Math.round(performance.now() - started) });
     const chunkBytes = this.options.chunkBytes ?? 256 * 1024;
     const roundBytes = this.options.roundBytes ?? 4 * 1024 * 1024;
     const flushMs = this.options.flushMs ?? 2;
@@ -212,12 +214,18 @@ export class MigrationSender {
   }
 
   private async offer(round: Round): Promise<void> {
+    if (this.resuming) return; // the reconnection offers it, after the rounds before it
+    await this.sendOffer(round);
+  }
+
+  private async sendOffer(round: Round): Promise<void> {
     const channel = this.channel;
-    if (!channel || channel.closed) return; // re-offered after the reconnection
+    if (!channel || channel.closed) return; // offered again after the reconnection
     await channel.send({ type: MessageType.OFFER, round: round.number, chunks: round.chunks }).catch(() => undefined);
   }
 
   private async sendDone(): Promise<void> {
+    if (this.resuming) return; // the reconnection sends it
     await this.channel?.send({ type: MessageType.DONE, rounds: this.nextRound, bytes: this.report.bytes }).catch(() => undefined);
   }
 
@@ -280,7 +288,9 @@ export class MigrationSender {
     channel.onClose((reason) => {
       if (this.finished) return;
       this.logger.warn('send.control-lost', { reason });
-      this.reconnecting ??= this.reconnect().finally(() => (this.reconnecting = undefined));
+      if (this.resuming) return; // lost again while resuming: reconnect() sees it and retries
+      this.resuming = true;
+      void this.reconnect();
     });
     return { nextRound };
   }
@@ -294,7 +304,11 @@ export class MigrationSender {
         const { nextRound } = await this.open();
         this.report.reconnects++;
         this.logger.info('send.resumed', { nextRound });
-        for (const [number, round] of this.unacked) if (number >= nextRound) await this.offer(round);
+        // Rounds announced meanwhile are added to `unacked` and this loop reaches them
+        // too (a Map's iteration sees entries added during it): all go out in order.
+        for (const [number, round] of this.unacked) if (number >= nextRound) await this.sendOffer(round);
+        if (this.channel?.closed) throw new XmigError('ERR_MIGRATION', 'control connection lost again while resuming');
+        this.resuming = false;
         if (this.doneSent) await this.sendDone();
         return;
       } catch (error) {
