@@ -6,12 +6,16 @@ import { runForwardingBench } from './forwarding.js';
 import { runStreamBench } from './stream.js';
 import { runChunkBench } from './chunk.js';
 import { runNoticeBench } from './notices.js';
+import { runMoverBench } from './mover.js';
+import { runQemuMigrationBench } from './qemu-migration.js';
 
 const benches: Record<string, () => Promise<object[]>> = {
   forwarding: () => runForwardingBench(),
   stream: () => runStreamBench(),
   chunk: () => runChunkBench(),
   notices: () => runNoticeBench(),
+  mover: () => runMoverBench(),
+  'qemu-migration': () => runQemuMigrationBench(),
 };
 
 const wanted = process.argv.slice(2);

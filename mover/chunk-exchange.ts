@@ -158,8 +158,7 @@ export class TcpRetriever implements ChunkRetriever {
     this.wanted.delete(key);
     this.stats.fetched++;
     this.stats.bytes += data.length;
-    // The frame's bytes are a view into the connection's buffer: keep a copy of our own.
-    const copy = Buffer.from(data);
-    for (const w of waiting) w.resolve(copy);
+    // A view into what the socket read (Node gives every read a buffer of its own), so no copy.
+    for (const w of waiting) w.resolve(data);
   }
 }

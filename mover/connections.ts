@@ -59,8 +59,13 @@ export async function listenTcp(host: string, port: number): Promise<Listening> 
   };
 }
 
-export function connectXia(api: NodeApi, dst: Dag): () => Promise<Duplex> {
-  return () => api.connect(dst, { connectTimeoutMs: 3000 });
+/**
+ * Hypervisor hosts do not move, so the control connection need not ride out long
+ * outages as a VM's connections do: a receiver that went silent is given up on
+ * after `outageTimeoutMs`, and the resume logic takes over from there.
+ */
+export function connectXia(api: NodeApi, dst: Dag, outageTimeoutMs = 3000): () => Promise<Duplex> {
+  return () => api.connect(dst, { connectTimeoutMs: 3000, outageTimeoutMs });
 }
 
 export function connectTcp(host: string, port: number): () => Promise<Duplex> {

@@ -4,7 +4,7 @@
  */
 import type { Duplex } from 'node:stream';
 import { errorMessage } from '../shared/errors.js';
-import { encodeMessage, MessageReader, type ControlMessage } from './control-messages.js';
+import { encodeMessageParts, MessageReader, type ControlMessage } from './control-messages.js';
 
 export class ControlChannel {
   private readonly reader = new MessageReader();
@@ -45,7 +45,16 @@ export class ControlChannel {
   /** Sends a message; resolves when the stream can take more (backpressure). */
   async send(message: ControlMessage): Promise<void> {
     if (this.closedWith) throw new Error(`control connection closed: ${this.closedWith}`);
-    if (!this.stream.write(encodeMessage(message))) {
+    const parts = encodeMessageParts(message);
+    let writable = true;
+    if (parts.length === 1) writable = this.stream.write(parts[0]);
+    else {
+      // One writev for the header and the chunk behind it.
+      this.stream.cork();
+      for (const part of parts) writable = this.stream.write(part);
+      process.nextTick(() => this.stream.uncork());
+    }
+    if (!writable) {
       await new Promise<void>((resolve) => {
         const done = (): void => {
           this.stream.off('drain', done);

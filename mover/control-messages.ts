@@ -64,6 +64,19 @@ function u64(value: number): Buffer {
   return b;
 }
 
+/**
+ * A message as the buffers to write: DATA's chunk goes out as it is, behind its
+ * header, instead of being copied into one frame.
+ */
+export function encodeMessageParts(message: ControlMessage): Buffer[] {
+  if (message.type !== MessageType.DATA) return [encodeMessage(message)];
+  const head = Buffer.allocUnsafe(25);
+  head.writeUInt32BE(1 + 20 + message.data.length, 0);
+  head[4] = message.type;
+  message.cid.copy(head, 5);
+  return [head, message.data];
+}
+
 export function encodeMessage(message: ControlMessage): Buffer {
   switch (message.type) {
     case MessageType.HELLO:
@@ -163,20 +176,33 @@ export function decodeMessage(type: number, body: Buffer): ControlMessage {
 
 /** Splits a byte stream into control messages. */
 export class MessageReader {
-  private buffer: Buffer = Buffer.alloc(0);
+  /** Bytes received and not yet parsed, joined only once a whole frame is there. */
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  /** Bytes needed before the next frame can be parsed (its header, then all of it). */
+  private needed = 5;
 
   push(chunk: Buffer): ControlMessage[] {
-    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
     const messages: ControlMessage[] = [];
-    while (this.buffer.length >= 5) {
-      const length = this.buffer.readUInt32BE(0);
+    if (this.pendingBytes < this.needed) return messages;
+    // A DATA frame spans many socket reads: joining them at every read would copy it
+    // over and over.
+    let buffer = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
+    this.needed = 5;
+    while (buffer.length >= 5) {
+      const length = buffer.readUInt32BE(0);
       if (length < 1 || length > MAX_FRAME) throw new MalformedPacketError(`migration frame of ${length} bytes`);
-      if (this.buffer.length < 4 + length) break;
-      const type = this.buffer[4]!;
-      const body = this.buffer.subarray(5, 4 + length);
-      this.buffer = this.buffer.subarray(4 + length);
-      messages.push(decodeMessage(type, body));
+      if (buffer.length < 4 + length) {
+        this.needed = 4 + length;
+        break;
+      }
+      messages.push(decodeMessage(buffer[4]!, buffer.subarray(5, 4 + length)));
+      buffer = buffer.subarray(4 + length);
     }
+    this.pending = buffer.length > 0 ? [buffer] : [];
+    this.pendingBytes = buffer.length;
     return messages;
   }
 }

@@ -18,6 +18,8 @@ describe('migrationSvg', () => {
   const report: MigrationReport = {
     status: 'completed',
     transport: 'xia',
+    startedAt: 0,
+    elapsedMs: 2000,
     totalTimeMs: 2000,
     downtimeMs: 100,
     bytes: 50e6,
@@ -38,6 +40,6 @@ describe('migrationSvg', () => {
   });
 
   it('draws a failed migration without samples', () => {
-    expect(migrationSvg({ status: 'failed', transport: 'tcp', samples: [] })).toContain('tcp: failed, total - ms');
+    expect(migrationSvg({ status: 'failed', transport: 'tcp', startedAt: 0, elapsedMs: 10, samples: [] })).toContain('tcp: failed, total - ms');
   });
 });

@@ -50,6 +50,16 @@ export interface MigrationReport {
   status: 'completed' | 'failed' | 'cancelled';
   transport: MigrateTransport;
   error?: string;
+  /** When the migrate command was issued (epoch ms). */
+  startedAt: number;
+  /** When the source VM stopped for the final stop-and-copy (epoch ms, from QEMU's STOP event). */
+  sourceStoppedAt?: number;
+  /**
+   * ms from issuing the migration to QEMU reporting it completed. With exec: QEMU
+   * completes only once the mover has delivered everything, while its own
+   * `total-time` ends when it has written the last byte into the pipe.
+   */
+  elapsedMs: number;
   totalTimeMs?: number;
   downtimeMs?: number;
   setupTimeMs?: number;
@@ -94,7 +104,6 @@ export async function migrate(options: MigrateOptions): Promise<MigrationReport>
   const qmp = await QmpClient.connect(options.qmp);
   const statsFile = join(tmpdir(), `xmig-send-${process.pid}-${Date.now()}.json`);
   const samples: MigrationSample[] = [];
-  const started = performance.now();
   try {
     await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
     await qmp.execute('migrate-set-parameters', {
@@ -102,12 +111,15 @@ export async function migrate(options: MigrateOptions): Promise<MigrationReport>
       'downtime-limit': options.downtimeLimitMs ?? 300,
     });
     // QEMU 7.2 still has `blk` for block migration; later releases drop it for blockdev-mirror.
+    const startedAt = Date.now();
+    const started = performance.now();
     await qmp.execute('migrate', { uri: migrationUri(options, statsFile), ...(options.disk ? { blk: true } : {}) });
     const cancel = (): void => void qmp.execute('migrate_cancel').catch(() => undefined);
     options.signal?.addEventListener('abort', cancel, { once: true });
     if (options.signal?.aborted) cancel();
     let info: QueryMigrate;
-    for (;;) {
+    let completedAt: number | undefined;
+    for (let settle = 0; ; ) {
       info = await qmp.execute<QueryMigrate>('query-migrate');
       const ram = info.ram;
       const sample: MigrationSample = {
@@ -121,9 +133,17 @@ export async function migrate(options: MigrateOptions): Promise<MigrationReport>
       };
       samples.push(sample);
       options.onProgress?.(sample);
+      if (info.status === 'completed') completedAt ??= performance.now();
+      if (info.status === 'completed' && !info['total-time'] && settle++ < 50) {
+        // QEMU sets `completed` a moment before it fills in total-time and downtime.
+        await new Promise((r) => setTimeout(r, 10));
+        continue;
+      }
       if (info.status === 'completed' || info.status === 'failed' || info.status === 'cancelled') break;
       await new Promise((r) => setTimeout(r, options.pollMs ?? 100));
     }
+    const elapsedMs = Math.round((completedAt ?? performance.now()) - started);
+    const stop = qmp.events.find((e) => e.event === 'STOP' && e.timestamp);
     const status = info.status as MigrationReport['status'];
     let mover: MigrationReport['mover'];
     try {
@@ -136,6 +156,9 @@ export async function migrate(options: MigrateOptions): Promise<MigrationReport>
       status,
       transport: options.transport,
       ...(info['error-desc'] ? { error: info['error-desc'] } : {}),
+      startedAt,
+      ...(stop?.timestamp ? { sourceStoppedAt: stop.timestamp.seconds * 1000 + stop.timestamp.microseconds / 1000 } : {}),
+      elapsedMs,
       totalTimeMs: info['total-time'],
       downtimeMs: info.downtime,
       setupTimeMs: info['setup-time'],

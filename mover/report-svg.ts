@@ -14,7 +14,7 @@ export function migrationSvg(report: MigrationReport, title = 'xmig migration'):
   const top = 34;
   const bottom = 36;
   const samples = report.samples.length > 0 ? report.samples : [{ t: 0, mbps: 0, remaining: 0, total: 0, transferred: 0, status: 'none', dirtySyncCount: 0 }];
-  const tMax = Math.max(report.totalTimeMs ?? 0, samples[samples.length - 1]!.t, 1);
+  const tMax = Math.max(report.elapsedMs, report.totalTimeMs ?? 0, samples[samples.length - 1]!.t, 1);
   const rateMax = Math.max(1, ...samples.map((s) => s.mbps));
   const remainingMax = Math.max(1, ...samples.map((s) => s.remaining));
   const x = (t: number): number => left + ((width - left - right) * t) / tMax;

@@ -113,7 +113,9 @@ export class MigrationSender {
     const chunkBytes = this.options.chunkBytes ?? 256 * 1024;
     const roundBytes = this.options.roundBytes ?? 4 * 1024 * 1024;
     const flushMs = this.options.flushMs ?? 2;
-    const maxUnacked = this.options.maxUnackedBytes ?? 256 * 1024 * 1024;
+    // Small: QEMU sizes its final stop-and-copy by how fast we take its stream, so
+    // reading far ahead of the receiver would make it stop the VM far too early.
+    const maxUnacked = this.options.maxUnackedBytes ?? 16 * 1024 * 1024;
     let pending: Buffer[] = [];
     let pendingBytes = 0;
     let round: Buffer[] = [];
@@ -279,8 +281,21 @@ export class MigrationSender {
     const stream = await this.options.connect();
     const channel = new ControlChannel(stream, (message) => this.onMessage(message, channel));
     const welcome = new Promise<number>((resolve, reject) => {
-      this.welcome = (nextRound, session) => (session.equals(this.session) ? resolve(nextRound) : reject(new XmigError('ERR_MIGRATION', 'receiver answered for another session')));
-      channel.onClose((reason) => reject(new XmigError('ERR_MIGRATION', `control connection lost before WELCOME: ${reason}`)));
+      // A receiver that takes the connection but never answers must not hold us forever.
+      const waitMs = this.options.resumeDeadlineMs ?? 10_000;
+      const timer = setTimeout(() => {
+        reject(new XmigError('ERR_TIMEOUT', `no WELCOME from the receiver within ${waitMs} ms`));
+        channel.close('no WELCOME');
+      }, waitMs);
+      this.welcome = (nextRound, session) => {
+        clearTimeout(timer);
+        if (session.equals(this.session)) resolve(nextRound);
+        else reject(new XmigError('ERR_MIGRATION', 'receiver answered for another session'));
+      };
+      channel.onClose((reason) => {
+        clearTimeout(timer);
+        reject(new XmigError('ERR_MIGRATION', `control connection lost before WELCOME: ${reason}`));
+      });
     });
     this.channel = channel;
     await channel.send({ type: MessageType.HELLO, session: this.session, mode: this.options.mode === 'xia' ? 0 : 1, source: this.options.source });

@@ -8,11 +8,26 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, writeFileS
 import { join } from 'node:path';
 
 export const COUNT_PREFIX = 'xmig-count';
+/** Printed once the working set (XMIG_WSS_MB) is in place. */
+export const WSS_READY = 'xmig-wss-ready';
 
 const INIT = `#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /tmp
 /bin/busybox mount -t proc proc /proc
-/bin/busybox mount -t tmpfs -o size=64m tmpfs /tmp
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+/bin/busybox mount -t tmpfs -o size=90% tmpfs /tmp
+# The kernel hands unknown command-line words of the form NAME=value to init as
+# environment: XMIG_WSS_MB sets up a working set that a background loop rewrites
+# (copies over itself) every XMIG_WSS_PAUSE_MS, the benchmark's "100 MB being dirtied".
+if [ -n "\${XMIG_WSS_MB}" ]; then
+  /bin/busybox dd if=/dev/urandom of=/tmp/wss-source bs=1048576 count=\${XMIG_WSS_MB} 2>/dev/null
+  /bin/busybox cp /tmp/wss-source /tmp/wss
+  echo "${WSS_READY} $(/bin/busybox du -sk /tmp | /bin/busybox cut -f1) KiB in /tmp"
+  while true; do
+    /bin/busybox dd if=/tmp/wss-source of=/tmp/wss bs=1048576 conv=notrunc 2>/dev/null
+    /bin/busybox usleep $((\${XMIG_WSS_PAUSE_MS:-1000} * 1000))
+  done &
+fi
 i=0
 while true; do
   echo "${COUNT_PREFIX} $i"
@@ -63,6 +78,8 @@ export interface QemuArgs {
   /** A second QMP monitor, for whoever watches while \`xmig migrate\` holds the first (QMP serves one client per monitor). */
   observerSocket?: string;
   incoming?: string;
+  /** NAME=value words for the kernel command line, which reach init as environment. */
+  guestEnv?: Record<string, string | number>;
 }
 
 /** The same machine on both ends (as migration requires), under TCG: /dev/kvm does not boot guests here. */
@@ -72,7 +89,7 @@ export function qemuArgs(args: QemuArgs): string[] {
     '-m', String(args.memoryMb),
     '-kernel', args.kernel,
     '-initrd', args.initramfs,
-    '-append', 'console=ttyS0 quiet panic=-1 rdinit=/init',
+    '-append', ['console=ttyS0 quiet panic=-1 rdinit=/init', ...Object.entries(args.guestEnv ?? {}).map(([k, v]) => `${k}=${v}`)].join(' '),
     '-display', 'none',
     '-nodefaults',
     '-no-user-config',

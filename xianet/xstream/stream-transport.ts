@@ -80,14 +80,21 @@ export class StreamTransport {
 
   /** Accepts connections to `sid`; returns a handle that stops listening. */
   listen(sid: Xid, onConnection: (connection: StreamConnection) => void, options: StreamOptions = {}): Listener {
-    const binding: Binding = { sid, listener: { onConnection, options }, connections: 0, unbind: () => undefined };
-    binding.unbind = this.node.bind(sid, (packet, arrival) => this.onPacket(packet, arrival, sid, binding.listener));
-    this.bindings.set(sid.key, binding);
+    // Like SO_REUSEADDR: a SID whose listener has gone but whose connections live on
+    // (or linger after closing) may be listened on again at once.
+    const lingering = this.bindings.get(sid.key);
+    const binding: Binding = lingering && !lingering.listener ? lingering : { sid, listener: undefined, connections: 0, unbind: () => undefined };
+    const mine = { onConnection, options };
+    binding.listener = mine;
+    if (binding !== lingering) {
+      binding.unbind = this.node.bind(sid, (packet, arrival) => this.onPacket(packet, arrival, sid, binding.listener));
+      this.bindings.set(sid.key, binding);
+    }
     return {
       sid,
       // Stops accepting; connections already accepted on the SID live on (as with TCP).
       close: () => {
-        binding.listener = undefined;
+        if (binding.listener === mine) binding.listener = undefined;
         this.releaseBinding(binding);
       },
     };

@@ -203,6 +203,30 @@ describe('STREAM', () => {
     expect((refused as StreamError).reason).toBe('refused');
   });
 
+  it('lets a new listener take a SID at once while the old one\'s connections linger, as SO_REUSEADDR does', async () => {
+    const net = await build();
+    const sid = Xid.random(XidType.SID);
+    const server = transportOn(net, 'B');
+    const echo = (connection: StreamConnection): void => void connection.pipe(connection);
+    const first = server.listen(sid, echo);
+    const client = transportOn(net, 'C');
+    const before = await client.connect(net.stack('B').node.serviceAddress(sid));
+    before.end('one');
+    for await (const _ of before) void _;
+    // The old listener goes; its connection lingers (TIME_WAIT-like) and keeps the SID bound.
+    first.close();
+    const second = server.listen(sid, echo);
+    // A second listener while one is active is still refused.
+    expect(() => server.listen(sid, echo)).toThrow(/already bound/);
+    first.close(); // closing the old handle again must not take the SID from the new listener
+    const after = await client.connect(net.stack('B').node.serviceAddress(sid));
+    after.end('two');
+    const reply: Buffer[] = [];
+    for await (const chunk of after) reply.push(chunk as Buffer);
+    expect(Buffer.concat(reply).toString()).toBe('two');
+    second.close();
+  });
+
   it('applies backpressure: a receiver that does not read closes the window and the writer stalls', async () => {
     const net = await build();
     const sid = Xid.random(XidType.SID);
