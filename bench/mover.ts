@@ -9,11 +9,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { createInterface } from 'node:readline';
-import { parseConfig } from '../shared/config.js';
 import { WellKnownSid } from '../shared/xid.js';
-import { topologySchema } from '../xianet/topology.js';
 import { XMIG } from '../test/support/processes.js';
-import { UdpNetwork } from '../test/support/udp-network.js';
+import { MIGRATION_HOSTS, UdpNetwork } from '../test/support/udp-network.js';
 import { median } from './two-nodes.js';
 
 export interface MoverResult {
@@ -77,24 +75,12 @@ async function once(path: Path, data: Buffer): Promise<number> {
   }
 }
 
-export async function runMoverBench(options: { megabytes?: number; runs?: number; sendArgs?: string[] } = {}): Promise<MoverResult[]> {
-  const sendArgs = options.sendArgs ?? [];
+export async function runMoverBench(options: { megabytes?: number; runs?: number } = {}): Promise<MoverResult[]> {
   const megabytes = options.megabytes ?? 256;
   const runs = options.runs ?? 5;
   // Random data: nothing for the mover's zero-chunk shortcut (a real migration stream has plenty).
   const data = randomFillSync(Buffer.alloc(megabytes << 20));
-  const network = new UdpNetwork(
-    parseConfig(topologySchema, {
-      name: 'bench-mover',
-      ads: ['AD1'],
-      segments: ['seg-A', 'seg-B'],
-      nodes: [
-        { name: 'R1', role: 'router', ad: 'AD1', interfaces: [{ segment: 'seg-A', hostFacing: true }, { segment: 'seg-B', hostFacing: true }] },
-        { name: 'A', role: 'host', interfaces: [{ segment: 'seg-A' }] },
-        { name: 'B', role: 'host', interfaces: [{ segment: 'seg-B' }] },
-      ],
-    }),
-  );
+  const network = new UdpNetwork(MIGRATION_HOSTS);
   await network.start();
   const xmig = [process.execPath, XMIG];
   const paths: Path[] = [
@@ -106,13 +92,13 @@ export async function runMoverBench(options: { megabytes?: number; runs?: number
     {
       name: 'xmig send | recv, control protocol over TCP',
       receiver: () => ({ command: [...xmig, 'recv', '--transport', 'tcp', '--listen', '127.0.0.1:0', '--log-level', 'info'], ready: /recv\.listening/ }),
-      sender: (ready) => ({ command: [...xmig, 'send', '--transport', 'tcp', '--to', (JSON.parse(ready) as { address: string }).address, '--log-level', 'info', ...sendArgs], ready: /send\.connected/ }),
+      sender: (ready) => ({ command: [...xmig, 'send', '--transport', 'tcp', '--to', (JSON.parse(ready) as { address: string }).address, '--log-level', 'info'], ready: /send\.connected/ }),
     },
     {
       name: 'xmig send | recv over xianet (A -> R1 -> B on UDP)',
       receiver: () => ({ command: [...xmig, 'recv', '--api', network.api('B'), '--log-level', 'info'], ready: /recv\.listening/ }),
       sender: () => ({
-        command: [...xmig, 'send', '--api', network.api('A'), '--to', network.serviceDag('B', 'AD1', WellKnownSid.MIGRATION).toString(), '--log-level', 'info', ...sendArgs],
+        command: [...xmig, 'send', '--api', network.api('A'), '--to', network.serviceDag('B', 'AD1', WellKnownSid.MIGRATION).toString(), '--log-level', 'info'],
         ready: /send\.connected/,
       }),
     },

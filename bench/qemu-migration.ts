@@ -11,17 +11,16 @@
  * guest runs again.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseConfig } from '../shared/config.js';
 import { WellKnownSid } from '../shared/xid.js';
 import { migrate, type MigrateTransport, type MigrationReport } from '../mover/migrate.js';
 import { QmpClient } from '../mover/qmp-client.js';
-import { topologySchema } from '../xianet/topology.js';
-import { buildInitramfs, COUNT_PREFIX, findBusybox, findKernel, qemuArgs, WSS_READY } from '../test/e2e/guest.js';
+import { buildInitramfs, findBusybox, findKernel, qemuArgs, serialCounts, serialLog, WSS_READY } from '../test/e2e/guest.js';
+import { waitFor } from '../test/support/wait.js';
 import { XMIG } from '../test/support/processes.js';
-import { UdpNetwork } from '../test/support/udp-network.js';
+import { MIGRATION_HOSTS, UdpNetwork } from '../test/support/udp-network.js';
 import { median } from './two-nodes.js';
 
 export interface QemuMigrationResult {
@@ -46,16 +45,6 @@ const LABELS: Record<MigrateTransport, string> = {
   xia: 'exec: xmig send|recv over xianet',
 };
 
-async function waitFor(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-const logText = (file: string): string => (existsSync(file) ? readFileSync(file, 'utf8') : '');
-
 export async function runQemuMigrationBench(options: { runs?: number; guestMb?: number; workingSetMb?: number; transports?: MigrateTransport[] } = {}): Promise<QemuMigrationResult[]> {
   const kernel = findKernel();
   const busybox = findBusybox();
@@ -69,18 +58,7 @@ export async function runQemuMigrationBench(options: { runs?: number; guestMb?: 
   const transports = options.transports ?? ['qemu-tcp', 'tcp', 'xia'];
   const dir = mkdtempSync(join(tmpdir(), 'xmig-bench-qemu-'));
   const initramfs = buildInitramfs(dir, busybox);
-  const network = new UdpNetwork(
-    parseConfig(topologySchema, {
-      name: 'bench-qemu',
-      ads: ['AD1'],
-      segments: ['seg-A', 'seg-B'],
-      nodes: [
-        { name: 'R1', role: 'router', ad: 'AD1', interfaces: [{ segment: 'seg-A', hostFacing: true }, { segment: 'seg-B', hostFacing: true }] },
-        { name: 'A', role: 'host', interfaces: [{ segment: 'seg-A' }] },
-        { name: 'B', role: 'host', interfaces: [{ segment: 'seg-B' }] },
-      ],
-    }),
-  );
+  const network = new UdpNetwork(MIGRATION_HOSTS);
   await network.start();
   const qemus: ChildProcess[] = [];
   const startQemu = (name: string, incoming?: string): { log: string; qmp: string } => {
@@ -108,14 +86,14 @@ export async function runQemuMigrationBench(options: { runs?: number; guestMb?: 
     const destination = startQemu(`${transport}-${run}-destination`, incoming);
     const source = startQemu(`${transport}-${run}-source`);
     try {
-      await waitFor(() => logText(source.log).includes(`${COUNT_PREFIX} 5`) && logText(source.log).includes(WSS_READY), 120_000, 'the source guest and its working set');
+      await waitFor(() => serialCounts(source.log).length > 5 && serialLog(source.log).includes(WSS_READY), 120_000, 'the source guest and its working set');
       const to = transport === 'xia' ? network.serviceDag('B', 'AD1', WellKnownSid.MIGRATION).toString() : `127.0.0.1:${port}`;
       const watch = await QmpClient.connect(destination.qmp);
       const report = await migrate({ qmp: source.qmp, to, transport, api: network.api('A'), xmigCommand: xmig, pollMs: 20 });
       if (report.status !== 'completed') throw new Error(`${transport} migration ${report.status}: ${report.error ?? ''}`);
       // The guest must run on at the destination, or the figures mean nothing.
-      const counted = logText(destination.log).split(COUNT_PREFIX).length;
-      await waitFor(() => logText(destination.log).split(COUNT_PREFIX).length > counted + 2, 30_000, 'the guest to count at the destination');
+      const counted = serialCounts(destination.log).length;
+      await waitFor(() => serialCounts(destination.log).length > counted + 2, 30_000, 'the guest to count at the destination');
       const status = (await watch.execute<{ status: string }>('query-status')).status;
       const resume = watch.events.find((e) => e.event === 'RESUME')?.timestamp;
       await watch.close();

@@ -4,7 +4,7 @@
  * pages to move again and the count shows whether the guest ran on without a gap.
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 export const COUNT_PREFIX = 'xmig-count';
@@ -37,6 +37,16 @@ while true; do
   /bin/busybox usleep 100000
 done
 `;
+
+/** The guest's serial log so far ('' before QEMU has created it). */
+export function serialLog(file: string): string {
+  return existsSync(file) ? readFileSync(file, 'utf8') : '';
+}
+
+/** The counts the guest has printed on its serial console, in order. */
+export function serialCounts(file: string): number[] {
+  return [...serialLog(file).matchAll(new RegExp(`${COUNT_PREFIX} (\\d+)`, 'g'))].map((m) => Number(m[1]));
+}
 
 /** The newest kernel in /boot, if any. */
 export function findKernel(): string | undefined {

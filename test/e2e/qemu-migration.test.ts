@@ -6,18 +6,17 @@
  * the middle, QEMU must report the migration failed and the source go on counting.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseConfig } from '../../shared/config.js';
 import { WellKnownSid } from '../../shared/xid.js';
 import { QmpClient } from '../../mover/qmp-client.js';
-import { topologySchema } from '../../xianet/topology.js';
 import { commandExists, requirement } from '../support/requirements.js';
 import { runXmig, XMIG } from '../support/processes.js';
-import { UdpNetwork } from '../support/udp-network.js';
-import { buildInitramfs, COUNT_PREFIX, findBusybox, findKernel, qemuArgs } from './guest.js';
+import { MIGRATION_HOSTS, UdpNetwork } from '../support/udp-network.js';
+import { buildInitramfs, findBusybox, findKernel, qemuArgs, serialCounts } from './guest.js';
+import { waitFor } from '../support/wait.js';
 
 const kernel = findKernel();
 const busybox = findBusybox();
@@ -28,33 +27,9 @@ const hasQemu = requirement(
 );
 
 const dir = mkdtempSync(join(tmpdir(), 'xmig-e2e-'));
-const network = new UdpNetwork(
-  parseConfig(topologySchema, {
-    name: 'e2e',
-    ads: ['AD1'],
-    segments: ['seg-A', 'seg-B'],
-    nodes: [
-      { name: 'R1', role: 'router', ad: 'AD1', interfaces: [{ segment: 'seg-A', hostFacing: true }, { segment: 'seg-B', hostFacing: true }] },
-      { name: 'A', role: 'host', interfaces: [{ segment: 'seg-A' }] },
-      { name: 'B', role: 'host', interfaces: [{ segment: 'seg-B' }] },
-    ],
-  }),
-);
+const network = new UdpNetwork(MIGRATION_HOSTS);
 const qemus: ChildProcess[] = [];
 let initramfs = '';
-
-function counts(log: string): number[] {
-  if (!existsSync(log)) return [];
-  return [...readFileSync(log, 'utf8').matchAll(new RegExp(`${COUNT_PREFIX} (\\d+)`, 'g'))].map((m) => Number(m[1]));
-}
-
-async function waitFor(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 function startQemu(name: string, incoming?: string): { log: string; qmp: string; observer: string; process: ChildProcess } {
   const log = join(dir, `${name}.log`);
@@ -87,6 +62,14 @@ async function activeMigration(qmp: QmpClient): Promise<void> {
   }
 }
 
+/** The migration did not happen: the source VM is running and its guest goes on counting. */
+async function expectSourceRunsOn(qmp: QmpClient, log: string): Promise<void> {
+  expect(((await qmp.execute('query-status')) as { status: string }).status).toBe('running');
+  const before = Math.max(...serialCounts(log));
+  await waitFor(() => Math.max(...serialCounts(log)) > before + 3, 20_000, 'the source guest to go on counting');
+  await qmp.close();
+}
+
 beforeAll(async () => {
   if (!hasQemu) return;
   initramfs = buildInitramfs(dir, busybox!);
@@ -106,15 +89,15 @@ describe.skipIf(!hasQemu)('live migration of a real QEMU guest over xianet', () 
   it('moves the running guest from A to B: the count goes on where it stopped', async () => {
     const source = startQemu('source');
     const destination = startDestination('destination', join(dir, 'recv-ok.json'));
-    await waitFor(() => counts(source.log).length >= 10, 60_000, 'the source guest to count');
+    await waitFor(() => serialCounts(source.log).length >= 10, 60_000, 'the source guest to count');
     const result = await runXmig(['migrate', '--qmp', source.qmp, '--to', receiver(), '--api', network.api('A'), '--report', join(dir, 'report.json'), '--json', '--no-progress'], 120_000);
     expect(result.code, result.stderr + result.stdout).toBe(0);
     const report = JSON.parse(result.stdout) as { status: string; downtimeMs: number; totalTimeMs: number; mover: { bytes: number } };
     expect(report.status).toBe('completed');
     expect(report.mover.bytes).toBeGreaterThan(0);
-    const lastAtSource = Math.max(...counts(source.log));
-    await waitFor(() => counts(destination.log).length >= 5, 30_000, 'the destination guest to count');
-    const atDestination = counts(destination.log);
+    const lastAtSource = Math.max(...serialCounts(source.log));
+    await waitFor(() => serialCounts(destination.log).length >= 5, 30_000, 'the destination guest to count');
+    const atDestination = serialCounts(destination.log);
     // The first count printed at B follows the last one at A: nothing was lost or repeated
     // beyond the line that was being printed at the switchover.
     expect(atDestination[0]!).toBeGreaterThanOrEqual(lastAtSource);
@@ -129,7 +112,7 @@ describe.skipIf(!hasQemu)('live migration of a real QEMU guest over xianet', () 
   it('fails the migration and keeps the source guest running when xmig recv dies', async () => {
     const source = startQemu('source2');
     startDestination('destination2', join(dir, 'recv-killed.json'));
-    await waitFor(() => counts(source.log).length >= 10, 60_000, 'the source guest to count');
+    await waitFor(() => serialCounts(source.log).length >= 10, 60_000, 'the source guest to count');
     // Slow the migration down so there is a middle to kill it in.
     const migration = runXmig(['migrate', '--qmp', source.qmp, '--to', receiver(), '--api', network.api('A'), '--max-bandwidth', '1', '--json', '--no-progress'], 120_000);
     const qmp = await QmpClient.connect(source.observer);
@@ -140,16 +123,13 @@ describe.skipIf(!hasQemu)('live migration of a real QEMU guest over xianet', () 
     const result = await migration;
     expect(result.code, result.stdout).not.toBe(0);
     expect(JSON.parse(result.stdout).status).toBe('failed');
-    expect(((await qmp.execute('query-status')) as { status: string }).status).toBe('running');
-    const before = Math.max(...counts(source.log));
-    await waitFor(() => Math.max(...counts(source.log)) > before + 3, 20_000, 'the source guest to go on counting');
-    await qmp.close();
+    await expectSourceRunsOn(qmp, source.log);
   }, 180_000);
 
   it('cancels the migration on Ctrl-C of xmig migrate: the source guest keeps running', async () => {
     const source = startQemu('source3');
     startDestination('destination3', join(dir, 'recv-cancelled.json'));
-    await waitFor(() => counts(source.log).length >= 10, 60_000, 'the source guest to count');
+    await waitFor(() => serialCounts(source.log).length >= 10, 60_000, 'the source guest to count');
     const migration = runXmig(['migrate', '--qmp', source.qmp, '--to', receiver(), '--api', network.api('A'), '--max-bandwidth', '1', '--report', join(dir, 'cancel-report.json'), '--json', '--no-progress'], 120_000);
     const qmp = await QmpClient.connect(source.observer);
     await activeMigration(qmp);
@@ -157,9 +137,6 @@ describe.skipIf(!hasQemu)('live migration of a real QEMU guest over xianet', () 
     const result = await migration;
     expect(result.code, result.stdout).not.toBe(0);
     expect(JSON.parse(result.stdout).status).toBe('cancelled');
-    expect(((await qmp.execute('query-status')) as { status: string }).status).toBe('running');
-    const before = Math.max(...counts(source.log));
-    await waitFor(() => Math.max(...counts(source.log)) > before + 3, 20_000, 'the source guest to go on counting');
-    await qmp.close();
+    await expectSourceRunsOn(qmp, source.log);
   }, 180_000);
 });

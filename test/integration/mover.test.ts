@@ -7,24 +7,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseConfig } from '../../shared/config.js';
 import { WellKnownSid } from '../../shared/xid.js';
-import { topologySchema } from '../../xianet/topology.js';
 import { XMIG } from '../support/processes.js';
-import { UdpNetwork } from '../support/udp-network.js';
+import { MIGRATION_HOSTS, UdpNetwork } from '../support/udp-network.js';
 
-const network = new UdpNetwork(
-  parseConfig(topologySchema, {
-    name: 'two-hosts',
-    ads: ['AD1'],
-    segments: ['seg-A', 'seg-B'],
-    nodes: [
-      { name: 'R1', role: 'router', ad: 'AD1', interfaces: [{ segment: 'seg-A', hostFacing: true }, { segment: 'seg-B', hostFacing: true }] },
-      { name: 'A', role: 'host', interfaces: [{ segment: 'seg-A' }] },
-      { name: 'B', role: 'host', interfaces: [{ segment: 'seg-B' }] },
-    ],
-  }),
-);
+const network = new UdpNetwork(MIGRATION_HOSTS);
 
 beforeAll(() => network.start(), 60_000);
 afterAll(() => network.stop());

@@ -5,9 +5,22 @@ import { join } from 'node:path';
 import { Dag } from '../../shared/dag.js';
 import { Identity } from '../../shared/identity.js';
 import { XidType, type Xid } from '../../shared/xid.js';
-import type { Topology } from '../../xianet/topology.js';
+import { parseConfig } from '../../shared/config.js';
+import { topologySchema, type Topology } from '../../xianet/topology.js';
 import { udpLayout, type UdpLayout } from '../../xianet/udp-topology.js';
 import { reapAll, startXmig, type XmigProcess } from './processes.js';
+
+/** The mover's network: one AD, router R1, the source host A and the destination host B on segments of their own. */
+export const MIGRATION_HOSTS: Topology = parseConfig(topologySchema, {
+  name: 'migration-hosts',
+  ads: ['AD1'],
+  segments: ['seg-A', 'seg-B'],
+  nodes: [
+    { name: 'R1', role: 'router', ad: 'AD1', interfaces: [{ segment: 'seg-A', hostFacing: true }, { segment: 'seg-B', hostFacing: true }] },
+    { name: 'A', role: 'host', interfaces: [{ segment: 'seg-A' }] },
+    { name: 'B', role: 'host', interfaces: [{ segment: 'seg-B' }] },
+  ],
+});
 
 export class UdpNetwork {
   readonly dir = mkdtempSync(join(tmpdir(), 'xmig-net-'));
