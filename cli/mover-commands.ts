@@ -68,6 +68,10 @@ export function sendCommand(): Command {
         });
         const report = await sender.run();
         if (options.stats) writeFileSync(options.stats, JSON.stringify({ role: 'send', transport: options.transport, ...report }));
+      } catch (error) {
+        // QEMU must see its pipe break at once, so it fails the migration and the VM runs on.
+        process.stdin.destroy();
+        throw error;
       } finally {
         await api?.close();
       }

@@ -10,6 +10,7 @@ export class ControlChannel {
   private readonly reader = new MessageReader();
   private closedWith: string | undefined;
   private readonly closeListeners = new Set<(reason: string) => void>();
+  private draining: Promise<void> | undefined;
 
   constructor(
     readonly stream: Duplex,
@@ -54,17 +55,22 @@ export class ControlChannel {
       for (const part of parts) writable = this.stream.write(part);
       process.nextTick(() => this.stream.uncork());
     }
-    if (!writable) {
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          this.stream.off('drain', done);
-          this.stream.off('close', done);
-          resolve();
-        };
-        this.stream.once('drain', done);
-        this.stream.once('close', done);
-      });
-    }
+    if (!writable) await this.drained();
+  }
+
+  /** One wait for 'drain' shared by every sender blocked on it (no listener per message). */
+  private drained(): Promise<void> {
+    this.draining ??= new Promise<void>((resolve) => {
+      const done = (): void => {
+        this.stream.off('drain', done);
+        this.stream.off('close', done);
+        this.draining = undefined;
+        resolve();
+      };
+      this.stream.once('drain', done);
+      this.stream.once('close', done);
+    });
+    return this.draining;
   }
 
   close(reason: string): void {

@@ -46,13 +46,8 @@ describe('xmig send | recv over XIA', () => {
     expect(stats.zeroChunks).toBeGreaterThanOrEqual(30);
   }, 60_000);
 
-  // KNOWN BUG, skipped loudly: run alone (or now that a SID can be listened on again at
-  // once), send does not notice a SIGKILLed recv here and waits on. Until 2026-11-25
-  // this test passed only because its recv could not bind the SID. The real-QEMU test
-  // (test/e2e/qemu-migration.test.ts), where QEMU keeps writing, does see send fail
-  // and the source VM run on. Suspect: a killed process's Unix socket ends with EOF,
-  // which the node's API bridge takes for a graceful half-close.
-  it.skip('send fails (so QEMU fails the migration) when recv dies mid-transfer [KNOWN BUG: see comment]', async () => {
+  // QEMU learns of the failure only from its pipe: send must exit, and break the pipe.
+  it('send fails (so QEMU fails the migration) when recv dies mid-transfer', async () => {
     const recv = run(['recv', '--api', network.api('B'), '--resume-deadline-ms', '1000'], { stdout: join(network.dir, 'partial.bin') });
     await new Promise((r) => setTimeout(r, 1500));
     const dst = network.serviceDag('B', 'AD1', WellKnownSid.MIGRATION).toString();
