@@ -41,8 +41,9 @@ export class XiaPublisher implements ChunkPublisher {
   constructor(private readonly api: NodeApi) {}
 
   async publish(chunks: Buffer[]): Promise<Buffer[]> {
-    // The node hashes what it stores: one SHA-1 per chunk, not two.
-    return (await this.api.publishChunks(chunks)).map((cid) => cid.id);
+    // The node hashes what it stores: one SHA-1 per chunk, not two. A VM's memory is
+    // private and fetched once: routers on the way must not keep copies of it.
+    return (await this.api.publishChunks(chunks, { noStore: true })).map((cid) => cid.id);
   }
 
   async drop(cids: Buffer[]): Promise<void> {

@@ -4,7 +4,7 @@ import { Dag } from '../../shared/dag.js';
 import { XmigError, type XmigErrorCode } from '../../shared/errors.js';
 import type { Xid } from '../../shared/xid.js';
 import type { PingOptions, PingReply, PingSummary } from '../xping.js';
-import { encodeFrame, FrameDecoder, type Header } from './api-frames.js';
+import { encodeFrame, encodeFrameParts, FrameDecoder, writeFrame, type Header } from './api-frames.js';
 import { fromWire, toWire } from './api-json.js';
 import type {
   ConnectOptions,
@@ -48,16 +48,38 @@ export class NodeClient implements NodeApi {
     private readonly socket: Socket,
     readonly path: string,
   ) {
-    socket.on('data', (chunk: Buffer) => {
-      for (const frame of this.decoder.push(chunk)) this.onFrame(fromWire(frame.header) as Header, frame.body);
-    });
     socket.on('close', () => this.failAll(new XmigError('ERR_CONNECTION', `node API socket ${path} closed`)));
     socket.on('error', () => socket.destroy());
   }
 
+  private onRead(bytes: Buffer): void {
+    let frames;
+    try {
+      frames = this.decoder.pushBorrowed(bytes);
+    } catch {
+      this.socket.destroy();
+      return;
+    }
+    for (const frame of frames) this.onFrame(fromWire(frame.header) as Header, frame.body);
+  }
+
   /** Connects to a node's API socket. */
   static async connect(path: string, timeoutMs = 5000): Promise<NodeClient> {
-    const socket = connect(path);
+    // Reads land in one reused buffer and are copied once into their frame: chunks of
+    // a migration arrive here at hundreds of MB/s, and a fresh buffer per read (the
+    // default) costs the garbage collector more than the copy.
+    const readBuffer = Buffer.allocUnsafe(256 * 1024);
+    const socket = connect({
+      path,
+      onread: {
+        buffer: readBuffer,
+        callback: (bytes) => {
+          client.onRead(readBuffer.subarray(0, bytes));
+          return true;
+        },
+      },
+    });
+    const client = new NodeClient(socket, path);
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         socket.destroy();
@@ -72,7 +94,7 @@ export class NodeClient implements NodeApi {
         reject(new XmigError('ERR_UNREACHABLE', `cannot reach the node API at ${path}: ${error.message}`, { cause: error }));
       });
     });
-    return new NodeClient(socket, path);
+    return client;
   }
 
   private failAll(error: Error): void {
@@ -121,11 +143,11 @@ export class NodeClient implements NodeApi {
     }
   }
 
-  private request(header: Header, body?: Uint8Array, id = this.nextId++): Promise<{ header: Header; body: Buffer }> {
+  private request(header: Header, body: readonly Uint8Array[] = [], id = this.nextId++): Promise<{ header: Header; body: Buffer }> {
     if (this.closed) return Promise.reject(new XmigError('ERR_CONNECTION', `node API socket ${this.path} is closed`));
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.socket.write(encodeFrame(toWire({ ...header, id }) as Header, body));
+      writeFrame(this.socket, encodeFrameParts(toWire({ ...header, id }) as Header, body));
     });
   }
 
@@ -160,7 +182,7 @@ export class NodeClient implements NodeApi {
     options.signal?.addEventListener('abort', onAbort, { once: true });
     try {
       const { count, intervalMs, timeoutMs, size } = options;
-      const response = await this.request({ op: 'ping', dst, count, intervalMs, timeoutMs, size }, undefined, id);
+      const response = await this.request({ op: 'ping', dst, count, intervalMs, timeoutMs, size }, [], id);
       return response.header['summary'] as PingSummary;
     } finally {
       this.pingListeners.delete(id);
@@ -180,8 +202,8 @@ export class NodeClient implements NodeApi {
         const { ad, hid } = await this.info();
         return ad ? Dag.hostAddress(ad, hid, bound) : Dag.chain(hid, bound);
       },
-      send: async (dst, data) => void (await this.request({ op: 'send', sid: bound, dst }, data)),
-      sendOnLink: async (port, dst, data) => void (await this.request({ op: 'send', sid: bound, dst, port }, data)),
+      send: async (dst, data) => void (await this.request({ op: 'send', sid: bound, dst }, [data])),
+      sendOnLink: async (port, dst, data) => void (await this.request({ op: 'send', sid: bound, dst, port }, [data])),
       onMessage: (listener) => void listeners.add(listener),
       close: async () => {
         this.datagramListeners.delete(bound.key);
@@ -231,8 +253,8 @@ export class NodeClient implements NodeApi {
     return this.attach(header['streamId'] as number, header['token'] as string, header['remote'] as Dag, header['localSid'] as Xid);
   }
 
-  async publishChunks(chunks: Buffer[]): Promise<Xid[]> {
-    const response = await this.request({ op: 'chunk-put', sizes: chunks.map((c) => c.length) }, Buffer.concat(chunks));
+  async publishChunks(chunks: Buffer[], options: { noStore?: boolean } = {}): Promise<Xid[]> {
+    const response = await this.request({ op: 'chunk-put', sizes: chunks.map((c) => c.length), noStore: options.noStore === true }, chunks);
     return response.header['cids'] as Xid[];
   }
 

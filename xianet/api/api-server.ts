@@ -10,7 +10,7 @@ import type { Logger } from '../../shared/logger.js';
 import { silentLogger } from '../../shared/logger.js';
 import { Xid } from '../../shared/xid.js';
 import type { Dag } from '../../shared/dag.js';
-import { encodeFrame, FrameDecoder, type Frame, type Header } from './api-frames.js';
+import { encodeFrameParts, FrameDecoder, writeFrame, type Frame, type Header } from './api-frames.js';
 import { fromWire, toWire } from './api-json.js';
 import { randomBytes } from 'node:crypto';
 import type { DatagramSocket, NodeApi, NodeEventName, StreamConnection, StreamServer } from './node-api.js';
@@ -102,7 +102,7 @@ class ClientSession {
   }
 
   private send(header: Header, body?: Uint8Array): void {
-    if (!this.closed && !this.socket.destroyed) this.socket.write(encodeFrame(toWire(header) as Header, body));
+    if (!this.closed && !this.socket.destroyed) writeFrame(this.socket, encodeFrameParts(toWire(header) as Header, body ? [body] : []));
   }
 
   private onData(chunk: Buffer): void {
@@ -219,11 +219,12 @@ class ClientSession {
         const chunks: Buffer[] = [];
         let at = 0;
         for (const size of sizes) {
-          chunks.push(Buffer.from(frame.body.subarray(at, at + size)));
+          // Views, not copies: the round's chunks live and go together.
+          chunks.push(frame.body.subarray(at, at + size));
           at += size;
         }
         if (at !== frame.body.length) throw new Error('chunk sizes do not add up to the body');
-        const cids = await this.api.publishChunks(chunks);
+        const cids = await this.api.publishChunks(chunks, { noStore: header['noStore'] === true });
         for (const cid of cids) this.published.set(cid.key, cid);
         return { header: { cids } };
       }

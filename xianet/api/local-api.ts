@@ -189,8 +189,8 @@ export class LocalNodeApi implements NodeApi {
 
   private fetcher: ChunkFetcher | undefined;
 
-  async publishChunks(chunks: Buffer[]): Promise<Xid[]> {
-    return chunks.map((chunk) => this.stack.chunks.publish(chunk));
+  async publishChunks(chunks: Buffer[], options: { noStore?: boolean } = {}): Promise<Xid[]> {
+    return chunks.map((chunk) => this.stack.chunks.publish(chunk, options));
   }
 
   async unpublishChunks(cids: Xid[]): Promise<void> {

@@ -128,8 +128,11 @@ export interface NodeApi {
   listen(sid?: Xid): Promise<StreamServer>;
   /** Opens a STREAM connection to `dst`. */
   connect(dst: Dag, options?: ConnectOptions): Promise<StreamConnection>;
-  /** Puts chunks in this node's store (served to anyone who asks) and returns their CIDs. */
-  publishChunks(chunks: Buffer[]): Promise<Xid[]>;
+  /**
+   * Puts chunks in this node's store (served to anyone who asks) and returns their
+   * CIDs. `noStore`: routers on the way must not cache them (private, fetched once).
+   */
+  publishChunks(chunks: Buffer[], options?: { noStore?: boolean }): Promise<Xid[]>;
   /** Removes chunks from the store. */
   unpublishChunks(cids: Xid[]): Promise<void>;
   /** Fetches a chunk published by the host at `source`; resolves with bytes that hash to `cid`. */

@@ -43,8 +43,14 @@ export function cidKey(id: Buffer): string {
   return id.toString('latin1');
 }
 
+interface Published {
+  data: Buffer;
+  /** Routers on the way are asked not to cache it. */
+  noStore: boolean;
+}
+
 export class ChunkService {
-  private readonly store = new Map<string, Buffer>();
+  private readonly store = new Map<string, Published>();
   private storeBytes = 0;
   readonly cache: ChunkCache | undefined;
   private readonly assemblies = new Map<string, Assembly>();
@@ -76,13 +82,16 @@ export class ChunkService {
     if (this.cache) this.node.setTransitChunkTap(undefined);
   }
 
-  /** Publishes a chunk; returns its CID. The chunk stays until unpublished. */
-  publish(data: Buffer): Xid {
+  /**
+   * Publishes a chunk; returns its CID. The chunk stays until unpublished.
+   * `noStore`: routers must not cache it (private, fetched once: a VM's memory).
+   */
+  publish(data: Buffer, options: { noStore?: boolean } = {}): Xid {
     if (data.length > MAX_CHUNK_BYTES) throw new RangeError(`chunk of ${data.length} bytes exceeds ${MAX_CHUNK_BYTES}`);
     const cid = Xid.hashOf(XidType.CID, data);
     const key = cidKey(cid.id);
     if (!this.store.has(key)) {
-      this.store.set(key, data);
+      this.store.set(key, { data, noStore: options.noStore ?? false });
       this.storeBytes += data.length;
       this.node.routes.set(XidType.CID, { xid: cid, port: Port.LOCAL, nextHop: undefined, flags: 0, origin: 'local' });
     }
@@ -91,10 +100,10 @@ export class ChunkService {
 
   unpublish(cid: Xid): boolean {
     const key = cidKey(cid.id);
-    const data = this.store.get(key);
-    if (!data) return false;
+    const published = this.store.get(key);
+    if (!published) return false;
     this.store.delete(key);
-    this.storeBytes -= data.length;
+    this.storeBytes -= published.data.length;
     if (!this.cache?.has(key)) this.node.routes.remove(XidType.CID, cid);
     return true;
   }
@@ -122,7 +131,7 @@ export class ChunkService {
     this.stats.requests++;
     const key = cidKey(message.cid);
     const own = this.store.get(key);
-    const data = own ?? this.cache?.get(key);
+    const data = own?.data ?? this.cache?.get(key);
     let requester: Dag;
     try {
       requester = xipSrcDag(packet);
@@ -140,30 +149,30 @@ export class ChunkService {
     if (!own) this.stats.servedFromCache++;
     const offset = Math.min(message.offset, data.length);
     const end = message.length === 0 ? data.length : Math.min(data.length, offset + message.length);
-    this.sendChunk(requester, cid, message.requestId, data, offset, end);
+    this.sendChunk(requester, cid, message.requestId, data, offset, end, own?.noStore ?? false);
   }
 
-  private sendChunk(requester: Dag, cid: Xid, requestId: number, data: Buffer, offset: number, end: number): void {
+  private sendChunk(requester: Dag, cid: Xid, requestId: number, data: Buffer, offset: number, end: number, noStore: boolean): void {
     const src = this.contentAddress(cid);
     const headerLength = encodeXipHeaderInto(undefined, { dst: requester, src }, 0);
     const room = this.node.mtu - headerLength - CHUNK_DATA_HEADER_LENGTH;
     if (room <= 0) return;
     if (end === offset) {
-      this.sendFragment(requester, cid, requestId, data.length, Buffer.alloc(0), offset, ChunkOp.DATA, src);
+      this.sendFragment(requester, cid, requestId, data.length, Buffer.alloc(0), offset, ChunkOp.DATA, src, noStore);
       return;
     }
     for (let from = offset; from < end; from += room) {
-      this.sendFragment(requester, cid, requestId, data.length, data.subarray(from, Math.min(end, from + room)), from, ChunkOp.DATA, src);
+      this.sendFragment(requester, cid, requestId, data.length, data.subarray(from, Math.min(end, from + room)), from, ChunkOp.DATA, src, noStore);
     }
   }
 
-  private sendFragment(requester: Dag, cid: Xid, requestId: number, total: number, piece: Buffer, offset: number, op: number, src = this.contentAddress(cid)): void {
+  private sendFragment(requester: Dag, cid: Xid, requestId: number, total: number, piece: Buffer, offset: number, op: number, src = this.contentAddress(cid), noStore = false): void {
     const payloadLength = CHUNK_DATA_HEADER_LENGTH + piece.length;
     const fields = { dst: requester, src, nextHeader: NextHeader.TRANSPORT };
     const headerLength = encodeXipHeaderInto(undefined, fields, payloadLength);
     const packet = Buffer.allocUnsafe(headerLength + payloadLength);
     encodeXipHeaderInto(packet, fields, payloadLength);
-    writeChunkDataHeader(packet, headerLength, { requestId, cid: cid.id, total, offset }, op);
+    writeChunkDataHeader(packet, headerLength, { requestId, cid: cid.id, total, offset, noStore }, op);
     piece.copy(packet, headerLength + CHUNK_DATA_HEADER_LENGTH);
     this.stats.fragmentsSent++;
     this.node.originate(packet);
@@ -172,6 +181,7 @@ export class ChunkService {
   /** A CHUNK packet being forwarded: collect DATA fragments; cache a chunk once whole and verified. */
   private onTransit(packet: Buffer, payloadOffset: number): void {
     const cache = this.cache!;
+    // One byte decides, before any parsing: NO_STORE data (op byte 0x82) is not ours to keep.
     if (packet[payloadOffset + 1] !== ChunkOp.DATA) return;
     let message;
     try {

@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { XmigError } from '../../shared/errors.js';
+import { MalformedPacketError, XmigError } from '../../shared/errors.js';
 import { Xid, XidType } from '../../shared/xid.js';
 import { InProcessNetwork, INTER_AD } from '../topology.js';
 import { ChunkCache } from './chunk-cache.js';
 import { ChunkFetcher } from './chunk-fetcher.js';
-import { ChunkOp } from './chunk-messages.js';
+import { ChunkOp, decodeChunkMessage } from './chunk-messages.js';
+import { cidKey } from './chunk-service.js';
 import { TransportType } from '../transport-header.js';
 import { xipHeaderLengthOf } from '../../shared/xip-header.js';
 
@@ -103,6 +104,19 @@ describe('CHUNK transport', () => {
     expect(net.stack('R1').chunks.stats.servedFromCache).toBe(1);
   });
 
+  it('leaves chunks published NO_STORE out of router caches (VM memory stays private)', async () => {
+    const net = await build();
+    const data = randomBytes(30_000);
+    const origin = net.stack('B').chunks;
+    const cid = origin.publish(data, { noStore: true });
+    expect((await fetcherOn(net, 'C').fetch(cid, net.stack('B').node.address())).equals(data)).toBe(true);
+    expect(net.stack('R1').chunks.stats.cachedInTransit).toBe(0);
+    expect(net.stack('R1').chunks.cache!.has(cidKey(cid.id))).toBe(false);
+    expect((await fetcherOn(net, 'A').fetch(cid, net.stack('B').node.address())).equals(data)).toBe(true);
+    expect(origin.stats.served).toBe(2);
+    expect(net.stack('R1').chunks.stats.servedFromCache).toBe(0);
+  });
+
   it('keeps many requests in flight and grows its window', async () => {
     const net = await build();
     const chunks = Array.from({ length: 300 }, () => randomBytes(8000));
@@ -115,5 +129,20 @@ describe('CHUNK transport', () => {
     expect(got.every((g, i) => g.equals(chunks[i]!))).toBe(true);
     expect(peak).toBeGreaterThan(16);
     expect(fetcher.outstanding.window).toBeGreaterThan(8);
+  });
+});
+
+describe('CHUNK messages', () => {
+  const header = (op: number): Buffer => {
+    const body = Buffer.alloc(33);
+    body[0] = op;
+    return body;
+  };
+
+  it('reads the NO_STORE bit on DATA and rejects it anywhere else', () => {
+    expect(decodeChunkMessage(header(ChunkOp.DATA | 0x80))).toMatchObject({ op: ChunkOp.DATA, noStore: true });
+    expect(decodeChunkMessage(header(ChunkOp.DATA))).toMatchObject({ op: ChunkOp.DATA, noStore: false });
+    expect(() => decodeChunkMessage(header(ChunkOp.REQUEST | 0x80))).toThrow(MalformedPacketError);
+    expect(() => decodeChunkMessage(header(ChunkOp.NOT_FOUND | 0x80))).toThrow(MalformedPacketError);
   });
 });
