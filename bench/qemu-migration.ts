@@ -11,7 +11,7 @@
  * guest runs again.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WellKnownSid } from '../shared/xid.js';
@@ -90,6 +90,9 @@ export async function runQemuMigrationBench(options: { runs?: number; guestMb?: 
       const to = transport === 'xia' ? network.serviceDag('B', 'AD1', WellKnownSid.MIGRATION).toString() : `127.0.0.1:${port}`;
       const watch = await QmpClient.connect(destination.qmp);
       const report = await migrate({ qmp: source.qmp, to, transport, api: network.api('A'), xmigCommand: xmig, pollMs: 20 });
+      // XMIG_BENCH_REPORTS=DIR keeps every run's report (QEMU's samples included) for a closer look.
+      const keep = process.env['XMIG_BENCH_REPORTS'];
+      if (keep) writeFileSync(join(keep, `${transport}-${run}.json`), JSON.stringify(report, null, 1));
       if (report.status !== 'completed') throw new Error(`${transport} migration ${report.status}: ${report.error ?? ''}`);
       // The guest must run on at the destination, or the figures mean nothing.
       const counted = serialCounts(destination.log).length;

@@ -135,6 +135,9 @@ export class MigrationSender {
       }
       if (round.length > 0 && (force || roundSize >= roundBytes)) {
         const chunks = round;
+        // In flight from now: a round still waiting to be published counts against
+        // the window too, or reading runs ahead of the network without bound.
+        this.unackedBytes += roundSize;
         round = [];
         roundSize = 0;
         closing = closing.then(() => this.announce(chunks));
@@ -208,7 +211,6 @@ export class MigrationSender {
     const bytes = data.reduce((sum, c) => sum + c.length, 0);
     const round: Round = { number, chunks, bytes };
     this.unacked.set(number, round);
-    this.unackedBytes += bytes;
     this.report.chunks += chunks.length;
     this.report.zeroChunks += chunks.length - toPublish.length;
     await this.offer(round);
