@@ -7,7 +7,7 @@ import { serveGoldbach } from '../xianet/goldbach/goldbach-service.js';
 import { NameClient } from '../xianet/names/name-client.js';
 import { DEFAULT_API_SOCKET } from './defaults.js';
 import { ExitCode } from './exit-codes.js';
-import { resolveTarget } from './names-command.js';
+import { resolveTarget } from './resolve-target.js';
 import { waitForShutdown } from './shutdown.js';
 
 export function calCommand(): Command {

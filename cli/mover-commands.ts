@@ -14,7 +14,7 @@ import { migrationSvg } from '../mover/report-svg.js';
 import { Presets, SingleBar } from 'cli-progress';
 import { ExitCode } from './exit-codes.js';
 import { DEFAULT_API_SOCKET } from './defaults.js';
-import { resolveTarget } from './names-command.js';
+import { resolveTarget } from './resolve-target.js';
 
 interface MoverFlags {
   transport: 'xia' | 'tcp';

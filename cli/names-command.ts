@@ -28,17 +28,6 @@ export function nameserverCommand(): Command {
     });
 }
 
-/** A destination given as a DAG, or a name to resolve through the name service. */
-export async function resolveTarget(target: string, api: NodeClient, nameServer?: string): Promise<Dag> {
-  if (/^\s*(RE|DAG)(\s|$)/.test(target)) return Dag.parse(target);
-  const client = new NameClient(api, { nameServer: nameServer ? Dag.parse(nameServer) : undefined });
-  try {
-    return (await client.resolve(target)).dag;
-  } finally {
-    await client.close();
-  }
-}
-
 export function resolveCommand(): Command {
   return new Command('resolve')
     .description('look a name up in the name service (or, with --reverse, the name of a DAG)')

@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { resolveTarget } from './names-command.js';
+import { resolveTarget } from './resolve-target.js';
 import { NodeClient } from '../xianet/api/api-client.js';
 import type { PingReply, PingSummary } from '../xianet/xping.js';
 import { ExitCode } from './exit-codes.js';

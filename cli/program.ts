@@ -6,36 +6,39 @@
 import { Command, CommanderError } from 'commander';
 import { ConfigError, XmigError } from '../shared/errors.js';
 import { ExitCode } from './exit-codes.js';
-import { dagCommand } from './dag-command.js';
-import { xipCommand } from './xip-command.js';
-import { nodeCommand } from './node-command.js';
-import { pingCommand } from './ping-command.js';
-import { nameserverCommand, resolveCommand } from './names-command.js';
-import { testbedCommand } from './testbed-command.js';
-import { calCommand } from './cal-command.js';
-import { agentCommand } from './agent-command.js';
-import { routerPluginCommand } from './router-plugin-command.js';
-import { migrateCommand, recvCommand, sendCommand } from './mover-commands.js';
 
-export function buildProgram(): Command {
+type CommandModule = () => Promise<Command[]>;
+
+/**
+ * Each subcommand's module, loaded only when that subcommand runs (or for --help):
+ * QEMU starts `xmig send` and `xmig recv` at every migration, and loading the whole
+ * stack (metrics, cron, host facts) for them costs time the migration waits for.
+ */
+const COMMANDS: Record<string, CommandModule> = {
+  dag: async () => [(await import('./dag-command.js')).dagCommand()],
+  xip: async () => [(await import('./xip-command.js')).xipCommand()],
+  node: async () => [(await import('./node-command.js')).nodeCommand()],
+  ping: async () => [(await import('./ping-command.js')).pingCommand()],
+  nameserver: async () => [(await import('./names-command.js')).nameserverCommand()],
+  resolve: async () => [(await import('./names-command.js')).resolveCommand()],
+  testbed: async () => [(await import('./testbed-command.js')).testbedCommand()],
+  cal: async () => [(await import('./cal-command.js')).calCommand()],
+  agent: async () => [(await import('./agent-command.js')).agentCommand()],
+  'router-plugin': async () => [(await import('./router-plugin-command.js')).routerPluginCommand()],
+  send: async () => [(await import('./mover-commands.js')).sendCommand()],
+  recv: async () => [(await import('./mover-commands.js')).recvCommand()],
+  migrate: async () => [(await import('./mover-commands.js')).migrateCommand()],
+};
+
+/** The command tree: every subcommand, or only `name`'s when it is one of them. */
+export async function buildProgram(name?: string): Promise<Command> {
   const program = new Command('xmig')
     .description('live VM migration over XIA: the network (xianet), the in-VM agent, the router plugin and the mover')
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .configureHelp({ sortSubcommands: true });
-  program.addCommand(dagCommand());
-  program.addCommand(xipCommand());
-  program.addCommand(nodeCommand());
-  program.addCommand(pingCommand());
-  program.addCommand(nameserverCommand());
-  program.addCommand(resolveCommand());
-  program.addCommand(testbedCommand());
-  program.addCommand(calCommand());
-  program.addCommand(agentCommand());
-  program.addCommand(routerPluginCommand());
-  program.addCommand(sendCommand());
-  program.addCommand(recvCommand());
-  program.addCommand(migrateCommand());
+  const wanted = name !== undefined && Object.hasOwn(COMMANDS, name) ? [COMMANDS[name]!] : Object.values(COMMANDS);
+  for (const load of wanted) for (const command of await load()) program.addCommand(command);
   return program;
 }
 
@@ -54,7 +57,7 @@ function overrideExits(command: Command): void {
 }
 
 export async function runCli(argv: string[]): Promise<number> {
-  const program = buildProgram();
+  const program = await buildProgram(argv[0]);
   overrideExits(program);
   try {
     await program.parseAsync(argv, { from: 'user' });

@@ -1,8 +1,14 @@
 /** Real `xmig` processes for integration tests: spawned, watched, always reaped. */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 
-export const XMIG = new URL('../../bin/xmig.js', import.meta.url).pathname;
+/**
+ * The xmig entry point the processes run: the sources (through tsx) unless
+ * XMIG_ENTRY names another, as `npm run bench` does with the compiled output, so
+ * benchmarks measure what an installed xmig does.
+ */
+export const XMIG = process.env['XMIG_ENTRY'] ? resolve(process.env['XMIG_ENTRY']) : new URL('../../bin/xmig.js', import.meta.url).pathname;
 
 export interface XmigProcess {
   readonly child: ChildProcess;

@@ -1,0 +1,14 @@
+/** A command's target given as a DAG or as a name: names go to the name service. */
+import { Dag } from '../shared/dag.js';
+import type { NodeApi } from '../xianet/api/node-api.js';
+import { NameClient } from '../xianet/names/name-client.js';
+
+export async function resolveTarget(target: string, api: NodeApi, nameServer?: string): Promise<Dag> {
+  if (/^\s*(RE|DAG)(\s|$)/.test(target)) return Dag.parse(target);
+  const client = new NameClient(api, { nameServer: nameServer ? Dag.parse(nameServer) : undefined });
+  try {
+    return (await client.resolve(target)).dag;
+  } finally {
+    await client.close();
+  }
+}
