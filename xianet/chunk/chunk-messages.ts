@@ -87,7 +87,7 @@ export function decodeChunkMessage(body: Buffer): ({ op: typeof ChunkOp.REQUEST 
     const data = body.subarray(33);
     if (a > MAX_CHUNK_BYTES) throw new MalformedPacketError(`CHUNK of ${a} bytes is larger than ${MAX_CHUNK_BYTES}`);
     if (b + data.length > a) throw new MalformedPacketError(`CHUNK fragment ${b}+${data.length} runs past the chunk's ${a} bytes`);
-    return { op, noStore: noStore && op === ChunkOp.DATA, requestId, cid, total: a, offset: b, data };
+    return { op, noStore, requestId, cid, total: a, offset: b, data };
   }
   throw new MalformedPacketError(`CHUNK op ${op} is not known`);
 }
