@@ -38,6 +38,20 @@ function sink(): { stream: Writable; digest: () => string; bytes: () => number }
   return { stream, digest: () => hash.digest('hex'), bytes: () => bytes };
 }
 
+/** Counts the receiver's connections and destroys the n-th after `readsBeforeCut(n)` reads (never if undefined). */
+function cutConnections(readsBeforeCut: (n: number) => number | undefined) {
+  const drops = {
+    connections: 0,
+    onConnection: (c: Duplex): void => {
+      const cutAfter = readsBeforeCut(++drops.connections);
+      if (cutAfter === undefined) return;
+      let seen = 0;
+      c.on('data', () => ++seen === cutAfter && c.destroy());
+    },
+  };
+  return drops;
+}
+
 async function migrate(parts: Buffer[], tweak: { publisher?: TcpPublisher; onConnection?: (c: Duplex) => void; pauseMs?: number } = {}) {
   const listening = await listenTcp('127.0.0.1', 0);
   const [host, port] = listening.address.split(':');
@@ -112,36 +126,22 @@ describe('migration control protocol', () => {
   });
 
   it('resumes after the control connection drops, from what was written', async () => {
-    let connections = 0;
     const parts = Array.from({ length: 40 }, () => randomBytes(128 * 1024));
-    const r = await migrate(parts, {
-      pauseMs: 3,
-      onConnection: (c) => {
-        connections++;
-        // Cut the first connection after a few messages have crossed it (rounds under way).
-        let seen = 0;
-        if (connections === 1) c.on('data', () => ++seen === 6 && c.destroy());
-      },
-    });
-    expect(connections).toBe(2);
+    // Cut the first connection after a few messages have crossed it (rounds under way).
+    const drops = cutConnections((n) => (n === 1 ? 6 : undefined));
+    const r = await migrate(parts, { pauseMs: 3, onConnection: drops.onConnection });
+    expect(drops.connections).toBe(2);
     expect(r.sent.reconnects).toBe(1);
     expect(r.digest).toBe(r.expected);
   });
 
   it('keeps rounds in order through repeated drops while the input flows on', async () => {
-    let connections = 0;
     const parts = Array.from({ length: 120 }, () => randomBytes(64 * 1024));
-    const r = await migrate(parts, {
-      pauseMs: 1,
-      onConnection: (c) => {
-        connections++;
-        // Cut each of the first four connections soon after it starts: new rounds are
-        // announced while the lost ones are being offered again.
-        let seen = 0;
-        if (connections <= 4) c.on('data', () => ++seen === 3 + connections && c.destroy());
-      },
-    });
-    expect(connections).toBe(5);
+    // Cut each of the first four connections soon after it starts: new rounds are
+    // announced while the lost ones are being offered again.
+    const drops = cutConnections((n) => (n <= 4 ? 3 + n : undefined));
+    const r = await migrate(parts, { pauseMs: 1, onConnection: drops.onConnection });
+    expect(drops.connections).toBe(5);
     expect(r.sent.reconnects).toBe(4);
     expect(r.digest).toBe(r.expected);
   });
