@@ -48,9 +48,9 @@ class PromisedUdpLink implements Link {
   async stop(): Promise<void> {
     await this.socket.close();
   }
-  send(packet: Buffer, to: LinkAddress): void {
+  send(packet: Buffer, to: LinkAddress, tail?: Buffer): void {
     const { host, port } = parseSocketAddress(to);
-    void this.socket.send(packet, port, host);
+    void this.socket.send(tail ? Buffer.concat([packet, tail]) : packet, port, host);
   }
   broadcast(): void {}
   onReceive(receiver: LinkReceiver): void {

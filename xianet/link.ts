@@ -19,8 +19,12 @@ export interface Link {
   readonly mtu: number;
   /** This interface's own address on its segment (undefined while detached). */
   readonly address: LinkAddress | undefined;
-  /** Sends one packet to a neighbour; takes ownership of the buffer. */
-  send(packet: Buffer, to: LinkAddress): void;
+  /**
+   * Sends one packet to a neighbour; takes ownership of the buffers. With `tail`
+   * the packet is `packet` then `tail` (a header built for a payload that stays
+   * where it is, e.g. a slice of a stored chunk), sent without joining them first.
+   */
+  send(packet: Buffer, to: LinkAddress, tail?: Buffer): void;
   /** Sends one packet to every other interface on the segment. */
   broadcast(packet: Buffer): void;
   /** Sets the function that receives packets (one receiver per link: its node). */

@@ -177,8 +177,9 @@ export class MemoryLink implements Link {
     this.ownAddress = undefined;
   }
 
-  send(packet: Buffer, to: LinkAddress): void {
-    if (this.segment && this.ownAddress !== undefined) this.segment.transmit(packet, this.ownAddress, to);
+  send(packet: Buffer, to: LinkAddress, tail?: Buffer): void {
+    // Receivers keep and rewrite what they get: a tail (a view of someone's data) is joined.
+    if (this.segment && this.ownAddress !== undefined) this.segment.transmit(tail ? Buffer.concat([packet, tail]) : packet, this.ownAddress, to);
   }
 
   broadcast(packet: Buffer): void {

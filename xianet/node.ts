@@ -322,10 +322,15 @@ export class XiaNode {
     this.sendPacket(dst, payload, { ...options, nextHeader: NextHeader.TRANSPORT });
   }
 
-  /** Sends an already built XIP packet from this node (takes ownership of the buffer). */
-  originate(packet: Buffer): void {
+  /**
+   * Sends an already built XIP packet from this node (takes ownership of the
+   * buffers). With `tail`, the packet is `packet` then `tail`: forwarding reads
+   * only the header, so a large payload (a slice of a stored chunk) goes out
+   * without being copied behind it.
+   */
+  originate(packet: Buffer, tail?: Buffer): void {
     this.counters.originated++;
-    this.process(packet, -1, undefined);
+    this.process(packet, -1, undefined, tail);
   }
 
   /**
@@ -377,8 +382,10 @@ export class XiaNode {
    * A local XID advances `last` and the loop goes on from there; a route sends the
    * packet on; no usable edge means unreachable.
    */
-  private process(packet: Buffer, inPort: number, from: LinkAddress | undefined): void {
+  private process(packet: Buffer, inPort: number, from: LinkAddress | undefined, tail?: Buffer): void {
     const dnode = packet[XipOffset.DST_NODES]!;
+    // Every way out but forwarding wants the packet whole (a tail only comes from originate).
+    const whole = (): Buffer => joinTail(packet, tail);
     // Each pass advances `last` by at least one node, so dnode + 1 passes are enough.
     for (let pass = 0; pass <= dnode; pass++) {
       const last = xipLast(packet);
@@ -393,7 +400,7 @@ export class XiaNode {
         packet[edgesAt + self] = index | XIP_EDGE_VISITED;
         setXipLast(packet, index);
         if (index === dnode - 1) {
-          this.deliverLocally(packet, inPort, from);
+          this.deliverLocally(whole(), inPort, from);
           return;
         }
         continue;
@@ -407,7 +414,7 @@ export class XiaNode {
         let entry: RouteEntry | undefined;
         if (type === XidType.HID && BROADCAST_HID.id.compare(packet, idAt, idAt + 20) === 0) {
           if (inPort < 0) {
-            this.broadcastEverywhere(packet);
+            this.broadcastEverywhere(whole());
             return;
           }
           entry = LOCAL_ENTRY;
@@ -419,7 +426,7 @@ export class XiaNode {
           packet[edgesAt + e] = index | XIP_EDGE_VISITED;
           setXipLast(packet, index);
           if (index === dnode - 1) {
-            this.deliverLocally(packet, inPort, from);
+            this.deliverLocally(whole(), inPort, from);
             return;
           }
           advanced = true;
@@ -430,15 +437,16 @@ export class XiaNode {
           return;
         }
         if (entry.port === Port.BROADCAST) {
-          this.broadcastEverywhere(packet, inPort);
+          this.broadcastEverywhere(whole(), inPort);
           return;
         }
-        this.forward(packet, entry, inPort);
+        if (tail && this.transitChunkTap) this.forward(whole(), entry, inPort);
+        else this.forward(packet, entry, inPort, tail);
         return;
       }
       if (!advanced) {
         this.counters.dropped[DropReason.UNREACHABLE]++;
-        this.sendXcmpError(packet, XcmpType.UNREACHABLE, XcmpUnreachableCode.HOST);
+        this.sendXcmpError(whole(), XcmpType.UNREACHABLE, XcmpUnreachableCode.HOST);
         return;
       }
     }
@@ -457,7 +465,8 @@ export class XiaNode {
     return -1;
   }
 
-  private forward(packet: Buffer, entry: RouteEntry, inPort: number): void {
+  /** Sends `packet` (then `tail`, if any, which only a packet we originate has) toward `entry`. */
+  private forward(packet: Buffer, entry: RouteEntry, inPort: number, tail?: Buffer): void {
     const iface = this.interfaces[entry.port];
     if (!iface || iface.link.address === undefined) {
       this.counters.dropped[DropReason.INTERFACE_DOWN]++;
@@ -472,16 +481,16 @@ export class XiaNode {
       }
       packet[XipOffset.HOP_LIMIT] = hopLimit - 1;
     }
-    if (packet.length > iface.link.mtu) {
+    if (packet.length + (tail?.length ?? 0) > iface.link.mtu) {
       this.counters.dropped[DropReason.TOO_BIG]++;
-      this.sendXcmpError(packet, XcmpType.UNREACHABLE, XcmpUnreachableCode.NEED_FRAGMENT);
+      this.sendXcmpError(joinTail(packet, tail), XcmpType.UNREACHABLE, XcmpUnreachableCode.NEED_FRAGMENT);
       return;
     }
     const nextHop = entry.nextHop;
     const address = nextHop ? this.neighbors.addressOf(entry.port, nextHop) : undefined;
     if (address === undefined) {
       this.counters.dropped[DropReason.NO_NEIGHBOR]++;
-      this.sendXcmpError(packet, XcmpType.UNREACHABLE, XcmpUnreachableCode.HOST);
+      this.sendXcmpError(joinTail(packet, tail), XcmpType.UNREACHABLE, XcmpUnreachableCode.HOST);
       return;
     }
     this.counters.forwarded++;
@@ -489,7 +498,7 @@ export class XiaNode {
       const payloadOffset = xipHeaderLengthOf(packet);
       if (packet[payloadOffset] === TransportType.CHUNK) this.transitChunkTap(packet, payloadOffset);
     }
-    iface.link.send(packet, address);
+    iface.link.send(packet, address, tail);
   }
 
   private broadcastEverywhere(packet: Buffer, exceptPort = -1): void {
@@ -649,4 +658,9 @@ function isBroadcastDestination(packet: Buffer): boolean {
     if (packet.readUInt32BE(at) === XidType.HID && BROADCAST_HID.id.compare(packet, at + 4, at + 24) === 0) return true;
   }
   return false;
+}
+
+/** A packet built as a header plus a separate tail, as one buffer. */
+function joinTail(packet: Buffer, tail: Buffer | undefined): Buffer {
+  return tail ? Buffer.concat([packet, tail]) : packet;
 }

@@ -28,6 +28,17 @@ describe('UdpLink', () => {
     expect(got.every(([, , from]) => from === a.address)).toBe(true);
   });
 
+  it('sends a header and a separate tail as one datagram, and reaches a peer given by name', async () => {
+    const a = await link('127.0.0.1');
+    const b = await link('127.0.0.1');
+    const got: string[] = [];
+    b.onReceive((p) => got.push(p.toString()));
+    a.send(Buffer.from('head|'), b.address!, Buffer.from('tail'));
+    a.send(Buffer.from('by name'), `localhost:${b.port!}`);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(got.sort()).toEqual(['by name', 'head|tail']);
+  });
+
   it('parses IPv4, IPv6 and scoped link-local socket addresses', () => {
     expect(parseSocketAddress('10.0.0.1:7000')).toEqual({ host: '10.0.0.1', port: 7000 });
     expect(parseSocketAddress('[fe80::1%veth0]:7000')).toEqual({ host: 'fe80::1%veth0', port: 7000 });

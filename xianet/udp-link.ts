@@ -8,7 +8,8 @@
  * wrapper would cost an allocation per packet for nothing (see bench/forwarding).
  */
 import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
-import { isIPv6 } from 'node:net';
+import { lookup, type LookupOneOptions } from 'node:dns';
+import { isIP, isIPv6 } from 'node:net';
 import { XmigError } from '../shared/errors.js';
 import type { Link, LinkAddress, LinkReceiver } from './link.js';
 
@@ -79,7 +80,7 @@ export class UdpLink implements Link {
 
   async start(): Promise<void> {
     const v6 = isIPv6(this.options.bindAddress.split('%')[0]!);
-    const socket = createSocket({ type: v6 ? 'udp6' : 'udp4', reuseAddr: this.options.multicastGroup !== undefined });
+    const socket = createSocket({ type: v6 ? 'udp6' : 'udp4', reuseAddr: this.options.multicastGroup !== undefined, lookup: numericLookup });
     this.socket = socket;
     socket.on('message', (message: Buffer, remote: RemoteInfo) => {
       this.receiver?.(message, formatSocketAddress(remote.address, remote.port));
@@ -118,7 +119,7 @@ export class UdpLink implements Link {
     if (socket) await new Promise<void>((resolve) => socket.close(() => resolve()));
   }
 
-  send(packet: Buffer, to: LinkAddress): void {
+  send(packet: Buffer, to: LinkAddress, tail?: Buffer): void {
     if (!this.socket) return;
     let peer = this.resolved.get(to);
     if (!peer) {
@@ -126,7 +127,8 @@ export class UdpLink implements Link {
       if (this.resolved.size >= 4096) this.resolved.clear();
       this.resolved.set(to, peer);
     }
-    this.socket.send(packet, peer.port, peer.host, this.onSent);
+    // A tail goes out with its header in one sendmsg (an iovec of two): no copy here.
+    this.socket.send(tail ? [packet, tail] : packet, peer.port, peer.host, this.onSent);
   }
 
   broadcast(packet: Buffer): void {
@@ -153,4 +155,24 @@ export class UdpLink implements Link {
   onAttach(listener: () => void): void {
     this.attachListeners.push(listener);
   }
+}
+
+/** The family of each address seen (0: a name); a link talks to few addresses. */
+const addressFamilies = new Map<string, number>();
+
+/**
+ * Neighbours are mostly numeric addresses: hand them straight back instead of
+ * letting dgram ask dns.lookup, which tests the string with a regex and defers
+ * every send by a tick. Names still go to dns.lookup.
+ */
+// dgram passes the family as a number (4 or 6); its types say lookup options.
+function numericLookup(address: string, family: LookupOneOptions | number, callback: (error: NodeJS.ErrnoException | null, address: string, family: number) => void): void {
+  let known = addressFamilies.get(address);
+  if (known === undefined) {
+    known = isIP(address.split('%')[0]!);
+    if (addressFamilies.size >= 4096) addressFamilies.clear();
+    addressFamilies.set(address, known);
+  }
+  if (known !== 0) callback(null, address, known);
+  else lookup(address, typeof family === 'number' ? { family } : family, callback);
 }

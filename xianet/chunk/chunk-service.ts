@@ -170,12 +170,12 @@ export class ChunkService {
     const payloadLength = CHUNK_DATA_HEADER_LENGTH + piece.length;
     const fields = { dst: requester, src, nextHeader: NextHeader.TRANSPORT };
     const headerLength = encodeXipHeaderInto(undefined, fields, payloadLength);
-    const packet = Buffer.allocUnsafe(headerLength + payloadLength);
+    // The headers only: the piece is a view of the stored chunk and goes out behind them as is.
+    const packet = Buffer.allocUnsafe(headerLength + CHUNK_DATA_HEADER_LENGTH);
     encodeXipHeaderInto(packet, fields, payloadLength);
     writeChunkDataHeader(packet, headerLength, { requestId, cid: cid.id, total, offset, noStore }, op);
-    piece.copy(packet, headerLength + CHUNK_DATA_HEADER_LENGTH);
     this.stats.fragmentsSent++;
-    this.node.originate(packet);
+    this.node.originate(packet, piece.length > 0 ? piece : undefined);
   }
 
   /** A CHUNK packet being forwarded: collect DATA fragments; cache a chunk once whole and verified. */
