@@ -44,7 +44,8 @@ export interface GatewayChange {
 export interface HostJoinEvents {
   beacon: [{ beacon: ReceivedBeacon; port: number; from: LinkAddress }];
   gateway: [GatewayChange];
-  registered: [{ gateway: Gateway; seq: number; ms: number }];
+  /** `renewal`: the periodic refresh of a registration that stood, not one after a change or pause. */
+  registered: [{ gateway: Gateway; seq: number; ms: number; renewal: boolean }];
   stray: [{ beacon: ReceivedBeacon; port: number }];
   rejected: [{ reason: string; ad?: Xid }];
 }
@@ -71,6 +72,7 @@ export class HostJoin extends EventEmitter<HostJoinEvents> {
   private retryTimer: NodeJS.Timeout | undefined;
   private refreshTimer: NodeJS.Timeout | undefined;
   private pendingSeq: number | undefined;
+  private pendingRenewal = false;
   private adoptedAt = 0;
   private lastSeq = 0;
   private readonly staleAfterMs: number;
@@ -102,7 +104,7 @@ export class HostJoin extends EventEmitter<HostJoinEvents> {
       }),
     );
     this.refreshTimer = setInterval(() => {
-      if (this.gatewayState && this.pendingSeq === undefined) this.register();
+      if (this.gatewayState && this.pendingSeq === undefined) this.register(true);
     }, this.options.reregisterMs ?? 10_000);
     this.refreshTimer.unref();
     this.solicit();
@@ -235,9 +237,10 @@ export class HostJoin extends EventEmitter<HostJoinEvents> {
   }
 
   /** Sends a HOST_REGISTER to the current gateway and retries until it is acknowledged. */
-  register(): void {
+  register(renewal = false): void {
     const gateway = this.gatewayState;
     if (!gateway) return;
+    this.pendingRenewal = renewal;
     if (this.retryTimer) clearTimeout(this.retryTimer);
     const seq = Math.max(this.node.clock.now(), this.lastSeq + 1);
     this.lastSeq = seq;
@@ -277,7 +280,7 @@ export class HostJoin extends EventEmitter<HostJoinEvents> {
     this.retryTimer = undefined;
     this.stats.registrations++;
     const ms = this.node.clock.monotonic() - this.adoptedAt;
-    this.emit('registered', { gateway, seq, ms });
+    this.emit('registered', { gateway, seq, ms, renewal: this.pendingRenewal });
     this.node.logger.debug('host.registered', { gateway: gateway.hid.short, seq, ms: Math.round(ms) });
   }
 }

@@ -21,6 +21,8 @@ export interface Impairments {
   delayMs?: number;
   /** While true, every packet is lost. */
   down?: boolean;
+  /** A packet this says yes to is lost: an outage of some traffic only. */
+  drop?: (packet: Buffer) => boolean;
 }
 
 /** A small deterministic PRNG (mulberry32) so impaired tests are repeatable. */
@@ -89,7 +91,7 @@ export class MemorySegment {
   private enqueue(delivery: Delivery): void {
     this.stats.sent++;
     const { lossRate = 0, reorderRate = 0, duplicateRate = 0, corruptRate = 0, delayMs = 0, down = false } = this.impairments;
-    if (down || (lossRate > 0 && this.random() < lossRate)) {
+    if (down || (lossRate > 0 && this.random() < lossRate) || this.impairments.drop?.(delivery.packet)) {
       this.stats.dropped++;
       return;
     }

@@ -74,6 +74,10 @@ export class XiaStack {
         trustedAds: options.trustedAds,
         beaconIntervalMs: options.beaconIntervalMs,
       });
+      // Registered with a gateway after a move or a pause: connections stop backing off.
+      this.join.on('registered', ({ renewal }) => {
+        if (!renewal) this.streams.probeAll();
+      });
     }
   }
 

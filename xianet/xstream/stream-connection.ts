@@ -11,9 +11,10 @@
  *  - the connection is its ID, not its addresses: packets from the peer's new DAG
  *    belong to it like any other, and (unless pinned) it moves its sending to the
  *    new DAG once a path challenge answered from there proves the peer is there;
- *  - during an outage probes back off only up to `maxBackoffMs`, so the first
- *    packet after the outage is never far away, and the connection gives up only
- *    after `outageTimeoutMs` of silence;
+ *  - during an outage probes back off only up to `maxBackoffMs`, and the connection
+ *    gives up only after `outageTimeoutMs` of silence; the backoff is cut short
+ *    when the outage visibly ends: a packet from the peer, or this node joining a
+ *    gateway again after a move or pause (`probeNow`);
  *  - a timeout alone never shrinks the congestion window (as in QUIC, unlike
  *    TCP's RTO): a stop-and-copy pause is not congestion, so when packets flow
  *    again the sender goes on at the rate it had. Only losses detected by later
@@ -273,6 +274,10 @@ export class StreamConnection extends Duplex {
   receive(segment: Buffer, packetNumber: number, framesAt: number, path: StreamPath): void {
     if (this.destroyed) return;
     this.lastHeard = now();
+    // Backing off with data unacknowledged, and the peer is heard again: the outage is
+    // over. Probe at once instead of sleeping out the backoff (an ACK in this packet
+    // that acknowledges something resets the backoff itself, and then this is moot).
+    const wasBackingOff = this.ptoCount > 0 && this.sent.size > 0;
     this.stats.packetsReceived++;
     if (this.receivedPns.has(packetNumber)) {
       this.ackNow = true;
@@ -305,7 +310,8 @@ export class StreamConnection extends Duplex {
     } else if (!this.pathChallenge || !this.pathChallenge.path.key.equals(path.key)) {
       this.pathChallenge = { data: randomBytes(8), path };
     }
-    this.queueFlush();
+    if (wasBackingOff && this.ptoCount > 0 && this.sent.size > 0) this.probeNow();
+    else this.queueFlush();
   }
 
   private readonly visitor: FrameVisitor = {
@@ -741,6 +747,24 @@ export class StreamConnection extends Duplex {
     this.timerAt = Infinity;
   }
 
+  /** Sends one ack-eliciting packet now: the handshake again, the oldest unacknowledged data, or a PING. */
+  private probe(): void {
+    if (!this.established && this.role === 'client') this.handshakePending = 0;
+    this.flush(true);
+  }
+
+  /**
+   * This node has just joined a gateway again, after a move or a pause: probe now
+   * rather than at the end of the current backoff, so what the outage lost is sent
+   * again at once and the peer hears from us (and from our new address) at once.
+   */
+  probeNow(): void {
+    if (this.destroyed) return;
+    this.ptoCount = 0;
+    this.stats.probes++;
+    this.probe();
+  }
+
   private onTimer(): void {
     this.timer = undefined;
     this.timerAt = Infinity;
@@ -759,8 +783,7 @@ export class StreamConnection extends Duplex {
     if (t >= d.pto) {
       this.ptoCount++;
       this.stats.probes++;
-      if (!this.established && this.role === 'client') this.handshakePending = 0;
-      this.flush(true);
+      this.probe();
       return;
     }
     if (t >= d.keepalive) {

@@ -138,6 +138,12 @@ export class StreamTransport {
     });
   }
 
+  /** Every connection probes now (this node is back on the network after a move or pause); returns how many. */
+  probeAll(): number {
+    for (const connection of this.connections.values()) connection.probeNow();
+    return this.connections.size;
+  }
+
   /** Destroys every connection (the node is going away). */
   close(): void {
     this.unlistenXcmp();

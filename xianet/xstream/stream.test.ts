@@ -5,6 +5,8 @@ import { seededRandom } from '../memory-link.js';
 import { InProcessNetwork, INTER_AD } from '../topology.js';
 import { StreamError, type StreamConnection } from './stream-connection.js';
 import { StreamTransport } from './stream-transport.js';
+import { xipHeaderLengthOf } from '../../shared/xip-header.js';
+import { TransportType } from '../transport-header.js';
 
 let network: InProcessNetwork | undefined;
 const transports: StreamTransport[] = [];
@@ -111,6 +113,50 @@ describe('STREAM', () => {
     expect(windowAfter).toBeGreaterThanOrEqual(windowBefore / 2);
     expect(connection.stats.probes).toBeGreaterThan(0);
   }, 30_000);
+
+  it('cuts its backoff short when the outage visibly ends: the peer is heard, or probeAll says the node is back', async () => {
+    const net = await build();
+    const sid = Xid.random(XidType.SID);
+    const server = transportOn(net, 'B');
+    const accepted = new Promise<StreamConnection>((resolve) => server.listen(sid, resolve));
+    const client = transportOn(net, 'C');
+    const connection = await client.connect(net.stack('B').node.serviceAddress(sid));
+    connection.write('hello');
+    const peer = await accepted;
+    const arrival = (): Promise<number> => new Promise((resolve) => peer.once('data', () => resolve(performance.now())));
+    await arrival();
+    while (connection.state.bytesInFlight > 0) await new Promise((r) => setTimeout(r, 5)); // 'hello' acknowledged
+    // STREAM packets only are lost (the routers keep their routes), long enough for the
+    // client's probes to back off to hundreds of ms apart.
+    const segment = net.segment('r1-r2');
+    const outage = async (): Promise<void> => {
+      segment.impairments = { drop: (packet) => packet[xipHeaderLengthOf(packet)] === TransportType.STREAM };
+      connection.write('lost in the outage');
+      await new Promise((r) => setTimeout(r, 1200));
+      segment.impairments = {};
+    };
+
+    await outage();
+    let arrived = arrival();
+    // The server talks first. The client probes in the same turn as it hears it, not
+    // when its backoff ends: checked right after that turn, before any timer can run.
+    const probedOnHearing = new Promise<boolean>((resolve) =>
+      connection.once('data', () => {
+        const probes = connection.stats.probes;
+        queueMicrotask(() => resolve(connection.stats.probes === probes + 1));
+      }),
+    );
+    let since = performance.now();
+    peer.write('still there?');
+    expect(await probedOnHearing).toBe(true);
+    expect((await arrived) - since).toBeLessThan(200);
+
+    await outage();
+    arrived = arrival();
+    since = performance.now();
+    expect(client.probeAll()).toBe(1);
+    expect((await arrived) - since).toBeLessThan(200);
+  }, 15_000);
 
   it('survives the peer moving to another AD: it follows the new address', async () => {
     const net = await build();
