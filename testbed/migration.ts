@@ -150,10 +150,13 @@ export async function runMigrationTestbed(options: MigrationOptions): Promise<Mi
         acked,
       ]);
       await new Promise((r) => setTimeout(r, settleMs));
-      // Downtime the paper's way: the longest run of lost pings sent since just before the move.
+      // Downtime the paper's way: the longest run of lost pings sent since just before
+      // the move, in the order sent, once every one of them has an answer or timed out.
+      const pingEnd = t.pings.length;
+      await t.pingsSettled(pingEnd);
       let run = 0;
       let longest = 0;
-      for (const reply of t.pings.slice(Math.max(0, pingMark - 2))) {
+      for (const reply of t.pings.slice(Math.max(0, pingMark - 2), pingEnd)) {
         run = reply.rtt === undefined ? run + 1 : 0;
         longest = Math.max(longest, run);
       }

@@ -17,6 +17,8 @@ import { builtinTopology, InProcessNetwork, type TopologyName } from './topology
 import { ping, type PingSummary } from './xping.js';
 
 export const GOLDBACH_NAME = 'goldbach.vm';
+/** A reply this late counts as lost: in one process replies take a millisecond or two. */
+const PING_TIMEOUT_MS = 250;
 
 export interface TestbedOptions {
   topology: TopologyName;
@@ -39,8 +41,10 @@ export interface RunningTestbed {
   /** The VM's Goldbach service address as registered (its DAG before any move). */
   serviceDag: Dag;
   nameServer: NameServer;
-  /** Xping results so far (each reply as it is known). */
+  /** Xping echoes sent so far, in the order sent; each gets its outcome when it is known. */
   pings: PingSummary['replies'];
+  /** Resolves once the first `count` echoes (all sent so far, by default) have an outcome. */
+  pingsSettled(count?: number): Promise<void>;
   goldbachAnswers(): number;
 }
 
@@ -88,8 +92,13 @@ export async function runTestbed(options: TestbedOptions): Promise<TestbedReport
     await names.close();
 
     const pings: PingSummary['replies'] = [];
+    // Echoes still waiting for an outcome, by their place in `pings` (a handful at a time).
+    const unsettled = new Map<PingSummary['replies'][number], number>();
+    const pingsSettled = async (count = pings.length): Promise<void> => {
+      while ([...unsettled.values()].some((index) => index < count)) await new Promise((r) => setTimeout(r, 10));
+    };
     let answers = 0;
-    const running: RunningTestbed = { network, serviceDag, nameServer, pings, goldbachAnswers: () => answers };
+    const running: RunningTestbed = { network, serviceDag, nameServer, pings, pingsSettled, goldbachAnswers: () => answers };
     await options.prepare?.(running);
 
     // The client resolves the name once and keeps that DAG, as the paper's client does.
@@ -106,8 +115,10 @@ export async function runTestbed(options: TestbedOptions): Promise<TestbedReport
     });
     const pinging = ping(network.stack('C').node, vm.node.address(), {
       intervalMs: pingIntervalMs,
+      timeoutMs: PING_TIMEOUT_MS,
       signal: stop.signal,
-      onResult: (reply) => pings.push(reply),
+      onSent: (reply) => unsettled.set(reply, pings.push(reply) - 1),
+      onResult: (reply) => unsettled.delete(reply),
     });
     let during: unknown;
     try {

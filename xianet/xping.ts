@@ -19,7 +19,9 @@ export interface PingOptions {
   /** Echo data bytes (default 16: a timestamp and padding). */
   size?: number;
   signal?: AbortSignal;
-  /** Called for each reply or loss as it is known. */
+  /** Called for each echo as it is sent; the same object gets its outcome when it is known. */
+  onSent?: (reply: PingReply) => void;
+  /** Called for each reply or loss as it is known (in that order, not the order sent). */
   onResult?: (result: PingReply) => void;
 }
 
@@ -138,6 +140,7 @@ export function ping(node: XiaNode, dst: Dag, options: PingOptions = {}): Promis
       replies.push(reply);
       const timer = setTimeout(() => settle({ reply, timer }), timeoutMs);
       pending.set(s, { reply, timer });
+      options.onSent?.(reply);
       node.sendPacket(dst, encodeXcmp({ type: XcmpType.ECHO, code: 0, identifier, sequence: s, data }), {
         nextHeader: NextHeader.XCMP,
       });
