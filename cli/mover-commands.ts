@@ -11,7 +11,6 @@ import { MigrationReceiver } from '../mover/receiver.js';
 import { MigrationSender } from '../mover/sender.js';
 import { migrate, type MigrateTransport } from '../mover/migrate.js';
 import { migrationSvg } from '../mover/report-svg.js';
-import { Presets, SingleBar } from 'cli-progress';
 import { ExitCode } from './exit-codes.js';
 import { DEFAULT_API_SOCKET } from './defaults.js';
 import { resolveTarget } from './resolve-target.js';
@@ -122,8 +121,10 @@ export function migrateCommand(): Command {
     .option('--no-progress', 'no progress bar')
     .option('--json', 'print the report as JSON')
     .action(async (options: { qmp: string; to: string; transport: MigrateTransport; disk?: boolean; api: string; maxBandwidth?: number; downtimeLimit: number; xmig?: string; report?: string; progress: boolean; json?: boolean }) => {
-      const bar = options.progress && process.stderr.isTTY
-        ? new SingleBar({ format: '{phase} |{bar}| {percentage}% {done}/{all} MiB {rate} MiB/s', stream: process.stderr, hideCursor: true }, Presets.shades_classic)
+      // Loaded here, not with the module: `send` and `recv` start under QEMU's clock.
+      const progress = options.progress && process.stderr.isTTY ? await import('cli-progress') : undefined;
+      const bar = progress
+        ? new progress.SingleBar({ format: '{phase} |{bar}| {percentage}% {done}/{all} MiB {rate} MiB/s', stream: process.stderr, hideCursor: true }, progress.Presets.shades_classic)
         : undefined;
       let started = false;
       // Ctrl-C or a stop cancels the migration cleanly: the source VM keeps running.
