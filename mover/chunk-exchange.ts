@@ -12,7 +12,7 @@ import { XmigError } from '../shared/errors.js';
 import { Xid, XidType } from '../shared/xid.js';
 import type { NodeApi } from '../xianet/api/node-api.js';
 import type { ControlChannel } from './control-channel.js';
-import { MessageType } from './control-messages.js';
+import { byteLength, MessageType } from './control-messages.js';
 
 export interface ChunkPublisher {
   /** Makes the chunks available to the receiver; returns their CIDs (20-byte SHA-1 each). */
@@ -23,18 +23,23 @@ export interface ChunkPublisher {
   serve?(cids: Buffer[], channel: ControlChannel): Promise<void>;
 }
 
+/** A chunk's bytes as the pieces they arrived in, in order (one piece, or a socket read each). */
+export type ChunkBytes = Buffer[];
+
 export interface ChunkRetriever {
   /** Bytes whose SHA-1 is `cid`. */
-  fetch(cid: Buffer, length: number): Promise<Buffer>;
+  fetch(cid: Buffer, length: number): Promise<ChunkBytes>;
   /** TCP mode: a DATA message arrived. */
-  deliver?(cid: Buffer, data: Buffer): void;
+  deliver?(cid: Buffer, data: ChunkBytes): void;
   /** TCP mode: requests now go on this channel (a reconnection). */
   attach?(channel: ControlChannel): void;
   readonly stats: { fetched: number; corrupt: number; bytes: number };
 }
 
-export function sha1(data: Buffer): Buffer {
-  return createHash('sha1').update(data).digest();
+export function sha1(data: Buffer | ChunkBytes): Buffer {
+  const hash = createHash('sha1');
+  for (const piece of Buffer.isBuffer(data) ? [data] : data) hash.update(piece);
+  return hash.digest();
 }
 
 export class XiaPublisher implements ChunkPublisher {
@@ -59,12 +64,12 @@ export class XiaRetriever implements ChunkRetriever {
     private readonly source: Dag,
   ) {}
 
-  async fetch(cid: Buffer): Promise<Buffer> {
+  async fetch(cid: Buffer): Promise<ChunkBytes> {
     // The node's CHUNK fetcher verifies, refetches corrupt chunks and keeps its window full.
     const data = await this.api.fetchChunk(Xid.of(XidType.CID, cid), this.source);
     this.stats.fetched++;
     this.stats.bytes += data.length;
-    return data;
+    return [data];
   }
 }
 
@@ -90,13 +95,13 @@ export class TcpPublisher implements ChunkPublisher {
         await channel.send({ type: MessageType.ERROR, message: `no chunk ${cid.toString('hex')}` });
         continue;
       }
-      await channel.send({ type: MessageType.DATA, cid: Buffer.from(cid), data });
+      await channel.send({ type: MessageType.DATA, cid: Buffer.from(cid), data: [data] });
     }
   }
 }
 
 interface Wanted {
-  resolve: (data: Buffer) => void;
+  resolve: (data: ChunkBytes) => void;
   reject: (error: Error) => void;
   attempts: number;
 }
@@ -115,9 +120,9 @@ export class TcpRetriever implements ChunkRetriever {
     this.flushSoon();
   }
 
-  fetch(cid: Buffer): Promise<Buffer> {
+  fetch(cid: Buffer): Promise<ChunkBytes> {
     const key = cid.toString('latin1');
-    return new Promise<Buffer>((resolve, reject) => {
+    return new Promise<ChunkBytes>((resolve, reject) => {
       const list = this.wanted.get(key);
       if (list) {
         list.push({ resolve, reject, attempts: 0 });
@@ -140,7 +145,7 @@ export class TcpRetriever implements ChunkRetriever {
     });
   }
 
-  deliver(cid: Buffer, data: Buffer): void {
+  deliver(cid: Buffer, data: ChunkBytes): void {
     const key = cid.toString('latin1');
     const waiting = this.wanted.get(key);
     if (!waiting) return;
@@ -158,8 +163,8 @@ export class TcpRetriever implements ChunkRetriever {
     }
     this.wanted.delete(key);
     this.stats.fetched++;
-    this.stats.bytes += data.length;
-    // A view into what the socket read (Node gives every read a buffer of its own), so no copy.
+    this.stats.bytes += byteLength(data);
+    // Views of what the socket read (Node gives every read a buffer of its own): no copy.
     for (const w of waiting) w.resolve(data);
   }
 }

@@ -48,7 +48,8 @@ export type ControlMessage =
   | { type: typeof MessageType.DONE; rounds: number; bytes: number }
   | { type: typeof MessageType.DONE_ACK }
   | { type: typeof MessageType.REQUEST; cids: Buffer[] }
-  | { type: typeof MessageType.DATA; cid: Buffer; data: Buffer }
+  /** The chunk as the pieces it arrived in (socket reads), in order: nothing joins them. */
+  | { type: typeof MessageType.DATA; cid: Buffer; data: Buffer[] }
   | { type: typeof MessageType.ERROR; message: string };
 
 function frame(type: number, body: Buffer): Buffer {
@@ -71,10 +72,10 @@ function u64(value: number): Buffer {
 export function encodeMessageParts(message: ControlMessage): Buffer[] {
   if (message.type !== MessageType.DATA) return [encodeMessage(message)];
   const head = Buffer.allocUnsafe(25);
-  head.writeUInt32BE(1 + 20 + message.data.length, 0);
+  head.writeUInt32BE(1 + 20 + byteLength(message.data), 0);
   head[4] = message.type;
   message.cid.copy(head, 5);
-  return [head, message.data];
+  return [head, ...message.data];
 }
 
 export function encodeMessage(message: ControlMessage): Buffer {
@@ -107,7 +108,7 @@ export function encodeMessage(message: ControlMessage): Buffer {
       return frame(message.type, Buffer.concat([count, ...message.cids]));
     }
     case MessageType.DATA:
-      return frame(message.type, Buffer.concat([message.cid, message.data]));
+      return frame(message.type, Buffer.concat([message.cid, ...message.data]));
     case MessageType.ERROR:
       return frame(message.type, Buffer.from(message.message, 'utf8'));
   }
@@ -166,7 +167,7 @@ export function decodeMessage(type: number, body: Buffer): ControlMessage {
     }
     case MessageType.DATA:
       need(body, 20, 'DATA');
-      return { type, cid: body.subarray(0, 20), data: body.subarray(20) };
+      return { type, cid: body.subarray(0, 20), data: [body.subarray(20)] };
     case MessageType.ERROR:
       return { type, message: body.toString('utf8') };
     default:
@@ -174,35 +175,71 @@ export function decodeMessage(type: number, body: Buffer): ControlMessage {
   }
 }
 
-/** Splits a byte stream into control messages. */
+export function byteLength(pieces: readonly Buffer[]): number {
+  let length = 0;
+  for (const piece of pieces) length += piece.length;
+  return length;
+}
+
+/**
+ * Splits a byte stream into control messages. A DATA frame spans many socket
+ * reads: its chunk is handed on as views of them, never joined (joining costs a
+ * fresh allocation and a copy of every migrated byte); other frames are small and
+ * are joined before they are parsed.
+ */
 export class MessageReader {
-  /** Bytes received and not yet parsed, joined only once a whole frame is there. */
   private pending: Buffer[] = [];
   private pendingBytes = 0;
-  /** Bytes needed before the next frame can be parsed (its header, then all of it). */
-  private needed = 5;
 
   push(chunk: Buffer): ControlMessage[] {
-    this.pending.push(chunk);
-    this.pendingBytes += chunk.length;
-    const messages: ControlMessage[] = [];
-    if (this.pendingBytes < this.needed) return messages;
-    // A DATA frame spans many socket reads: joining them at every read would copy it
-    // over and over.
-    let buffer = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
-    this.needed = 5;
-    while (buffer.length >= 5) {
-      const length = buffer.readUInt32BE(0);
-      if (length < 1 || length > MAX_FRAME) throw new MalformedPacketError(`migration frame of ${length} bytes`);
-      if (buffer.length < 4 + length) {
-        this.needed = 4 + length;
-        break;
-      }
-      messages.push(decodeMessage(buffer[4]!, buffer.subarray(5, 4 + length)));
-      buffer = buffer.subarray(4 + length);
+    if (chunk.length > 0) {
+      this.pending.push(chunk);
+      this.pendingBytes += chunk.length;
     }
-    this.pending = buffer.length > 0 ? [buffer] : [];
-    this.pendingBytes = buffer.length;
+    const messages: ControlMessage[] = [];
+    while (this.pendingBytes >= 5) {
+      const head = this.peek(5);
+      const length = head.readUInt32BE(0);
+      if (length < 1 || length > MAX_FRAME) throw new MalformedPacketError(`migration frame of ${length} bytes`);
+      if (this.pendingBytes < 4 + length) break;
+      const type = head[4]!;
+      if (type === MessageType.DATA) {
+        if (length < 21) throw new MalformedPacketError(`migration DATA message of ${length - 1} bytes is too short`);
+        this.take(5);
+        const cid = Buffer.concat(this.take(20));
+        messages.push({ type, cid, data: this.take(length - 21) });
+      } else {
+        const frame = this.take(4 + length);
+        const bytes = frame.length === 1 ? frame[0]! : Buffer.concat(frame);
+        messages.push(decodeMessage(type, bytes.subarray(5)));
+      }
+    }
     return messages;
+  }
+
+  /** The first `bytes` pending bytes in one buffer (joined only if they straddle reads). */
+  private peek(bytes: number): Buffer {
+    const first = this.pending[0]!;
+    return first.length >= bytes ? first : Buffer.concat(this.pending, bytes);
+  }
+
+  /** Removes the first `bytes` pending bytes, as views of the reads they came in. */
+  private take(bytes: number): Buffer[] {
+    const taken: Buffer[] = [];
+    let left = bytes;
+    while (left > 0) {
+      const first = this.pending[0]!;
+      if (first.length <= left) {
+        taken.push(first);
+        this.pending.shift();
+        left -= first.length;
+      } else {
+        taken.push(first.subarray(0, left));
+        this.pending[0] = first.subarray(left);
+        left = 0;
+      }
+    }
+    this.pendingBytes -= bytes;
+    return taken;
   }
 }

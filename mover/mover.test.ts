@@ -97,6 +97,20 @@ describe('migration control protocol', () => {
     const decoded = reader.push(Buffer.concat(messages.map((m) => encodeMessage(m))));
     expect(decoded).toEqual(messages);
     expect(() => decodeMessage(MessageType.OFFER, Buffer.alloc(3))).toThrow(/too short/);
+    // DATA arrives in pieces of any size (here 1 to 7 bytes): its chunk comes out as
+    // views of them, in order, and the messages around it are whole.
+    const chunk = randomBytes(1000);
+    const cid = randomBytes(20);
+    const stream = Buffer.concat([encodeMessage({ type: MessageType.ACK, round: 1 }), encodeMessage({ type: MessageType.DATA, cid, data: [chunk] }), encodeMessage({ type: MessageType.ACK, round: 2 })]);
+    const pieces = new MessageReader();
+    const out: ControlMessage[] = [];
+    for (let at = 0, size = 1; at < stream.length; at += size, size = (size % 7) + 1) out.push(...pieces.push(stream.subarray(at, at + size)));
+    expect(out.map((m) => m.type)).toEqual([MessageType.ACK, MessageType.DATA, MessageType.ACK]);
+    const data = out[1] as Extract<ControlMessage, { type: typeof MessageType.DATA }>;
+    expect(data.cid.equals(cid)).toBe(true);
+    expect(data.data.length).toBeGreaterThan(100);
+    expect(Buffer.concat(data.data).equals(chunk)).toBe(true);
+    expect(out[2]).toEqual({ type: MessageType.ACK, round: 2 });
     expect(() => reader.push(Buffer.from([0xff, 0xff, 0xff, 0xff, 1]))).toThrow(/frame/);
   });
 
@@ -114,7 +128,7 @@ describe('migration control protocol', () => {
       override async serve(cids: Buffer[], channel: ControlChannel): Promise<void> {
         if (this.corrupted === 0) {
           this.corrupted++;
-          await channel.send({ type: MessageType.DATA, cid: Buffer.from(cids[0]!), data: randomBytes(100) });
+          await channel.send({ type: MessageType.DATA, cid: Buffer.from(cids[0]!), data: [randomBytes(100)] });
         }
         return super.serve(cids, channel);
       }

@@ -8,12 +8,12 @@
  * If the control connection is lost we wait (up to `resumeDeadlineMs`) for the
  * sender to come back, tell it where we are, and go on from there.
  */
-import type { Duplex } from 'node:stream';
+import type { Duplex, Writable } from 'node:stream';
 import { XmigError } from '../shared/errors.js';
 import { silentLogger, type Logger } from '../shared/logger.js';
 import { ControlChannel } from './control-channel.js';
-import { ChunkKind, MessageType, type ControlMessage, type OfferedChunk } from './control-messages.js';
-import type { ChunkRetriever } from './chunk-exchange.js';
+import { byteLength, ChunkKind, MessageType, type ControlMessage, type OfferedChunk } from './control-messages.js';
+import type { ChunkBytes, ChunkRetriever } from './chunk-exchange.js';
 
 export interface ReceiverOptions {
   output: NodeJS.WritableStream;
@@ -44,7 +44,7 @@ interface Job {
   index: number;
   last: boolean;
   generation: number;
-  data: Promise<Buffer>;
+  data: Promise<ChunkBytes>;
 }
 
 export class MigrationReceiver {
@@ -62,7 +62,7 @@ export class MigrationReceiver {
   private finished = false;
   private failure: Error | undefined;
   private wakeWriter: (() => void) | undefined;
-  private readonly cache = new Map<string, Buffer>();
+  private readonly cache = new Map<string, { data: ChunkBytes; length: number }>();
   private cacheSize = 0;
   private readonly logger: Logger;
   private readonly report = { bytes: 0, chunks: 0, zeroChunks: 0, cachedChunks: 0, reconnects: 0 };
@@ -160,22 +160,23 @@ export class MigrationReceiver {
     }
   }
 
-  private cached(cid: Buffer): Buffer | undefined {
+  private cached(cid: Buffer): ChunkBytes | undefined {
     const key = cid.toString('latin1');
-    const data = this.cache.get(key);
-    if (data) {
+    const entry = this.cache.get(key);
+    if (entry) {
       this.cache.delete(key);
-      this.cache.set(key, data);
+      this.cache.set(key, entry);
     }
-    return data;
+    return entry?.data;
   }
 
-  private remember(cid: Buffer, data: Buffer): void {
+  private remember(cid: Buffer, data: ChunkBytes): void {
     const limit = this.options.cacheBytes ?? 64 * 1024 * 1024;
     const key = cid.toString('latin1');
-    if (this.cache.has(key) || data.length > limit) return;
-    this.cache.set(key, data);
-    this.cacheSize += data.length;
+    const length = byteLength(data);
+    if (this.cache.has(key) || length > limit) return;
+    this.cache.set(key, { data, length });
+    this.cacheSize += length;
     while (this.cacheSize > limit) {
       const oldest = this.cache.keys().next().value!;
       this.cacheSize -= this.cache.get(oldest)!.length;
@@ -183,8 +184,8 @@ export class MigrationReceiver {
     }
   }
 
-  private zeros(length: number): Buffer {
-    return length <= this.zero.length ? this.zero.subarray(0, length) : Buffer.alloc(length);
+  private zeros(length: number): ChunkBytes {
+    return [length <= this.zero.length ? this.zero.subarray(0, length) : Buffer.alloc(length)];
   }
 
   /** Queues offers strictly in round order, whatever order they arrive in. */
@@ -202,7 +203,7 @@ export class MigrationReceiver {
     chunks.forEach((chunk, index) => {
       // Already written (an offer repeated after a reconnection): skip.
       if (round < this.next.round || (round === this.next.round && index < this.next.index)) return;
-      let data: Promise<Buffer>;
+      let data: Promise<ChunkBytes>;
       if (chunk.kind === ChunkKind.ZERO) {
         this.report.zeroChunks++;
         data = Promise.resolve(this.zeros(chunk.length));
@@ -238,7 +239,7 @@ export class MigrationReceiver {
         this.wakeWriter = undefined;
         continue;
       }
-      let data: Buffer;
+      let data: ChunkBytes;
       try {
         data = await job.data;
       } catch (error) {
@@ -247,8 +248,14 @@ export class MigrationReceiver {
       }
       if (job.generation !== this.generation || this.queue[0] !== job) continue;
       this.queue.shift();
-      if (!output.write(data)) await new Promise((resolve) => output.once('drain', resolve));
-      this.report.bytes += data.length;
+      // The pieces go out in one writev (stdout is a pipe: a net.Socket) where cork exists.
+      const corkable = output as Partial<Pick<Writable, 'cork' | 'uncork'>>;
+      let writable = true;
+      corkable.cork?.();
+      for (const piece of data) writable = output.write(piece);
+      corkable.uncork?.();
+      if (!writable) await new Promise((resolve) => output.once('drain', resolve));
+      this.report.bytes += byteLength(data);
       this.report.chunks++;
       this.next = job.last ? { round: job.round + 1, index: 0 } : { round: job.round, index: job.index + 1 };
       if (job.last) await this.channel?.send({ type: MessageType.ACK, round: job.round }).catch(() => undefined);
