@@ -10,7 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { WellKnownSid } from '../shared/xid.js';
-import { XMIG } from '../test/support/processes.js';
+import { XMIG_ARGV } from '../test/support/processes.js';
 import { MIGRATION_HOSTS, UdpNetwork } from '../test/support/udp-network.js';
 import { median } from './two-nodes.js';
 
@@ -82,7 +82,7 @@ export async function runMoverBench(options: { megabytes?: number; runs?: number
   const data = randomFillSync(Buffer.alloc(megabytes << 20));
   const network = new UdpNetwork(MIGRATION_HOSTS);
   await network.start();
-  const xmig = [process.execPath, XMIG];
+  const xmig = [process.execPath, ...XMIG_ARGV];
   const paths: Path[] = [
     {
       name: 'tcp pipe (node, stdin -> socket -> stdout)',

@@ -19,7 +19,7 @@ import { migrate, type MigrateTransport, type MigrationReport } from '../mover/m
 import { QmpClient } from '../mover/qmp-client.js';
 import { buildInitramfs, findBusybox, findKernel, qemuArgs, serialCounts, serialLog, WSS_READY } from '../test/e2e/guest.js';
 import { waitFor } from '../test/support/wait.js';
-import { XMIG } from '../test/support/processes.js';
+import { XMIG_ARGV } from '../test/support/processes.js';
 import { MIGRATION_HOSTS, UdpNetwork } from '../test/support/udp-network.js';
 import { median } from './two-nodes.js';
 
@@ -69,7 +69,7 @@ export async function runQemuMigrationBench(options: { runs?: number; guestMb?: 
     qemus.push(spawn('qemu-system-x86_64', qemuArgs({ kernel, initramfs, memoryMb: guestMb, serialLog: log, qmpSocket: qmp, incoming, guestEnv }), { stdio: 'ignore' }));
     return { log, qmp };
   };
-  const xmig = `${process.execPath} ${XMIG}`;
+  const xmig = [process.execPath, ...XMIG_ARGV].join(' ');
   interface Run {
     report: MigrationReport;
     totalTimeMs: number;

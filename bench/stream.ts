@@ -16,6 +16,7 @@ import { StreamTransport } from '../xianet/xstream/stream-transport.js';
 import { INTER_AD } from '../xianet/topology.js';
 import { udpLayout } from '../xianet/udp-topology.js';
 import { twoUdpNodes } from './two-nodes.js';
+import { XMIG_ARGV } from '../test/support/processes.js';
 
 export interface StreamResult {
   bench: 'stream';
@@ -94,7 +95,7 @@ async function throughDaemons(bytes: number): Promise<StreamResult> {
     if (config.adKeyFile) Identity.loadOrCreate(config.adKeyFile);
     const file = join(dir, `${name}.json`);
     writeFileSync(file, JSON.stringify(config));
-    children.push(spawn(process.execPath, [new URL('../bin/xmig.js', import.meta.url).pathname, 'node', '--config', file], { stdio: 'ignore' }));
+    children.push(spawn(process.execPath, [...XMIG_ARGV, 'node', '--config', file], { stdio: 'ignore' }));
   }
   try {
     const connectWhenUp = async (name: string): Promise<NodeClient> => {

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --initial-old-space-size=64
 // The `xmig` command. A git checkout runs the TypeScript sources through tsx, so
 // development needs no build step; an installed package (no sources, only dist/)
 // runs the compiled output.

@@ -8,6 +8,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { XmigError } from '../shared/errors.js';
+import { XMIG_NODE_FLAGS } from '../shared/node-flags.js';
 import { QmpClient } from './qmp-client.js';
 import type { SendReport } from './sender.js';
 
@@ -88,7 +89,7 @@ interface QueryMigrate {
   };
 }
 
-const DEFAULT_XMIG = `${process.execPath} ${new URL('../bin/xmig.js', import.meta.url).pathname}`;
+const DEFAULT_XMIG = [process.execPath, ...XMIG_NODE_FLAGS, new URL('../bin/xmig.js', import.meta.url).pathname].join(' ');
 
 /** The QEMU migration URI for a transport: the mover through a shell command, or QEMU's tcp:. */
 export function migrationUri(options: MigrateOptions, statsFile: string): string {

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WellKnownSid } from '../../shared/xid.js';
 import { QmpClient } from '../../mover/qmp-client.js';
 import { commandExists, requirement } from '../support/requirements.js';
-import { runXmig, XMIG } from '../support/processes.js';
+import { runXmig, XMIG_ARGV } from '../support/processes.js';
 import { MIGRATION_HOSTS, UdpNetwork } from '../support/udp-network.js';
 import { buildInitramfs, findBusybox, findKernel, qemuArgs, serialCounts } from './guest.js';
 import { waitFor } from '../support/wait.js';
@@ -47,7 +47,7 @@ function startQemu(name: string, incoming?: string): { log: string; qmp: string;
 
 /** The destination: QEMU waiting for its migration stream from `xmig recv` on host B. */
 function startDestination(name: string, statsFile: string): { log: string; qmp: string; observer: string } {
-  const recv = `${process.execPath} ${XMIG} recv --api ${network.api('B')} --stats ${statsFile} --resume-deadline-ms 1000`;
+  const recv = `${[process.execPath, ...XMIG_ARGV].join(' ')} recv --api ${network.api('B')} --stats ${statsFile} --resume-deadline-ms 1000`;
   return startQemu(name, `exec:${recv}`);
 }
 

@@ -8,7 +8,7 @@ import { createReadStream, createWriteStream, readFileSync, writeFileSync } from
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WellKnownSid } from '../../shared/xid.js';
-import { XMIG } from '../support/processes.js';
+import { XMIG_ARGV } from '../support/processes.js';
 import { MIGRATION_HOSTS, UdpNetwork } from '../support/udp-network.js';
 
 const network = new UdpNetwork(MIGRATION_HOSTS);
@@ -17,7 +17,7 @@ beforeAll(() => network.start(), 60_000);
 afterAll(() => network.stop());
 
 function run(args: string[], io: { stdin?: string; stdout?: string } = {}) {
-  const child = spawn(process.execPath, [XMIG, ...args], { stdio: ['pipe', io.stdout ? 'pipe' : 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [...XMIG_ARGV, ...args], { stdio: ['pipe', io.stdout ? 'pipe' : 'ignore', 'pipe'] });
   if (io.stdout) child.stdout!.pipe(createWriteStream(io.stdout));
   if (io.stdin) createReadStream(io.stdin).pipe(child.stdin!);
   let stderr = '';

@@ -2,6 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
+import { XMIG_NODE_FLAGS } from '../../shared/node-flags.js';
 
 /**
  * The xmig entry point the processes run: the sources (through tsx) unless
@@ -9,6 +10,9 @@ import { createInterface } from 'node:readline';
  * benchmarks measure what an installed xmig does.
  */
 export const XMIG = process.env['XMIG_ENTRY'] ? resolve(process.env['XMIG_ENTRY']) : new URL('../../bin/xmig.js', import.meta.url).pathname;
+
+/** Node.js arguments that run xmig as its command line does: its V8 flags, then the entry point. */
+export const XMIG_ARGV: readonly string[] = [...XMIG_NODE_FLAGS, XMIG];
 
 export interface XmigProcess {
   readonly child: ChildProcess;
@@ -23,7 +27,7 @@ const running = new Set<ChildProcess>();
 
 export function startXmig(args: string[], options: { env?: NodeJS.ProcessEnv; prefix?: string[] } = {}): XmigProcess {
   const command = options.prefix ? options.prefix[0]! : process.execPath;
-  const argv = options.prefix ? [...options.prefix.slice(1), process.execPath, XMIG, ...args] : [XMIG, ...args];
+  const argv = options.prefix ? [...options.prefix.slice(1), process.execPath, ...XMIG_ARGV, ...args] : [...XMIG_ARGV, ...args];
   const child = spawn(command, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
   running.add(child);
   const logs: Array<Record<string, unknown>> = [];
@@ -87,7 +91,7 @@ export async function reapAll(): Promise<void> {
 /** Runs `xmig` to completion and returns its output. */
 export function runXmig(args: string[], timeoutMs = 30_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [XMIG, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...XMIG_ARGV, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
