@@ -8,7 +8,7 @@ import { NodeClient } from '../xianet/api/api-client.js';
 import { TcpPublisher, TcpRetriever, XiaPublisher, XiaRetriever } from '../mover/chunk-exchange.js';
 import { connectTcp, connectXia, listenTcp, listenXia } from '../mover/connections.js';
 import { MigrationReceiver } from '../mover/receiver.js';
-import { MigrationSender } from '../mover/sender.js';
+import { DEFAULT_CHUNK_BYTES, MigrationSender } from '../mover/sender.js';
 import { migrate, type MigrateTransport } from '../mover/migrate.js';
 import { migrationSvg } from '../mover/report-svg.js';
 import { ExitCode } from './exit-codes.js';
@@ -36,7 +36,7 @@ export function sendCommand(): Command {
   return common(new Command('send'))
     .description('QEMU exec: migration source: read the migration stream from stdin and move it as chunks')
     .requiredOption('--to <target>', 'the receiver: a DAG or name (xia), host:port (tcp)')
-    .option('--chunk-kb <n>', 'chunk size in KiB', (v) => Number(v), 256)
+    .option('--chunk-kb <n>', 'chunk size in KiB', (v) => Number(v), DEFAULT_CHUNK_BYTES / 1024)
     .option('--round-kb <n>', 'round size in KiB', (v) => Number(v), 4096)
     .option('--window-mb <n>', 'most MiB read from QEMU and not yet acknowledged; small keeps QEMU\'s bandwidth estimate, and so its downtime, honest', (v) => Number(v), 16)
     .action(async (options: MoverFlags & { to: string; chunkKb: number; roundKb: number; windowMb: number }) => {

@@ -18,6 +18,13 @@ import { ControlChannel } from './control-channel.js';
 import { ChunkKind, MessageType, type ControlMessage, type OfferedChunk } from './control-messages.js';
 import type { ChunkPublisher } from './chunk-exchange.js';
 
+/**
+ * 1 MiB: against 256 KiB, a quarter of the requests, API frames, reassemblies and
+ * hash set-ups per byte. Measured side by side (interleaved): send|recv over xianet
+ * +15-20 %, QEMU migration over xianet and over TCP ~4 % shorter.
+ */
+export const DEFAULT_CHUNK_BYTES = 1024 * 1024;
+
 export interface SenderOptions {
   input: NodeJS.ReadableStream;
   /** Opens a control connection to the receiver. */
@@ -80,7 +87,7 @@ export class MigrationSender {
 
   constructor(private readonly options: SenderOptions) {
     this.logger = (options.logger ?? silentLogger()).child({ component: 'mover', role: 'send' });
-    this.zero = Buffer.alloc(options.chunkBytes ?? 256 * 1024);
+    this.zero = Buffer.alloc(options.chunkBytes ?? DEFAULT_CHUNK_BYTES);
   }
 
   private wake(): void {
@@ -110,7 +117,7 @@ export class MigrationSender {
     const started = performance.now();
     await this.open();
     this.logger.info('send.connected', { phase: 'connect', mode: this.options.mode, ms: Math.round(performance.now() - started) });
-    const chunkBytes = this.options.chunkBytes ?? 256 * 1024;
+    const chunkBytes = this.options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
     const roundBytes = this.options.roundBytes ?? 4 * 1024 * 1024;
     const flushMs = this.options.flushMs ?? 2;
     // Small: QEMU sizes its final stop-and-copy by how fast we take its stream, so

@@ -42,8 +42,8 @@ describe('xmig send | recv over XIA', () => {
     expect(sha(output)).toBe(sha(input));
     const stats = JSON.parse(readFileSync(join(network.dir, 'send.json'), 'utf8')) as { zeroChunks: number; bytes: number };
     expect(stats.bytes).toBe(36 << 20);
-    // 8 MiB of zeros: 32 chunks of 256 KiB, give or take the boundaries where input pauses cut chunks short.
-    expect(stats.zeroChunks).toBeGreaterThanOrEqual(30);
+    // 8 MiB of zeros: 8 chunks of 1 MiB, less those that straddle its edges or that an input pause cut short.
+    expect(stats.zeroChunks).toBeGreaterThanOrEqual(6);
   }, 60_000);
 
   // QEMU learns of the failure only from its pipe: send must exit, and break the pipe.
