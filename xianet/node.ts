@@ -384,8 +384,7 @@ export class XiaNode {
    */
   private process(packet: Buffer, inPort: number, from: LinkAddress | undefined, tail?: Buffer): void {
     const dnode = packet[XipOffset.DST_NODES]!;
-    // Every way out but forwarding wants the packet whole (a tail only comes from originate).
-    const whole = (): Buffer => joinTail(packet, tail);
+    // Every way out but forwarding wants the packet whole (joinTail); a tail only comes from originate.
     // Each pass advances `last` by at least one node, so dnode + 1 passes are enough.
     for (let pass = 0; pass <= dnode; pass++) {
       const last = xipLast(packet);
@@ -400,7 +399,7 @@ export class XiaNode {
         packet[edgesAt + self] = index | XIP_EDGE_VISITED;
         setXipLast(packet, index);
         if (index === dnode - 1) {
-          this.deliverLocally(whole(), inPort, from);
+          this.deliverLocally(joinTail(packet, tail), inPort, from);
           return;
         }
         continue;
@@ -414,7 +413,7 @@ export class XiaNode {
         let entry: RouteEntry | undefined;
         if (type === XidType.HID && BROADCAST_HID.id.compare(packet, idAt, idAt + 20) === 0) {
           if (inPort < 0) {
-            this.broadcastEverywhere(whole());
+            this.broadcastEverywhere(joinTail(packet, tail));
             return;
           }
           entry = LOCAL_ENTRY;
@@ -426,7 +425,7 @@ export class XiaNode {
           packet[edgesAt + e] = index | XIP_EDGE_VISITED;
           setXipLast(packet, index);
           if (index === dnode - 1) {
-            this.deliverLocally(whole(), inPort, from);
+            this.deliverLocally(joinTail(packet, tail), inPort, from);
             return;
           }
           advanced = true;
@@ -437,16 +436,16 @@ export class XiaNode {
           return;
         }
         if (entry.port === Port.BROADCAST) {
-          this.broadcastEverywhere(whole(), inPort);
+          this.broadcastEverywhere(joinTail(packet, tail), inPort);
           return;
         }
-        if (tail && this.transitChunkTap) this.forward(whole(), entry, inPort);
+        if (tail && this.transitChunkTap) this.forward(joinTail(packet, tail), entry, inPort);
         else this.forward(packet, entry, inPort, tail);
         return;
       }
       if (!advanced) {
         this.counters.dropped[DropReason.UNREACHABLE]++;
-        this.sendXcmpError(whole(), XcmpType.UNREACHABLE, XcmpUnreachableCode.HOST);
+        this.sendXcmpError(joinTail(packet, tail), XcmpType.UNREACHABLE, XcmpUnreachableCode.HOST);
         return;
       }
     }

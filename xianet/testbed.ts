@@ -14,7 +14,7 @@ import { askGoldbach, type AskReport } from './goldbach/goldbach-protocol.js';
 import { NameClient } from './names/name-client.js';
 import { NameServer } from './names/name-server.js';
 import { builtinTopology, InProcessNetwork, type TopologyName } from './topology.js';
-import { ping, type PingSummary } from './xping.js';
+import { ping, type PingReply, type PingSummary } from './xping.js';
 
 export const GOLDBACH_NAME = 'goldbach.vm';
 /** A reply this late counts as lost: in one process replies take a millisecond or two. */
@@ -93,7 +93,7 @@ export async function runTestbed(options: TestbedOptions): Promise<TestbedReport
 
     const pings: PingSummary['replies'] = [];
     // Echoes still waiting for an outcome, by their place in `pings` (a handful at a time).
-    const unsettled = new Map<PingSummary['replies'][number], number>();
+    const unsettled = new Map<PingReply, number>();
     const pingsSettled = async (count = pings.length): Promise<void> => {
       while ([...unsettled.values()].some((index) => index < count)) await new Promise((r) => setTimeout(r, 10));
     };
