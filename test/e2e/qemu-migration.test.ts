@@ -15,15 +15,15 @@ import { QmpClient } from '../../mover/qmp-client.js';
 import { commandExists, requirement } from '../support/requirements.js';
 import { runXmig, XMIG_ARGV } from '../support/processes.js';
 import { MIGRATION_HOSTS, UdpNetwork } from '../support/udp-network.js';
-import { buildInitramfs, findBusybox, findKernel, qemuArgs, serialCounts } from './guest.js';
+import { buildInitramfs, findBusybox, findKernel, QEMU_REMEDY, qemuArgs, qemuMajor, serialCounts } from './guest.js';
 import { waitFor } from '../support/wait.js';
 
 const kernel = findKernel();
 const busybox = findBusybox();
 const hasQemu = requirement(
-  commandExists('qemu-system-x86_64') && kernel !== undefined && busybox !== undefined && commandExists('cpio'),
-  'QEMU, a kernel in /boot, static busybox or cpio',
-  'install qemu-system-x86 linux-image-amd64 busybox-static cpio (.ci/run does)',
+  (qemuMajor() ?? 0) >= 10 && kernel !== undefined && busybox !== undefined && commandExists('cpio'),
+  'QEMU 10 or later, a kernel in /boot, static busybox or cpio',
+  QEMU_REMEDY,
 );
 
 const dir = mkdtempSync(join(tmpdir(), 'xmig-e2e-'));
