@@ -26,25 +26,32 @@ export class WireWriter {
     return at;
   }
 
+  // Each write reserves first and only then names this.buffer: reserve() may replace the
+  // buffer, and `this.buffer.f(x, this.reserve(n))` would write into the old one.
   u8(value: number): this {
-    this.buffer[this.reserve(1)] = value;
+    const at = this.reserve(1);
+    this.buffer[at] = value;
     return this;
   }
   u16(value: number): this {
-    this.buffer.writeUInt16BE(value, this.reserve(2));
+    const at = this.reserve(2);
+    this.buffer.writeUInt16BE(value, at);
     return this;
   }
   u32(value: number): this {
-    this.buffer.writeUInt32BE(value >>> 0, this.reserve(4));
+    const at = this.reserve(4);
+    this.buffer.writeUInt32BE(value >>> 0, at);
     return this;
   }
   /** Unsigned integer up to 2^53 (sequence numbers, timestamps). */
   u64(value: number): this {
-    this.buffer.writeBigUInt64BE(BigInt(value), this.reserve(8));
+    const at = this.reserve(8);
+    this.buffer.writeBigUInt64BE(BigInt(value), at);
     return this;
   }
   xid(value: Xid): this {
-    value.write(this.buffer, this.reserve(XID_WIRE_LENGTH));
+    const at = this.reserve(XID_WIRE_LENGTH);
+    value.write(this.buffer, at);
     return this;
   }
   /** An optional XID: a presence byte, then the XID. */
@@ -54,7 +61,21 @@ export class WireWriter {
   }
   bytes(value: Uint8Array): this {
     this.u16(value.length);
-    this.buffer.set(value, this.reserve(value.length));
+    const at = this.reserve(value.length);
+    this.buffer.set(value, at);
+    return this;
+  }
+  /** Bytes of a length the layout fixes (a session id, a CID): no length prefix. */
+  fixed(value: Uint8Array, length: number): this {
+    if (value.length !== length) throw new RangeError(`expected ${length} bytes, got ${value.length}`);
+    const at = this.reserve(length);
+    this.buffer.set(value, at);
+    return this;
+  }
+  /** Bytes that run to the end of the message: no length prefix. */
+  rest(value: Uint8Array): this {
+    const at = this.reserve(value.length);
+    this.buffer.set(value, at);
     return this;
   }
   string(value: string): this {
@@ -116,6 +137,17 @@ export class WireReader {
   }
   string(field: string): string {
     return this.bytes(field).toString('utf8');
+  }
+  /** `length` bytes the layout fixes, as a view. */
+  fixed(length: number, field: string): Buffer {
+    const at = this.take(length, field);
+    return this.buffer.subarray(at, at + length);
+  }
+  /** Everything left, as a view. */
+  rest(): Buffer {
+    const at = this.offset;
+    this.offset = this.buffer.length;
+    return this.buffer.subarray(at);
   }
   dag(field: string): Dag {
     const text = this.string(field);
