@@ -2,9 +2,10 @@
  * The migration control protocol (the paper's Fig. 3), on a reliable stream:
  * the sender announces the CIDs of a round, the receiver fetches and verifies them,
  * writes them out in order and acknowledges the round; DONE ends the migration.
- * Frames are `u32 length, u8 type, body` (big-endian):
+ * Frames are `u32 length, u8 type, body` (big-endian; length counts type + body):
  *
- *   1 HELLO     session(16) version(u8) mode(u8: 0 xia, 1 tcp) source DAG of the chunks (str)
+ *   1 HELLO     session(16) version(u8) mode(u8: 0 xia, 1 tcp) source DAG of the chunks (rest, utf8;
+ *               a DAG in xia mode, empty in tcp mode)
  *   2 WELCOME   session(16) nextRound(u64)       where the receiver wants to resume
  *   3 OFFER     round(u64) count(u32) then per chunk: kind(u8) length(u32) [cid(20) if kind 0]
  *               kind 0: fetch by CID · kind 1: all zero bytes (nothing is fetched)
@@ -13,9 +14,14 @@
  *   6 DONE_ACK
  *   7 REQUEST   count(u32) cids(20 each)         (TCP mode: chunks travel in-band)
  *   8 DATA      cid(20) bytes
- *   9 ERROR     message (str)
+ *   9 ERROR     message (rest, utf8)
+ *
+ * Every field is read through shared/wire.ts, whose reads check bounds: whatever a peer
+ * sends, decoding either yields a message or throws MalformedPacketError.
  */
+import { Dag } from '../shared/dag.js';
 import { MalformedPacketError } from '../shared/errors.js';
+import { WireReader, WireWriter } from '../shared/wire.js';
 
 export const MessageType = {
   HELLO: 1,
@@ -31,7 +37,19 @@ export const MessageType = {
 
 export const PROTOCOL_VERSION = 1;
 export const ChunkKind = { FETCH: 0, ZERO: 1 } as const;
-const MAX_FRAME = 64 * 1024 * 1024;
+
+/** The frame layout: u32 length (of type + body), u8 type. */
+export const FrameLayout = { LENGTH: 0, TYPE: 4, HEADER: 5 } as const;
+export const SESSION_LENGTH = 16;
+export const CID_LENGTH = 20;
+/** The largest chunk a frame may carry (DATA, TCP mode): xianet's own chunk limit. */
+export const MAX_CHUNK_BYTES = 16 * 1024 * 1024;
+/** Largest frame: a DATA frame of the largest chunk. Anything longer is a protocol error, not a wait. */
+export const MAX_FRAME = 1 + CID_LENGTH + MAX_CHUNK_BYTES;
+/** Most chunks in one OFFER or REQUEST (a round is a few MiB: far fewer in practice). */
+export const MAX_CHUNKS_PER_MESSAGE = 65_536;
+/** Longest ERROR text and HELLO source we accept. */
+export const MAX_TEXT_BYTES = 4096;
 
 export interface OfferedChunk {
   kind: number;
@@ -52,17 +70,14 @@ export type ControlMessage =
   | { type: typeof MessageType.DATA; cid: Buffer; data: Buffer[] }
   | { type: typeof MessageType.ERROR; message: string };
 
-function frame(type: number, body: Buffer): Buffer {
-  const head = Buffer.allocUnsafe(5);
-  head.writeUInt32BE(body.length + 1, 0);
-  head[4] = type;
-  return Buffer.concat([head, body]);
-}
-
-function u64(value: number): Buffer {
-  const b = Buffer.allocUnsafe(8);
-  b.writeBigUInt64BE(BigInt(value));
-  return b;
+/** A frame around `body` (written after a reserved header). */
+function framed(type: number, write: (w: WireWriter) => void): Buffer {
+  const writer = new WireWriter(64);
+  writer.u32(0).u8(type);
+  write(writer);
+  const frame = writer.finish();
+  frame.writeUInt32BE(frame.length - FrameLayout.TYPE, FrameLayout.LENGTH);
+  return frame;
 }
 
 /**
@@ -71,109 +86,131 @@ function u64(value: number): Buffer {
  */
 export function encodeMessageParts(message: ControlMessage): Buffer[] {
   if (message.type !== MessageType.DATA) return [encodeMessage(message)];
-  const head = Buffer.allocUnsafe(25);
-  head.writeUInt32BE(1 + 20 + byteLength(message.data), 0);
-  head[4] = message.type;
-  message.cid.copy(head, 5);
+  const head = Buffer.allocUnsafe(FrameLayout.HEADER + CID_LENGTH);
+  head.writeUInt32BE(1 + CID_LENGTH + byteLength(message.data), FrameLayout.LENGTH);
+  head[FrameLayout.TYPE] = message.type;
+  message.cid.copy(head, FrameLayout.HEADER, 0, CID_LENGTH);
   return [head, ...message.data];
 }
 
 export function encodeMessage(message: ControlMessage): Buffer {
   switch (message.type) {
     case MessageType.HELLO:
-      return frame(message.type, Buffer.concat([message.session, Buffer.of(PROTOCOL_VERSION, message.mode), Buffer.from(message.source, 'utf8')]));
+      return framed(message.type, (w) => w.fixed(message.session, SESSION_LENGTH).u8(PROTOCOL_VERSION).u8(message.mode).rest(Buffer.from(message.source, 'utf8')));
     case MessageType.WELCOME:
-      return frame(message.type, Buffer.concat([message.session, u64(message.nextRound)]));
-    case MessageType.OFFER: {
-      const parts = [u64(message.round), Buffer.alloc(4)];
-      parts[1]!.writeUInt32BE(message.chunks.length);
-      for (const chunk of message.chunks) {
-        const head = Buffer.allocUnsafe(5);
-        head[0] = chunk.kind;
-        head.writeUInt32BE(chunk.length, 1);
-        parts.push(head);
-        if (chunk.kind === ChunkKind.FETCH) parts.push(chunk.cid!);
-      }
-      return frame(message.type, Buffer.concat(parts));
-    }
+      return framed(message.type, (w) => w.fixed(message.session, SESSION_LENGTH).u64(message.nextRound));
+    case MessageType.OFFER:
+      return framed(message.type, (w) => {
+        w.u64(message.round).u32(message.chunks.length);
+        for (const chunk of message.chunks) {
+          w.u8(chunk.kind).u32(chunk.length);
+          if (chunk.kind === ChunkKind.FETCH) w.fixed(chunk.cid!, CID_LENGTH);
+        }
+      });
     case MessageType.ACK:
-      return frame(message.type, u64(message.round));
+      return framed(message.type, (w) => w.u64(message.round));
     case MessageType.DONE:
-      return frame(message.type, Buffer.concat([u64(message.rounds), u64(message.bytes)]));
+      return framed(message.type, (w) => w.u64(message.rounds).u64(message.bytes));
     case MessageType.DONE_ACK:
-      return frame(message.type, Buffer.alloc(0));
-    case MessageType.REQUEST: {
-      const count = Buffer.allocUnsafe(4);
-      count.writeUInt32BE(message.cids.length);
-      return frame(message.type, Buffer.concat([count, ...message.cids]));
-    }
+      return framed(message.type, () => undefined);
+    case MessageType.REQUEST:
+      return framed(message.type, (w) => {
+        w.u32(message.cids.length);
+        for (const cid of message.cids) w.fixed(cid, CID_LENGTH);
+      });
     case MessageType.DATA:
-      return frame(message.type, Buffer.concat([message.cid, ...message.data]));
+      return Buffer.concat(encodeMessageParts(message));
     case MessageType.ERROR:
-      return frame(message.type, Buffer.from(message.message, 'utf8'));
+      return framed(message.type, (w) => w.rest(Buffer.from(message.message, 'utf8').subarray(0, MAX_TEXT_BYTES)));
   }
 }
 
-function need(body: Buffer, bytes: number, what: string): void {
-  if (body.length < bytes) throw new MalformedPacketError(`migration ${what} message of ${body.length} bytes is too short`);
+function text(reader: WireReader, what: string): string {
+  const bytes = reader.rest();
+  if (bytes.length > MAX_TEXT_BYTES) throw new MalformedPacketError(`migration ${what} of ${bytes.length} bytes is longer than ${MAX_TEXT_BYTES}`);
+  return bytes.toString('utf8');
 }
 
+function count(reader: WireReader, what: string): number {
+  const n = reader.u32(`${what} count`);
+  if (n > MAX_CHUNKS_PER_MESSAGE) throw new MalformedPacketError(`migration ${what} of ${n} chunks is more than ${MAX_CHUNKS_PER_MESSAGE}`);
+  return n;
+}
+
+/** Decodes a message body (after the frame header). Throws MalformedPacketError on anything but a well-formed message. */
 export function decodeMessage(type: number, body: Buffer): ControlMessage {
+  const r = new WireReader(body, `migration ${messageName(type)}`);
+  let message: ControlMessage;
   switch (type) {
-    case MessageType.HELLO:
-      need(body, 18, 'HELLO');
-      if (body[16] !== PROTOCOL_VERSION) throw new MalformedPacketError(`migration protocol version ${body[16]} is not ${PROTOCOL_VERSION}`);
-      return { type, session: Buffer.from(body.subarray(0, 16)), mode: body[17]!, source: body.toString('utf8', 18) };
-    case MessageType.WELCOME:
-      need(body, 24, 'WELCOME');
-      return { type, session: Buffer.from(body.subarray(0, 16)), nextRound: Number(body.readBigUInt64BE(16)) };
-    case MessageType.OFFER: {
-      need(body, 12, 'OFFER');
-      const round = Number(body.readBigUInt64BE(0));
-      const count = body.readUInt32BE(8);
-      const chunks: OfferedChunk[] = [];
-      let at = 12;
-      for (let i = 0; i < count; i++) {
-        need(body, at + 5, 'OFFER');
-        const kind = body[at]!;
-        const length = body.readUInt32BE(at + 1);
-        at += 5;
-        if (kind === ChunkKind.FETCH) {
-          need(body, at + 20, 'OFFER');
-          chunks.push({ kind, length, cid: body.subarray(at, at + 20) });
-          at += 20;
-        } else if (kind === ChunkKind.ZERO) {
-          chunks.push({ kind, length });
-        } else {
-          throw new MalformedPacketError(`migration chunk kind ${kind}`);
+    case MessageType.HELLO: {
+      const session = Buffer.from(r.fixed(SESSION_LENGTH, 'session'));
+      const version = r.u8('version');
+      if (version !== PROTOCOL_VERSION) throw new MalformedPacketError(`migration protocol version ${version} is not ${PROTOCOL_VERSION}`);
+      const mode = r.u8('mode');
+      if (mode !== 0 && mode !== 1) throw new MalformedPacketError(`migration HELLO mode ${mode} is neither 0 (xia) nor 1 (tcp)`);
+      const source = text(r, 'HELLO source');
+      // The chunks' source is a DAG the receiver will fetch from: checked here, not when it is first used.
+      if (mode === 0) {
+        try {
+          Dag.parse(source);
+        } catch (error) {
+          throw new MalformedPacketError(`migration HELLO source is not a DAG: ${(error as Error).message}`);
         }
       }
-      if (at !== body.length) throw new MalformedPacketError('migration OFFER has trailing bytes');
-      return { type, round, chunks };
+      message = { type, session, mode, source };
+      break;
+    }
+    case MessageType.WELCOME:
+      message = { type, session: Buffer.from(r.fixed(SESSION_LENGTH, 'session')), nextRound: r.u64('next round') };
+      break;
+    case MessageType.OFFER: {
+      const round = r.u64('round');
+      const n = count(r, 'OFFER');
+      const chunks: OfferedChunk[] = [];
+      for (let i = 0; i < n; i++) {
+        const kind = r.u8('chunk kind');
+        const length = r.u32('chunk length');
+        if (length > MAX_CHUNK_BYTES) throw new MalformedPacketError(`migration chunk of ${length} bytes is larger than ${MAX_CHUNK_BYTES}`);
+        if (kind === ChunkKind.FETCH) chunks.push({ kind, length, cid: r.fixed(CID_LENGTH, 'cid') });
+        else if (kind === ChunkKind.ZERO) chunks.push({ kind, length });
+        else throw new MalformedPacketError(`migration chunk kind ${kind}`);
+      }
+      message = { type, round, chunks };
+      break;
     }
     case MessageType.ACK:
-      need(body, 8, 'ACK');
-      return { type, round: Number(body.readBigUInt64BE(0)) };
+      message = { type, round: r.u64('round') };
+      break;
     case MessageType.DONE:
-      need(body, 16, 'DONE');
-      return { type, rounds: Number(body.readBigUInt64BE(0)), bytes: Number(body.readBigUInt64BE(8)) };
+      message = { type, rounds: r.u64('rounds'), bytes: r.u64('bytes') };
+      break;
     case MessageType.DONE_ACK:
-      return { type };
+      message = { type };
+      break;
     case MessageType.REQUEST: {
-      need(body, 4, 'REQUEST');
-      const count = body.readUInt32BE(0);
-      if (body.length !== 4 + 20 * count) throw new MalformedPacketError('migration REQUEST length does not match its count');
-      return { type, cids: Array.from({ length: count }, (_, i) => body.subarray(4 + 20 * i, 24 + 20 * i)) };
+      const n = count(r, 'REQUEST');
+      message = { type, cids: Array.from({ length: n }, () => r.fixed(CID_LENGTH, 'cid')) };
+      break;
     }
     case MessageType.DATA:
-      need(body, 20, 'DATA');
-      return { type, cid: body.subarray(0, 20), data: [body.subarray(20)] };
+      message = { type, cid: r.fixed(CID_LENGTH, 'cid'), data: [r.rest()] };
+      break;
     case MessageType.ERROR:
-      return { type, message: body.toString('utf8') };
+      message = { type, message: text(r, 'ERROR text') };
+      break;
     default:
       throw new MalformedPacketError(`migration message type ${type}`);
   }
+  r.end();
+  return message;
 }
+
+function messageName(type: number): string {
+  return Object.entries(MessageType).find(([, code]) => code === type)?.[0] ?? `type ${type}`;
+}
+
+/** Largest frame other than DATA: an OFFER of the most chunks allowed. */
+const MAX_CONTROL_FRAME = 1 + 12 + MAX_CHUNKS_PER_MESSAGE * (5 + CID_LENGTH);
 
 export function byteLength(pieces: readonly Buffer[]): number {
   let length = 0;
@@ -197,21 +234,23 @@ export class MessageReader {
       this.pendingBytes += chunk.length;
     }
     const messages: ControlMessage[] = [];
-    while (this.pendingBytes >= 5) {
-      const head = this.peek(5);
-      const length = head.readUInt32BE(0);
-      if (length < 1 || length > MAX_FRAME) throw new MalformedPacketError(`migration frame of ${length} bytes`);
-      if (this.pendingBytes < 4 + length) break;
-      const type = head[4]!;
+    while (this.pendingBytes >= FrameLayout.HEADER) {
+      const head = this.peek(FrameLayout.HEADER);
+      const length = head.readUInt32BE(FrameLayout.LENGTH);
+      const type = head[FrameLayout.TYPE]!;
+      // Judged on the header alone: a peer announcing a huge frame is refused before we buffer it.
+      const limit = type === MessageType.DATA ? MAX_FRAME : MAX_CONTROL_FRAME;
+      if (length < 1 || length > limit) throw new MalformedPacketError(`migration ${messageName(type)} frame of ${length} bytes (at most ${limit})`);
+      if (this.pendingBytes < FrameLayout.TYPE + length) break;
       if (type === MessageType.DATA) {
-        if (length < 21) throw new MalformedPacketError(`migration DATA message of ${length - 1} bytes is too short`);
-        this.take(5);
-        const cid = Buffer.concat(this.take(20));
-        messages.push({ type, cid, data: this.take(length - 21) });
+        if (length < 1 + CID_LENGTH) throw new MalformedPacketError(`migration DATA message of ${length - 1} bytes is too short`);
+        this.take(FrameLayout.HEADER);
+        const cid = Buffer.concat(this.take(CID_LENGTH));
+        messages.push({ type, cid, data: this.take(length - 1 - CID_LENGTH) });
       } else {
-        const frame = this.take(4 + length);
+        const frame = this.take(FrameLayout.TYPE + length);
         const bytes = frame.length === 1 ? frame[0]! : Buffer.concat(frame);
-        messages.push(decodeMessage(type, bytes.subarray(5)));
+        messages.push(decodeMessage(type, bytes.subarray(FrameLayout.HEADER)));
       }
     }
     return messages;
