@@ -160,3 +160,76 @@ describe('migration control protocol', () => {
     expect(r.digest).toBe(r.expected);
   });
 });
+
+/** A free TCP port on loopback (listened on once, then closed). */
+async function freePort(): Promise<number> {
+  const probe = await listenTcp('127.0.0.1', 0);
+  await probe.close();
+  return Number(probe.address.split(':')[1]);
+}
+
+/** Settles with the promise's outcome, or with 'hung' if it has not settled after `ms`. */
+function within<T>(promise: Promise<T>, ms: number): Promise<T | 'hung'> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([promise, new Promise<'hung'>((resolve) => (timer = setTimeout(() => resolve('hung'), ms)))]).finally(() => clearTimeout(timer));
+}
+
+describe('the sender at the edges: the receiver late, gone, or a round unpublishable', () => {
+  it('waits for a receiver that starts listening after it (QEMU may start send first)', async () => {
+    const port = await freePort();
+    const parts = [randomBytes(1 << 20)];
+    const sender = new MigrationSender({
+      input: source(parts),
+      connect: connectTcp('127.0.0.1', port),
+      publisher: new TcpPublisher(),
+      mode: 'tcp',
+      source: '',
+      chunkBytes: 64 * 1024,
+      resumeDeadlineMs: 10_000,
+    });
+    const sent = sender.run();
+    sent.catch(() => undefined);
+    // Refused connections first: the receiver comes up only after several tries.
+    await new Promise((r) => setTimeout(r, 400));
+    const listening = await listenTcp('127.0.0.1', port);
+    const out = sink();
+    const receiver = new MigrationReceiver({ output: out.stream, accept: () => listening.accept(), retriever: () => new TcpRetriever(), resumeDeadlineMs: 3000 });
+    const [report] = await Promise.all([sent, receiver.run()]);
+    await listening.close();
+    expect(report.bytes).toBe(1 << 20);
+    expect(out.digest()).toBe(createHash('sha256').update(parts[0]!).digest('hex'));
+  });
+
+  it('gives up connecting, with the reason, once the deadline has passed', async () => {
+    const port = await freePort();
+    const sender = new MigrationSender({ input: source([randomBytes(1000)]), connect: connectTcp('127.0.0.1', port), publisher: new TcpPublisher(), mode: 'tcp', source: '', resumeDeadlineMs: 600 });
+    await expect(sender.run()).rejects.toThrow(/gave up connecting after \d+ attempts.*ECONNREFUSED/);
+  });
+
+  it('fails, instead of hanging with its input paused, when a round cannot be published', async () => {
+    class Failing extends TcpPublisher {
+      rounds = 0;
+      override async publish(chunks: Buffer[]): Promise<Buffer[]> {
+        if (++this.rounds === 2) throw new Error('chunk store full');
+        return super.publish(chunks);
+      }
+    }
+    const listening = await listenTcp('127.0.0.1', 0);
+    const [host, port] = listening.address.split(':');
+    const receiver = new MigrationReceiver({ output: sink().stream, accept: () => listening.accept(), retriever: () => new TcpRetriever(), resumeDeadlineMs: 1000 });
+    receiver.run().catch(() => undefined);
+    const sender = new MigrationSender({
+      input: source(Array.from({ length: 64 }, () => randomBytes(256 * 1024))),
+      connect: connectTcp(host!, Number(port)),
+      publisher: new Failing(),
+      mode: 'tcp',
+      source: '',
+      chunkBytes: 64 * 1024,
+      roundBytes: 512 * 1024,
+      maxUnackedBytes: 2 * 1024 * 1024,
+    });
+    const outcome = await within(sender.run().then(() => 'completed', (error: Error) => error.message), 15_000);
+    expect(outcome).toMatch(/chunk store full/);
+    await listening.close();
+  });
+});

@@ -6,17 +6,25 @@
  * soon as it is full or the input pauses (QEMU's last, stop-and-copy round must not
  * wait), and up to `maxUnackedBytes` may be announced but unacknowledged.
  *
- * A lost control connection is reopened and the migration resumes from what the
- * receiver has written; if that fails within `resumeDeadlineMs`, send fails, and so
- * QEMU fails the migration and the source VM keeps running.
+ * The first control connection is tried until `resumeDeadlineMs` (QEMU may start us
+ * before the receiver listens); a lost one is reopened and the migration resumes from
+ * what the receiver has written. If either fails within the deadline, or a round
+ * cannot be published, send fails, and so QEMU fails the migration and the source VM
+ * keeps running.
+ *
+ * The parts: round-cutter.ts cuts the input into rounds of chunks, sender-connection.ts
+ * opens (and reopens) the control connection; this file keeps the window of rounds in
+ * flight, offers them in order, and counts acknowledgements.
  */
 import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import { XmigError, errorMessage } from '../shared/errors.js';
 import { silentLogger, type Logger } from '../shared/logger.js';
-import { ControlChannel } from './control-channel.js';
+import type { ControlChannel } from './control-channel.js';
 import { ChunkKind, MessageType, type ControlMessage, type OfferedChunk } from './control-messages.js';
 import type { ChunkPublisher } from './chunk-exchange.js';
+import { RoundCutter } from './round-cutter.js';
+import { SenderConnection } from './sender-connection.js';
 
 /**
  * 1 MiB: against 256 KiB, a quarter of the requests, API frames, reassemblies and
@@ -38,6 +46,7 @@ export interface SenderOptions {
   /** Close a round when no input came for this long (default 2 ms). */
   flushMs?: number;
   maxUnackedBytes?: number;
+  /** How long the first connection, and each reconnection, may take (default 10 s). */
   resumeDeadlineMs?: number;
   logger?: Logger;
   onProgress?: (progress: SendProgress) => void;
@@ -70,6 +79,7 @@ interface Round {
 
 export class MigrationSender {
   private readonly session = randomBytes(16);
+  private readonly connection: SenderConnection;
   private channel: ControlChannel | undefined;
   private readonly unacked = new Map<number, Round>();
   private unackedBytes = 0;
@@ -88,6 +98,15 @@ export class MigrationSender {
   constructor(private readonly options: SenderOptions) {
     this.logger = (options.logger ?? silentLogger()).child({ component: 'mover', role: 'send' });
     this.zero = Buffer.alloc(options.chunkBytes ?? DEFAULT_CHUNK_BYTES);
+    this.connection = new SenderConnection({
+      connect: options.connect,
+      session: this.session,
+      mode: options.mode,
+      source: options.source,
+      onMessage: (message, channel) => this.onMessage(message, channel),
+      deadlineMs: options.resumeDeadlineMs ?? 10_000,
+      logger: this.logger,
+    });
   }
 
   private wake(): void {
@@ -114,58 +133,51 @@ export class MigrationSender {
   }
 
   async run(): Promise<SendReport> {
+    try {
+      return await this.transfer();
+    } catch (error) {
+      // Tell the receiver why, so it fails now instead of waiting out its resume deadline.
+      this.finished = true;
+      const channel = this.channel;
+      if (channel && !channel.closed) {
+        await within(channel.send({ type: MessageType.ERROR, message: errorMessage(error) }), 1000).catch(() => undefined);
+        channel.close(`send failed: ${errorMessage(error)}`);
+      }
+      throw error;
+    }
+  }
+
+  private async transfer(): Promise<SendReport> {
     const started = performance.now();
-    await this.open();
+    this.attach((await this.connection.open('connecting')).channel);
     this.logger.info('send.connected', { phase: 'connect', mode: this.options.mode, ms: Math.round(performance.now() - started) });
-    const chunkBytes = this.options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
-    const roundBytes = this.options.roundBytes ?? 4 * 1024 * 1024;
-    const flushMs = this.options.flushMs ?? 2;
     // Small: QEMU sizes its final stop-and-copy by how fast we take its stream, so
     // reading far ahead of the receiver would make it stop the VM far too early.
     const maxUnacked = this.options.maxUnackedBytes ?? 16 * 1024 * 1024;
-    let pending: Buffer[] = [];
-    let pendingBytes = 0;
-    let round: Buffer[] = [];
-    let roundSize = 0;
     let closing: Promise<void> = Promise.resolve();
-
-    const cut = (force: boolean): void => {
-      // Whole chunks out of what has been read; on a flush, the remainder too.
-      while (pendingBytes >= chunkBytes || (force && pendingBytes > 0)) {
-        const all = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
-        const size = Math.min(chunkBytes, all.length);
-        round.push(all.subarray(0, size));
-        roundSize += size;
-        const rest = all.subarray(size);
-        pending = rest.length > 0 ? [rest] : [];
-        pendingBytes = rest.length;
-      }
-      if (round.length > 0 && (force || roundSize >= roundBytes)) {
-        const chunks = round;
+    const cutter = new RoundCutter({
+      chunkBytes: this.options.chunkBytes ?? DEFAULT_CHUNK_BYTES,
+      roundBytes: this.options.roundBytes ?? 4 * 1024 * 1024,
+      flushMs: this.options.flushMs ?? 2,
+      onRound: (chunks, bytes) => {
         // In flight from now: a round still waiting to be published counts against
         // the window too, or reading runs ahead of the network without bound.
-        this.unackedBytes += roundSize;
-        round = [];
-        roundSize = 0;
-        closing = closing.then(() => this.announce(chunks));
-      }
-    };
+        this.unackedBytes += bytes;
+        // A round that cannot be published fails the migration (QEMU must hear of it), never just stops the chain.
+        closing = closing.then(() => (this.failure ? undefined : this.announce(chunks))).catch((error: unknown) => this.fail(asError(error, 'publishing a round')));
+      },
+    });
 
     const input = this.options.input;
     let lastInput = started;
     await new Promise<void>((resolve, reject) => {
-      let idle: NodeJS.Timeout | undefined;
       const onData = (data: Buffer): void => {
         lastInput = performance.now();
-        pending.push(data);
-        pendingBytes += data.length;
         this.report.bytes += data.length;
-        cut(false);
-        if (idle) clearTimeout(idle);
-        idle = setTimeout(() => cut(true), flushMs);
-        if (this.unackedBytes + roundSize + pendingBytes > maxUnacked) {
+        cutter.push(data);
+        if (this.unackedBytes + cutter.buffered > maxUnacked) {
           input.pause();
-          void this.waitUntil(() => this.unackedBytes + roundSize + pendingBytes <= maxUnacked / 2).then(
+          void this.waitUntil(() => this.unackedBytes + cutter.buffered <= maxUnacked / 2).then(
             () => input.resume(),
             () => undefined,
           );
@@ -173,17 +185,18 @@ export class MigrationSender {
       };
       input.on('data', onData);
       input.once('end', () => {
-        if (idle) clearTimeout(idle);
-        cut(true);
+        cutter.flush();
         resolve();
       });
       input.once('error', reject);
       void this.waitUntil(() => false).catch((error: unknown) => {
         input.off('data', onData);
+        cutter.stop();
         reject(error as Error);
       });
     });
     await closing;
+    if (this.failure) throw this.failure;
     const lastInputMs = lastInput - started;
     this.logger.info('send.input-ended', { phase: 'transfer', bytes: this.report.bytes, rounds: this.nextRound, ms: Math.round(lastInputMs) });
     this.doneSent = true;
@@ -246,9 +259,6 @@ export class MigrationSender {
 
   private onMessage(message: ControlMessage, channel: ControlChannel): void {
     switch (message.type) {
-      case MessageType.WELCOME:
-        this.welcome?.(message.nextRound, message.session);
-        return;
       case MessageType.ACK:
         void this.onAck(message.round);
         return;
@@ -283,66 +293,55 @@ export class MigrationSender {
     if (dropped.length > 0) await this.options.publisher.drop(dropped).catch(() => undefined);
   }
 
-  private welcome: ((nextRound: number, session: Buffer) => void) | undefined;
-
-  /** Opens (or reopens) the control connection and says HELLO; resolves with the receiver's resume point. */
-  private async open(): Promise<{ nextRound: number }> {
-    const stream = await this.options.connect();
-    const channel = new ControlChannel(stream, (message) => this.onMessage(message, channel));
-    const welcome = new Promise<number>((resolve, reject) => {
-      // A receiver that takes the connection but never answers must not hold us forever.
-      const waitMs = this.options.resumeDeadlineMs ?? 10_000;
-      const timer = setTimeout(() => {
-        reject(new XmigError('ERR_TIMEOUT', `no WELCOME from the receiver within ${waitMs} ms`));
-        channel.close('no WELCOME');
-      }, waitMs);
-      this.welcome = (nextRound, session) => {
-        clearTimeout(timer);
-        if (session.equals(this.session)) resolve(nextRound);
-        else reject(new XmigError('ERR_MIGRATION', 'receiver answered for another session'));
-      };
-      channel.onClose((reason) => {
-        clearTimeout(timer);
-        reject(new XmigError('ERR_MIGRATION', `control connection lost before WELCOME: ${reason}`));
-      });
-    });
+  /** Makes `channel` the control connection; losing it starts a reconnection. */
+  private attach(channel: ControlChannel): void {
     this.channel = channel;
-    await channel.send({ type: MessageType.HELLO, session: this.session, mode: this.options.mode === 'xia' ? 0 : 1, source: this.options.source });
-    const nextRound = await welcome;
     channel.onClose((reason) => {
-      if (this.finished) return;
+      if (this.finished || this.channel !== channel) return;
       this.logger.warn('send.control-lost', { reason });
       if (this.resuming) return; // lost again while resuming: reconnect() sees it and retries
       this.resuming = true;
       void this.reconnect();
     });
-    return { nextRound };
   }
 
   /** Reopens the control connection and re-offers what the receiver has not written. */
   private async reconnect(): Promise<void> {
     const deadline = performance.now() + (this.options.resumeDeadlineMs ?? 10_000);
-    let delay = 50;
     for (;;) {
       try {
-        const { nextRound } = await this.open();
+        const { channel, nextRound } = await this.connection.open('resuming', { deadlineMs: Math.max(1, deadline - performance.now()) });
+        this.attach(channel);
         this.report.reconnects++;
         this.logger.info('send.resumed', { nextRound });
         // Rounds announced meanwhile are added to `unacked` and this loop reaches them
         // too (a Map's iteration sees entries added during it): all go out in order.
         for (const [number, round] of this.unacked) if (number >= nextRound) await this.sendOffer(round);
-        if (this.channel?.closed) throw new XmigError('ERR_MIGRATION', 'control connection lost again while resuming');
+        if (channel.closed) throw new XmigError('ERR_MIGRATION', 'control connection lost again while resuming');
         this.resuming = false;
         if (this.doneSent) await this.sendDone();
         return;
       } catch (error) {
-        if (performance.now() + delay > deadline) {
-          this.fail(new XmigError('ERR_MIGRATION', `receiver unreachable; gave up resuming: ${errorMessage(error)}`));
+        // The connection's own retries ran out, or the new one dropped at once: try again while time is left.
+        if (performance.now() >= deadline || !isLostAgain(error)) {
+          this.fail(new XmigError('ERR_MIGRATION', errorMessage(error).startsWith('receiver unreachable') ? errorMessage(error) : `receiver unreachable; gave up resuming: ${errorMessage(error)}`));
           return;
         }
-        await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(delay * 2, 1000);
       }
     }
   }
+}
+
+function isLostAgain(error: unknown): boolean {
+  return error instanceof XmigError && error.message.startsWith('control connection lost again');
+}
+
+/** Resolves when `promise` settles or after `ms`, whichever comes first. */
+function within(promise: Promise<unknown>, ms: number): Promise<unknown> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([promise, new Promise((resolve) => (timer = setTimeout(resolve, ms)))]).finally(() => clearTimeout(timer));
+}
+
+function asError(error: unknown, what: string): Error {
+  return error instanceof Error ? error : new XmigError('ERR_MIGRATION', `${what}: ${String(error)}`);
 }

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WellKnownSid } from '../../shared/xid.js';
 import { XMIG_ARGV } from '../support/processes.js';
 import { MIGRATION_HOSTS, UdpNetwork } from '../support/udp-network.js';
+import { waitFor } from '../support/wait.js';
 
 const network = new UdpNetwork(MIGRATION_HOSTS);
 
@@ -19,6 +20,8 @@ afterAll(() => network.stop());
 function run(args: string[], io: { stdin?: string; stdout?: string } = {}) {
   const child = spawn(process.execPath, [...XMIG_ARGV, ...args], { stdio: ['pipe', io.stdout ? 'pipe' : 'ignore', 'pipe'] });
   if (io.stdout) child.stdout!.pipe(createWriteStream(io.stdout));
+  // A child that exits early (as a failing send must) breaks this pipe: that is not the test's error.
+  child.stdin?.on('error', () => undefined);
   if (io.stdin) createReadStream(io.stdin).pipe(child.stdin!);
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -28,13 +31,19 @@ function run(args: string[], io: { stdin?: string; stdout?: string } = {}) {
 
 const sha = (file: string): string => createHash('sha256').update(readFileSync(file)).digest('hex');
 
+/** recv has bound the migration SID on its node (it logs recv.listening at info). */
+async function listening(recv: ReturnType<typeof run>): Promise<void> {
+  await waitFor(() => recv.stderr().includes('"recv.listening"') || recv.child.exitCode !== null, 30_000, 'xmig recv to listen');
+  expect(recv.child.exitCode, recv.stderr()).toBeNull();
+}
+
 describe('xmig send | recv over XIA', () => {
   it('moves a stream of data and zeros intact through the chunk store, chunks verified', async () => {
     const input = join(network.dir, 'in.bin');
     writeFileSync(input, Buffer.concat([randomBytes(24 << 20), Buffer.alloc(8 << 20), randomBytes(4 << 20)]));
     const output = join(network.dir, 'out.bin');
-    const recv = run(['recv', '--api', network.api('B'), '--stats', join(network.dir, 'recv.json')], { stdout: output });
-    await new Promise((r) => setTimeout(r, 1500));
+    const recv = run(['recv', '--api', network.api('B'), '--log-level', 'info', '--stats', join(network.dir, 'recv.json')], { stdout: output });
+    await listening(recv);
     const dst = network.serviceDag('B', 'AD1', WellKnownSid.MIGRATION).toString();
     const send = run(['send', '--api', network.api('A'), '--to', dst, '--stats', join(network.dir, 'send.json')], { stdin: input });
     expect(await send.exited, send.stderr()).toBe(0);
@@ -46,15 +55,31 @@ describe('xmig send | recv over XIA', () => {
     expect(stats.zeroChunks).toBeGreaterThanOrEqual(6);
   }, 60_000);
 
+  // QEMU may start `xmig send` before the destination's `xmig recv` has bound its SID.
+  it('moves the stream when send starts before recv listens', async () => {
+    const input = join(network.dir, 'early.bin');
+    writeFileSync(input, randomBytes(4 << 20));
+    const output = join(network.dir, 'early-out.bin');
+    const dst = network.serviceDag('B', 'AD1', WellKnownSid.MIGRATION).toString();
+    const send = run(['send', '--api', network.api('A'), '--to', dst, '--log-level', 'debug', '--resume-deadline-ms', '30000'], { stdin: input });
+    // Its first attempts find no one: wait until it has been turned away at least once.
+    await waitFor(() => send.stderr().includes('"send.connect-retry"') || send.child.exitCode !== null, 30_000, 'send to be turned away');
+    const recv = run(['recv', '--api', network.api('B')], { stdout: output });
+    expect(await send.exited, send.stderr()).toBe(0);
+    expect(await recv.exited, recv.stderr()).toBe(0);
+    expect(sha(output)).toBe(sha(input));
+  }, 90_000);
+
   // QEMU learns of the failure only from its pipe: send must exit, and break the pipe.
   it('send fails (so QEMU fails the migration) when recv dies mid-transfer', async () => {
-    const recv = run(['recv', '--api', network.api('B'), '--resume-deadline-ms', '1000'], { stdout: join(network.dir, 'partial.bin') });
-    await new Promise((r) => setTimeout(r, 1500));
+    const recv = run(['recv', '--api', network.api('B'), '--log-level', 'info', '--resume-deadline-ms', '1000'], { stdout: join(network.dir, 'partial.bin') });
+    // Killed only once it has the session: a kill before then would test something else.
+    await listening(recv);
     const dst = network.serviceDag('B', 'AD1', WellKnownSid.MIGRATION).toString();
     const send = run(['send', '--api', network.api('A'), '--to', dst, '--resume-deadline-ms', '1500']);
     send.child.stdin!.on('error', () => undefined);
     send.child.stdin!.write(randomBytes(8 << 20));
-    await new Promise((r) => setTimeout(r, 1000));
+    await waitFor(() => recv.stderr().includes('"recv.hello"'), 30_000, 'the sender to reach recv');
     recv.child.kill('SIGKILL');
     const started = Date.now();
     send.child.stdin!.write(randomBytes(1 << 20));
