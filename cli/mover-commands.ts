@@ -2,11 +2,12 @@ import { writeFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { Dag } from '../shared/dag.js';
 import { createLogger, type LogLevel } from '../shared/logger.js';
-import { Xid, WellKnownSid } from '../shared/xid.js';
+import { XmigError } from '../shared/errors.js';
+import { Xid, WellKnownSid, XidType } from '../shared/xid.js';
 import { parseSocketAddress } from '../xianet/udp-link.js';
 import { NodeClient } from '../xianet/api/api-client.js';
 import { TcpPublisher, TcpRetriever, XiaPublisher, XiaRetriever } from '../mover/chunk-exchange.js';
-import { connectTcp, connectXia, listenTcp, listenXia } from '../mover/connections.js';
+import { admitTcpFrom, admitXiaFrom, connectTcp, connectXia, listenTcp, listenXia } from '../mover/connections.js';
 import { MigrationReceiver } from '../mover/receiver.js';
 import { DEFAULT_CHUNK_BYTES, MigrationSender } from '../mover/sender.js';
 import { migrate, type MigrateTransport } from '../mover/migrate.js';
@@ -82,17 +83,20 @@ export function recvCommand(): Command {
     .description('QEMU exec: migration destination: receive the chunks and write the migration stream to stdout')
     .option('--sid <sid>', 'the SID to listen on (xia)', WellKnownSid.MIGRATION.toString())
     .option('--listen <host:port>', 'where to listen (tcp)', '0.0.0.0:4444')
-    .action(async (options: MoverFlags & { sid: string; listen: string }) => {
+    .option('--from <sender...>', 'accept the migration only from these senders: a DAG, name or HID (xia), an IP address (tcp)')
+    .action(async (options: MoverFlags & { sid: string; listen: string; from?: string[] }) => {
       const logger = createLogger({ component: 'mover', destination: 'stderr', level: options.logLevel });
       const api = options.transport === 'xia' ? await NodeClient.connect(options.api) : undefined;
       try {
         const listening = api
           ? await listenXia(api, Xid.parse(options.sid))
           : await listenTcp(parseSocketAddress(options.listen).host, parseSocketAddress(options.listen).port);
+        const admit = !options.from ? undefined : api ? admitXiaFrom(await Promise.all(options.from.map((f) => senderHid(f, api)))) : admitTcpFrom(options.from);
         logger.info('recv.listening', { address: listening.address, transport: options.transport });
         const receiver = new MigrationReceiver({
           output: process.stdout,
           accept: () => listening.accept(),
+          admit,
           retriever: (mode, source) => (mode === 'xia' && api ? new XiaRetriever(api, Dag.parse(source)) : new TcpRetriever()),
           resumeDeadlineMs: options.resumeDeadlineMs,
           logger,
@@ -104,6 +108,14 @@ export function recvCommand(): Command {
         await api?.close();
       }
     });
+}
+
+/** A sender named by its HID, its DAG or its name: the HID it connects from. */
+async function senderHid(text: string, api: NodeClient): Promise<Xid> {
+  if (/^HID:/i.test(text)) return Xid.parse(text);
+  const hid = (await resolveTarget(text, api)).find(XidType.HID);
+  if (!hid) throw new XmigError('ERR_CONFIG', `--from ${text}: its DAG has no HID`);
+  return hid;
 }
 
 export function migrateCommand(): Command {

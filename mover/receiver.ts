@@ -6,19 +6,25 @@
  * is taken from a small cache instead of being fetched twice.
  *
  * If the control connection is lost we wait (up to `resumeDeadlineMs`) for the
- * sender to come back, tell it where we are, and go on from there.
+ * sender to come back, tell it where we are, and go on from there. Who may connect,
+ * and which HELLO binds the session, is receiver-intake.ts's job.
  */
 import type { Duplex, Writable } from 'node:stream';
-import { XmigError } from '../shared/errors.js';
+import { XmigError, errorMessage } from '../shared/errors.js';
 import { silentLogger, type Logger } from '../shared/logger.js';
-import { ControlChannel } from './control-channel.js';
+import type { ControlChannel } from './control-channel.js';
 import { byteLength, ChunkKind, MessageType, type ControlMessage, type OfferedChunk } from './control-messages.js';
 import type { ChunkBytes, ChunkRetriever } from './chunk-exchange.js';
+import { ReceiverIntake, type SessionStart } from './receiver-intake.js';
 
 export interface ReceiverOptions {
   output: NodeJS.WritableStream;
   /** The next control connection from a sender (resolves when one arrives). */
   accept: () => Promise<Duplex>;
+  /** Why a connection may not migrate to us (not an allowed sender), or undefined to admit it. */
+  admit?: (stream: Duplex) => string | undefined;
+  /** A new connection must say HELLO within this long (default 5 s). */
+  helloTimeoutMs?: number;
   /** Builds the chunk retriever for the sender's mode and chunk source. */
   retriever: (mode: 'xia' | 'tcp', source: string) => ChunkRetriever;
   resumeDeadlineMs?: number;
@@ -37,6 +43,8 @@ export interface ReceiveReport {
   seconds: number;
   /** ms from the first OFFER to DONE acknowledged. */
   transferMs: number;
+  /** Connections and sessions turned away, as "resource/reason": count. */
+  refused: Record<string, number>;
 }
 
 interface Job {
@@ -48,9 +56,11 @@ interface Job {
 }
 
 export class MigrationReceiver {
-  private session: Buffer | undefined;
+  private readonly intake: ReceiverIntake;
   private retriever: ChunkRetriever | undefined;
   private channel: ControlChannel | undefined;
+  private sessionStarted: (() => void) | undefined;
+  private resumeTimer: NodeJS.Timeout | undefined;
   private generation = 0;
   private readonly queue: Job[] = [];
   /** The next round to queue, and offers that came ahead of it (kept until their turn). */
@@ -71,13 +81,37 @@ export class MigrationReceiver {
 
   constructor(private readonly options: ReceiverOptions) {
     this.logger = (options.logger ?? silentLogger()).child({ component: 'mover', role: 'recv' });
+    this.intake = new ReceiverIntake({
+      accept: options.accept,
+      admit: options.admit,
+      helloTimeoutMs: options.helloTimeoutMs,
+      committed: () => this.report.bytes > 0 || this.next.round > 0 || this.next.index > 0,
+      onSession: (start) => this.onSession(start),
+      onMessage: (message, channel) => this.onMessage(message, channel),
+      logger: this.logger,
+    });
   }
 
   async run(): Promise<ReceiveReport> {
     const started = performance.now();
-    await this.attach(await this.options.accept(), false);
-    await this.write();
-    await this.channel?.end();
+    this.intake.start();
+    try {
+      await new Promise<void>((resolve) => (this.sessionStarted = resolve));
+      await this.write();
+      await this.channel?.end();
+    } catch (error) {
+      // Tell the sender why, so it fails now (and QEMU with it) instead of waiting to resume.
+      const channel = this.channel;
+      if (channel && !channel.closed) {
+        await channel.send({ type: MessageType.ERROR, message: errorMessage(error) }).catch(() => undefined);
+        channel.close(`recv failed: ${errorMessage(error)}`);
+      }
+      throw error;
+    } finally {
+      this.finished = true;
+      this.intake.stop();
+      clearTimeout(this.resumeTimer);
+    }
     const seconds = (performance.now() - started) / 1000;
     this.logger.info('recv.done', { phase: 'done', bytes: this.report.bytes, rounds: this.done?.rounds, ms: Math.round(seconds * 1000) });
     return {
@@ -85,6 +119,7 @@ export class MigrationReceiver {
       rounds: this.done?.rounds ?? 0,
       seconds,
       transferMs: Math.round(performance.now() - (this.firstOfferAt ?? started)),
+      refused: this.intake.refusals.snapshot(),
     };
   }
 
@@ -93,54 +128,52 @@ export class MigrationReceiver {
     this.wakeWriter?.();
   }
 
-  private async attach(stream: Duplex, resumed: boolean): Promise<void> {
-    const channel = new ControlChannel(stream, (message) => this.onMessage(message, channel));
+  /** A connection said HELLO for the session (the first, a resumption, or a replacement). */
+  private onSession({ channel, hello, resumed, replaced }: SessionStart): void {
+    const mode = hello.mode === 0 ? 'xia' : 'tcp';
+    if (replaced) {
+      // The old session wrote nothing: start afresh for the new one.
+      this.dropQueued();
+      this.nextOffer = 0;
+      this.retriever = undefined;
+      this.firstOfferAt = undefined;
+    }
+    clearTimeout(this.resumeTimer);
+    this.resumeTimer = undefined;
     this.channel = channel;
+    if (resumed) this.report.reconnects++;
     channel.onClose((reason) => {
       if (this.finished || this.channel !== channel) return;
       this.logger.warn('recv.control-lost', { reason });
-      void this.awaitResume();
+      this.awaitResume();
     });
-    if (resumed) this.report.reconnects++;
+    this.retriever ??= this.options.retriever(mode, hello.source);
+    this.retriever.attach?.(channel);
+    // The sender offers again from the round we are writing; what was queued is gone.
+    this.nextOffer = this.next.round;
+    this.logger.info('recv.hello', { mode, source: hello.source, nextRound: this.next.round, resumed });
+    void channel.send({ type: MessageType.WELCOME, session: hello.session, nextRound: this.next.round }).catch(() => undefined);
+    this.sessionStarted?.();
+    this.sessionStarted = undefined;
   }
 
-  /** Waits for the sender to reconnect; fails the migration after the deadline. */
-  private async awaitResume(): Promise<void> {
-    // Fetches in flight belong to the lost connection's offers: they will be offered again.
+  /** Fetches in flight belong to the lost connection's offers: they will be offered again. */
+  private dropQueued(): void {
     this.generation++;
     this.queue.length = 0;
     this.early.clear();
+  }
+
+  /** The session's connection is gone: the sender has `resumeDeadlineMs` to come back. */
+  private awaitResume(): void {
+    this.dropQueued();
     const deadline = this.options.resumeDeadlineMs ?? 10_000;
-    const timer = setTimeout(() => this.fail(new XmigError('ERR_MIGRATION', `sender did not come back within ${deadline} ms`)), deadline);
-    try {
-      const stream = await Promise.race([
-        this.options.accept(),
-        new Promise<never>((_, reject) => setTimeout(() => reject(new Error('deadline')), deadline)),
-      ]);
-      clearTimeout(timer);
-      await this.attach(stream, true);
-    } catch {
-      clearTimeout(timer);
-      this.fail(new XmigError('ERR_MIGRATION', `sender did not come back within ${deadline} ms`));
-    }
+    clearTimeout(this.resumeTimer);
+    this.resumeTimer = setTimeout(() => this.fail(new XmigError('ERR_MIGRATION', `sender did not come back within ${deadline} ms`)), deadline);
   }
 
   private onMessage(message: ControlMessage, channel: ControlChannel): void {
     switch (message.type) {
-      case MessageType.HELLO: {
-        if (this.session && !this.session.equals(message.session)) {
-          void channel.send({ type: MessageType.ERROR, message: 'another migration is in progress' }).finally(() => channel.close('foreign session'));
-          return;
-        }
-        this.session = message.session;
-        this.retriever ??= this.options.retriever(message.mode === 0 ? 'xia' : 'tcp', message.source);
-        this.retriever.attach?.(channel);
-        // The sender offers again from the round we are writing; what was queued is gone.
-        this.nextOffer = this.next.round;
-        this.logger.info('recv.hello', { mode: message.mode === 0 ? 'xia' : 'tcp', source: message.source, nextRound: this.next.round });
-        void channel.send({ type: MessageType.WELCOME, session: message.session, nextRound: this.next.round });
-        return;
-      }
       case MessageType.OFFER:
         this.firstOfferAt ??= performance.now();
         this.onOffer(message.round, message.chunks);

@@ -42,7 +42,8 @@ describe('xmig send | recv over XIA', () => {
     const input = join(network.dir, 'in.bin');
     writeFileSync(input, Buffer.concat([randomBytes(24 << 20), Buffer.alloc(8 << 20), randomBytes(4 << 20)]));
     const output = join(network.dir, 'out.bin');
-    const recv = run(['recv', '--api', network.api('B'), '--log-level', 'info', '--stats', join(network.dir, 'recv.json')], { stdout: output });
+    // Only host A may migrate to B: its STREAM comes from A's HID.
+    const recv = run(['recv', '--api', network.api('B'), '--log-level', 'info', '--from', network.hid('A').toString(), '--stats', join(network.dir, 'recv.json')], { stdout: output });
     await listening(recv);
     const dst = network.serviceDag('B', 'AD1', WellKnownSid.MIGRATION).toString();
     const send = run(['send', '--api', network.api('A'), '--to', dst, '--stats', join(network.dir, 'send.json')], { stdin: input });
