@@ -95,4 +95,11 @@ describe('QmpClient', () => {
   it('says which socket it could not open', async () => {
     await expect(QmpClient.connect('/nonexistent/qmp.sock')).rejects.toThrow(/cannot open QMP socket \/nonexistent\/qmp.sock/);
   });
+
+  it('gives up on a command the monitor never answers, and fails the client (answers could no longer be matched)', async () => {
+    const path = await monitor((command) => (command.execute === 'query-migrate' ? [] : ['{"return": {}}\r\n']));
+    const qmp = await QmpClient.connect(path);
+    await expect(qmp.execute('query-migrate', undefined, { timeoutMs: 200 })).rejects.toThrow(/QMP query-migrate: no answer within 200 ms/);
+    await expect(qmp.execute('query-status')).rejects.toThrow(/no answer within 200 ms/);
+  });
 });

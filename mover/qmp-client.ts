@@ -1,6 +1,8 @@
 /**
  * A QEMU Machine Protocol client over a Unix socket: line-delimited JSON, one
  * command in flight at a time (QMP answers in order), events collected aside.
+ * Every command has a deadline: a monitor that stops answering fails the client
+ * (its answers could no longer be matched to their commands) instead of hanging it.
  */
 import { connect, type Socket } from 'node:net';
 import { XmigError } from '../shared/errors.js';
@@ -20,6 +22,10 @@ export class QmpError extends XmigError {
     super('ERR_MIGRATION', `QMP ${command}: ${qmpClass}: ${message}`);
   }
 }
+
+/** A QMP line longer than this is not QEMU talking: the connection is dropped. */
+const MAX_LINE = 16 * 1024 * 1024;
+const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
 
 export class QmpClient {
   private buffer = '';
@@ -66,6 +72,11 @@ export class QmpClient {
 
   private onData(text: string): void {
     this.buffer += text;
+    if (this.buffer.length > MAX_LINE && !this.buffer.includes('\n')) {
+      this.socket.destroy();
+      this.failAll(new XmigError('ERR_MIGRATION', `QMP sent a line of more than ${MAX_LINE} bytes`));
+      return;
+    }
     for (;;) {
       const newline = this.buffer.indexOf('\n');
       if (newline < 0) return;
@@ -102,12 +113,21 @@ export class QmpClient {
     return () => this.eventListeners.delete(listener);
   }
 
-  /** Runs a QMP command and resolves with its `return` value. */
-  execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T> {
+  /** Runs a QMP command and resolves with its `return` value (within `timeoutMs`, default 30 s). */
+  execute<T = unknown>(command: string, args?: Record<string, unknown>, options: { timeoutMs?: number } = {}): Promise<T> {
+    const timeoutMs = options.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
     const run = (): Promise<T> =>
       new Promise<T>((resolve, reject) => {
         if (this.closed) return reject(this.closed);
-        this.pending.push({ command, resolve: resolve as (value: unknown) => void, reject });
+        const timer = setTimeout(() => {
+          this.socket.destroy();
+          this.failAll(new XmigError('ERR_TIMEOUT', `QMP ${command}: no answer within ${timeoutMs} ms`));
+        }, timeoutMs);
+        const settle = <A>(f: (a: A) => void) => (a: A): void => {
+          clearTimeout(timer);
+          f(a);
+        };
+        this.pending.push({ command, resolve: settle(resolve as (value: unknown) => void), reject: settle(reject) });
         this.socket.write(`${JSON.stringify(args ? { execute: command, arguments: args } : { execute: command })}\n`);
       });
     const result = this.queue.then(run, run);
