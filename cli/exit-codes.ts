@@ -11,4 +11,6 @@ export const ExitCode = {
   UNAVAILABLE: 69,
   /** Bad configuration (EX_CONFIG). */
   CONFIG: 78,
+  /** Stopped by Ctrl-C / SIGINT (128 + 2, as shells report it). */
+  INTERRUPTED: 130,
 } as const;

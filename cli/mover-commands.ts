@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { Dag } from '../shared/dag.js';
 import { createLogger, type LogLevel } from '../shared/logger.js';
-import { XmigError } from '../shared/errors.js';
+import { errorMessage, XmigError } from '../shared/errors.js';
 import { Xid, WellKnownSid, XidType } from '../shared/xid.js';
 import { parseSocketAddress } from '../xianet/udp-link.js';
 import { NodeClient } from '../xianet/api/api-client.js';
@@ -10,9 +10,6 @@ import { TcpPublisher, TcpRetriever, XiaPublisher, XiaRetriever } from '../mover
 import { admitTcpFrom, admitXiaFrom, connectTcp, connectXia, listenTcp, listenXia } from '../mover/connections.js';
 import { MigrationReceiver } from '../mover/receiver.js';
 import { DEFAULT_CHUNK_BYTES, MigrationSender } from '../mover/sender.js';
-import { migrate, type MigrateTransport } from '../mover/migrate.js';
-import { migrationSvg } from '../mover/report-svg.js';
-import { ExitCode } from './exit-codes.js';
 import { DEFAULT_API_SOCKET } from './defaults.js';
 import { resolveTarget } from './resolve-target.js';
 
@@ -42,8 +39,10 @@ export function sendCommand(): Command {
     .option('--window-mb <n>', 'most MiB read from QEMU and not yet acknowledged; small keeps QEMU\'s bandwidth estimate, and so its downtime, honest', (v) => Number(v), 16)
     .action(async (options: MoverFlags & { to: string; chunkKb: number; roundKb: number; windowMb: number }) => {
       const logger = createLogger({ component: 'mover', destination: 'stderr', level: options.logLevel });
-      const api = options.transport === 'xia' ? await NodeClient.connect(options.api) : undefined;
+      let sender: MigrationSender | undefined;
+      let api: NodeClient | undefined;
       try {
+        api = options.transport === 'xia' ? await NodeClient.connect(options.api) : undefined;
         let connect;
         let source = '';
         if (api) {
@@ -54,7 +53,7 @@ export function sendCommand(): Command {
           const { host, port } = parseSocketAddress(options.to);
           connect = connectTcp(host, port);
         }
-        const sender = new MigrationSender({
+        sender = new MigrationSender({
           input: process.stdin,
           connect,
           publisher: api ? new XiaPublisher(api) : new TcpPublisher(),
@@ -71,6 +70,14 @@ export function sendCommand(): Command {
       } catch (error) {
         // QEMU must see its pipe break at once, so it fails the migration and the VM runs on.
         process.stdin.destroy();
+        // xmig migrate reads the real reason here: QEMU itself only sees a broken pipe.
+        if (options.stats) {
+          try {
+            writeFileSync(options.stats, JSON.stringify({ role: 'send', transport: options.transport, ...sender?.snapshot(), error: errorMessage(error) }));
+          } catch {
+            // the figures are a courtesy; the exit status is what QEMU acts on
+          }
+        }
         throw error;
       } finally {
         await api?.close();
@@ -116,65 +123,4 @@ async function senderHid(text: string, api: NodeClient): Promise<Xid> {
   const hid = (await resolveTarget(text, api)).find(XidType.HID);
   if (!hid) throw new XmigError('ERR_CONFIG', `--from ${text}: its DAG has no HID`);
   return hid;
-}
-
-export function migrateCommand(): Command {
-  return new Command('migrate')
-    .description('live-migrate the VM of a QEMU (through its QMP socket), over the mover or QEMU tcp:, and report')
-    .requiredOption('--qmp <socket>', "the source QEMU's QMP socket")
-    .requiredOption('--to <target>', 'xia: the receiver DAG or name; tcp, qemu-tcp: host:port')
-    .addOption(new Option('-t, --transport <kind>', 'xia (exec: xmig send over XIA), tcp (exec: xmig send over TCP), qemu-tcp (QEMU tcp:)').choices(['xia', 'tcp', 'qemu-tcp']).default('xia'))
-    .option('--disk', 'block migration: move the disk too')
-    .option('--api <socket>', 'the local node API socket (xia)', DEFAULT_API_SOCKET)
-    .option('--max-bandwidth <MiB/s>', 'cap the migration rate (default: no cap)', (v) => Number(v))
-    .option('--downtime-limit <ms>', 'longest stop-and-copy pause QEMU may take', (v) => Number(v), 300)
-    .option('--xmig <command>', 'how QEMU should run xmig (default: this node and this xmig)')
-    .option('--report <file>', 'write the report as JSON here, and an SVG timeline beside it')
-    .option('--no-progress', 'no progress bar')
-    .option('--json', 'print the report as JSON')
-    .action(async (options: { qmp: string; to: string; transport: MigrateTransport; disk?: boolean; api: string; maxBandwidth?: number; downtimeLimit: number; xmig?: string; report?: string; progress: boolean; json?: boolean }) => {
-      // Loaded here, not with the module: `send` and `recv` start under QEMU's clock.
-      const progress = options.progress && process.stderr.isTTY ? await import('cli-progress') : undefined;
-      const bar = progress
-        ? new progress.SingleBar({ format: '{phase} |{bar}| {percentage}% {done}/{all} MiB {rate} MiB/s', stream: process.stderr, hideCursor: true }, progress.Presets.shades_classic)
-        : undefined;
-      let started = false;
-      // Ctrl-C or a stop cancels the migration cleanly: the source VM keeps running.
-      const abort = new AbortController();
-      const onSignal = (): void => abort.abort();
-      process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
-      const report = await migrate({
-        signal: abort.signal,
-        qmp: options.qmp,
-        to: options.to,
-        transport: options.transport,
-        disk: options.disk,
-        api: options.api,
-        maxBandwidth: options.maxBandwidth === undefined ? undefined : options.maxBandwidth * 1024 * 1024,
-        downtimeLimitMs: options.downtimeLimit,
-        xmigCommand: options.xmig,
-        onProgress: (s) => {
-          if (!bar || s.total === 0) return;
-          const mib = (bytes: number): string => (bytes / 1048576).toFixed(0);
-          const payload = { phase: s.status.padEnd(9), done: mib(s.transferred), all: mib(s.total), rate: (s.mbps / 8).toFixed(1) };
-          const done = Math.max(0, s.total - s.remaining);
-          if (!started) {
-            bar.start(s.total, done, payload);
-            started = true;
-          } else bar.update(done, payload);
-        },
-      }).finally(() => process.off('SIGINT', onSignal).off('SIGTERM', onSignal));
-      if (started) bar?.stop();
-      if (options.report) {
-        writeFileSync(options.report, `${JSON.stringify(report, null, 2)}\n`);
-        writeFileSync(options.report.replace(/(\.json)?$/, '.svg'), migrationSvg(report, `xmig migrate --transport ${options.transport}`));
-      }
-      const { samples: _samples, ...summary } = report;
-      process.stdout.write(
-        options.json
-          ? `${JSON.stringify(summary)}\n`
-          : `${report.status}: ${report.elapsedMs} ms until QEMU completed (its total-time ${report.totalTimeMs ?? '-'} ms), downtime ${report.downtimeMs ?? '-'} ms, setup ${report.setupTimeMs ?? '-'} ms, ${((report.bytes ?? 0) / 1e6).toFixed(1)} MB in ${report.rounds ?? '-'} rounds, ${report.throughputMbps?.toFixed(0) ?? '-'} Mbit/s${report.error ? ` (${report.error})` : ''}\n`,
-      );
-      if (report.status !== 'completed') process.exitCode = ExitCode.FAILURE;
-    });
 }

@@ -27,7 +27,7 @@ const COMMANDS: Record<string, CommandModule> = {
   'router-plugin': async () => [(await import('./router-plugin-command.js')).routerPluginCommand()],
   send: async () => [(await import('./mover-commands.js')).sendCommand()],
   recv: async () => [(await import('./mover-commands.js')).recvCommand()],
-  migrate: async () => [(await import('./mover-commands.js')).migrateCommand()],
+  migrate: async () => [(await import('./migrate-command.js')).migrateCommand()],
 };
 
 /** The command tree: every subcommand, or only `name`'s when it is one of them. */
@@ -36,6 +36,8 @@ export async function buildProgram(name?: string): Promise<Command> {
     .description('live VM migration over XIA: the network (xianet), the in-VM agent, the router plugin and the mover')
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
+    // An option belongs to the command it follows (\`migrate status --json\` is status's --json).
+    .enablePositionalOptions()
     .configureHelp({ sortSubcommands: true });
   const wanted = name !== undefined && Object.hasOwn(COMMANDS, name) ? [COMMANDS[name]!] : Object.values(COMMANDS);
   for (const load of wanted) for (const command of await load()) program.addCommand(command);

@@ -15,31 +15,44 @@ describe('migrationUri', () => {
 });
 
 describe('migrationSvg', () => {
+  const sample = (t: number, transferred: number, remaining: number, passes: number, rate: number) => ({ t, status: 'active', transferred, remaining, total: 100 << 20, rateBytesPerSecond: rate, qemuMbps: 800, passes });
   const report: MigrationReport = {
     status: 'completed',
     transport: 'xia',
-    startedAt: 0,
+    startedAt: 10_000,
+    sourceStoppedAt: 11_900,
     elapsedMs: 2000,
     totalTimeMs: 2000,
     downtimeMs: 100,
-    bytes: 50e6,
-    samples: [
-      { t: 0, status: 'active', transferred: 0, remaining: 100, total: 100, mbps: 0, dirtySyncCount: 1 },
-      { t: 1000, status: 'active', transferred: 50, remaining: 50, total: 100, mbps: 400, dirtySyncCount: 1 },
-    ],
+    bytes: 50 << 20,
+    passes: 2,
+    samples: [sample(0, 0, 100 << 20, 1, 0), sample(1000, 40 << 20, 60 << 20, 1, 40 << 20), sample(1500, 50 << 20, 5 << 20, 2, 20 << 20)],
   };
 
-  it('draws rate, remaining bytes and the downtime band at the end', () => {
-    const svg = migrationSvg(report, 'A <to> B');
+  it('draws the measured rate and RAM left with labelled axes, pass boundaries and the downtime band', () => {
+    const svg = migrationSvg(report, 'A <to> B', { pingGaps: [{ startMs: 1900, endMs: 2000 }] });
     expect(svg).toMatch(/^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);
     expect(svg).toContain('A &#60;to&#62; B');
-    expect(svg).toContain('xia: completed, total 2000 ms, downtime 100 ms, 50.0 MB');
-    // The downtime band spans the last 100 of 2000 ms of a 648-pixel-wide plot.
-    expect(svg).toMatch(/<rect x="671\.6" y="34" width="32\.4"/);
+    expect(svg).toContain('xia: completed · total 2000 ms · downtime 100 ms · 50.0 MiB sent · 2 passes');
+    expect(svg).toContain('transfer rate (MiB/s)');
+    expect(svg).toContain('RAM still to send (MiB)');
+    expect(svg).toContain('time since migrate (s)');
+    expect(svg).toContain('>pass 2<');
+    // The source stopped 1900 ms in, for 100 ms: the band starts at 1900/2000 of the 636-pixel plot.
+    expect(svg).toMatch(/<rect x="664\.2" y="46" width="31\.8" height="210" fill="#f4c7c3">/);
+    expect(svg).toContain('no ping answered for 100 ms');
     expect(svg.match(/<polyline/g)).toHaveLength(2);
   });
 
+  it('marks where a cancelled or timed-out run ended, in the colour of how it ended', () => {
+    const cancelled = migrationSvg({ ...report, status: 'cancelled', cancelReason: 'timeout', cancelledAtMs: 1500, downtimeMs: undefined, error: 'not completed within 1500 ms' });
+    expect(cancelled).toContain('cancelled (timeout)');
+    expect(cancelled).toContain('fill="#e37400">xia: cancelled');
+    expect(cancelled).toContain('not completed within 1500 ms');
+    expect(migrationSvg({ ...report, forcedSwitchoverAtMs: 1200 })).toContain('switchover forced');
+  });
+
   it('draws a failed migration without samples', () => {
-    expect(migrationSvg({ status: 'failed', transport: 'tcp', startedAt: 0, elapsedMs: 10, samples: [] })).toContain('tcp: failed, total - ms');
+    expect(migrationSvg({ status: 'failed', transport: 'tcp', startedAt: 0, elapsedMs: 10, samples: [] })).toContain('tcp: failed · total - ms');
   });
 });

@@ -1,46 +1,117 @@
 /**
- * An SVG timeline of a migration: transfer rate over time (from the query-migrate
- * samples), the bytes still to send, and the stop-and-copy downtime at the end.
+ * An SVG timeline of a migration, to look at rather than read: the transfer rate
+ * measured between samples (MiB/s, left axis), the RAM still to send (MiB, right axis),
+ * QEMU's passes over RAM, the stop-and-copy downtime, ping gaps when the caller has
+ * them (the lab does), and how it ended — a cancel or a forced switchover is drawn
+ * where it happened, and a run that did not complete says so in its colour.
  */
 import type { MigrationReport } from './migrate.js';
 
 const escape = (text: string): string => text.replace(/[<>&"]/g, (c) => `&#${c.charCodeAt(0)};`);
+const MIB = 1024 * 1024;
 
-export function migrationSvg(report: MigrationReport, title = 'xmig migration'): string {
-  const width = 720;
-  const height = 260;
-  const left = 56;
-  const right = 16;
-  const top = 34;
-  const bottom = 36;
-  const samples = report.samples.length > 0 ? report.samples : [{ t: 0, mbps: 0, remaining: 0, total: 0, transferred: 0, status: 'none', dirtySyncCount: 0 }];
-  const tMax = Math.max(report.elapsedMs, report.totalTimeMs ?? 0, samples[samples.length - 1]!.t, 1);
-  const rateMax = Math.max(1, ...samples.map((s) => s.mbps));
-  const remainingMax = Math.max(1, ...samples.map((s) => s.remaining));
-  const x = (t: number): number => left + ((width - left - right) * t) / tMax;
-  const y = (v: number, max: number): number => top + (height - top - bottom) * (1 - v / max);
-  const rate = samples.map((s) => `${x(s.t).toFixed(1)},${y(s.mbps, rateMax).toFixed(1)}`).join(' ');
-  const remaining = samples.map((s) => `${x(s.t).toFixed(1)},${y(s.remaining, remainingMax).toFixed(1)}`).join(' ');
+export interface TimelineExtras {
+  /** Spans (ms after the migration was issued) in which pings went unanswered. */
+  pingGaps?: Array<{ startMs: number; endMs: number }>;
+}
+
+/** 1, 2 or 5 times a power of ten: a tick step giving about `count` ticks over `max`. */
+function niceStep(max: number, count: number): number {
+  const raw = max / count;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  return [1, 2, 5, 10].map((m) => m * power).find((step) => step >= raw) ?? raw;
+}
+
+const STATUS_COLOUR: Record<MigrationReport['status'], string> = { completed: '#188038', failed: '#c5221f', cancelled: '#e37400' };
+
+export function migrationSvg(report: MigrationReport, title = 'xmig migration', extras: TimelineExtras = {}): string {
+  const width = 760;
+  const height = 300;
+  const left = 60;
+  const right = 64;
+  const top = 46;
+  const bottom = 44;
+  const plotW = width - left - right;
+  const plotH = height - top - bottom;
+  const samples = report.samples;
+  const tMax = Math.max(report.elapsedMs, report.totalTimeMs ?? 0, samples[samples.length - 1]?.t ?? 0, 1);
+  const rateMax = Math.max(1, ...samples.map((s) => s.rateBytesPerSecond / MIB));
+  const remainingMax = Math.max(1, ...samples.map((s) => s.remaining / MIB));
+  const x = (t: number): number => left + (plotW * Math.min(Math.max(t, 0), tMax)) / tMax;
+  const y = (v: number, max: number): number => top + plotH * (1 - v / max);
+  const parts: string[] = [];
+
+  // Axes, ticks and their units.
+  const tStep = niceStep(tMax / 1000, 6);
+  for (let s = 0; s <= tMax / 1000 + 1e-9; s += tStep) {
+    const px = x(s * 1000).toFixed(1);
+    parts.push(`<line x1="${px}" y1="${top}" x2="${px}" y2="${height - bottom}" stroke="#eee"/>`, `<text x="${px}" y="${height - bottom + 14}" text-anchor="middle">${+s.toFixed(3)}</text>`);
+  }
+  const rStep = niceStep(rateMax, 4);
+  for (let v = 0; v <= rateMax + 1e-9; v += rStep) parts.push(`<text x="${left - 6}" y="${(y(v, rateMax) + 4).toFixed(1)}" text-anchor="end" fill="#1a73e8">${+v.toFixed(2)}</text>`);
+  const mStep = niceStep(remainingMax, 4);
+  for (let v = 0; v <= remainingMax + 1e-9; v += mStep) parts.push(`<text x="${width - right + 6}" y="${(y(v, remainingMax) + 4).toFixed(1)}" fill="#777">${+v.toFixed(1)}</text>`);
+  parts.push(
+    `<line x1="${left}" y1="${height - bottom}" x2="${width - right}" y2="${height - bottom}" stroke="#333"/>`,
+    `<line x1="${left}" y1="${top}" x2="${left}" y2="${height - bottom}" stroke="#333"/>`,
+    `<line x1="${width - right}" y1="${top}" x2="${width - right}" y2="${height - bottom}" stroke="#bbb"/>`,
+    `<text x="${left + plotW / 2}" y="${height - 10}" text-anchor="middle">time since migrate (s)</text>`,
+    `<text transform="translate(14 ${top + plotH / 2}) rotate(-90)" text-anchor="middle" fill="#1a73e8">transfer rate (MiB/s)</text>`,
+    `<text transform="translate(${width - 12} ${top + plotH / 2}) rotate(90)" text-anchor="middle" fill="#777">RAM still to send (MiB)</text>`,
+  );
+
+  // Ping gaps along the bottom, the downtime band, pass boundaries.
+  for (const gap of extras.pingGaps ?? []) {
+    parts.push(`<rect x="${x(gap.startMs).toFixed(1)}" y="${height - bottom - 8}" width="${Math.max(1, x(gap.endMs) - x(gap.startMs)).toFixed(1)}" height="8" fill="#5f6368"><title>no ping answered for ${gap.endMs - gap.startMs} ms</title></rect>`);
+  }
   const downtime = report.downtimeMs ?? 0;
-  const end = report.totalTimeMs ?? tMax;
-  const summary = `${report.transport}: ${report.status}, total ${report.totalTimeMs ?? '-'} ms, downtime ${report.downtimeMs ?? '-'} ms, ${((report.bytes ?? 0) / 1e6).toFixed(1)} MB`;
+  if (downtime > 0) {
+    const stopAt = report.sourceStoppedAt !== undefined ? report.sourceStoppedAt - report.startedAt : (report.totalTimeMs ?? tMax) - downtime;
+    parts.push(`<rect x="${x(stopAt).toFixed(1)}" y="${top}" width="${Math.max(1, x(stopAt + downtime) - x(stopAt)).toFixed(1)}" height="${plotH}" fill="#f4c7c3"><title>downtime ${downtime} ms</title></rect>`);
+  }
+  for (let i = 1; i < samples.length; i++) {
+    if (samples[i]!.passes > samples[i - 1]!.passes && samples[i]!.passes > 1) {
+      const px = x(samples[i]!.t).toFixed(1);
+      parts.push(`<line x1="${px}" y1="${top}" x2="${px}" y2="${height - bottom}" stroke="#9aa0a6" stroke-dasharray="2 3"/>`, `<text x="${px}" y="${top - 4}" text-anchor="middle" fill="#5f6368">pass ${samples[i]!.passes}</text>`);
+    }
+  }
+
+  // The curves.
+  if (samples.length > 0) {
+    const remaining = samples.map((s) => `${x(s.t).toFixed(1)},${y(s.remaining / MIB, remainingMax).toFixed(1)}`).join(' ');
+    const rate = samples.map((s) => `${x(s.t).toFixed(1)},${y(s.rateBytesPerSecond / MIB, rateMax).toFixed(1)}`).join(' ');
+    parts.push(
+      `<polyline points="${remaining}" fill="none" stroke="#9e9e9e" stroke-dasharray="5 3"><title>RAM still to send (MiB)</title></polyline>`,
+      `<polyline points="${rate}" fill="none" stroke="#1a73e8" stroke-width="2"><title>measured transfer rate (MiB/s)</title></polyline>`,
+    );
+  }
+
+  // How it ended.
+  const marks: Array<[number | undefined, string, string]> = [
+    [report.forcedSwitchoverAtMs, '#8430ce', 'switchover forced'],
+    [report.cancelledAtMs, '#e37400', `cancelled (${report.cancelReason ?? 'signal'})`],
+  ];
+  for (const [at, colour, label] of marks) {
+    if (at === undefined) continue;
+    const px = x(at).toFixed(1);
+    parts.push(`<line x1="${px}" y1="${top}" x2="${px}" y2="${height - bottom}" stroke="${colour}" stroke-width="2"/>`, `<text x="${px}" y="${top + 12}" fill="${colour}" text-anchor="end" dx="-3">${escape(label)}</text>`);
+  }
+
+  const mib = (bytes: number | undefined): string => (bytes === undefined ? '-' : `${(bytes / MIB).toFixed(1)} MiB`);
+  const summary = [
+    `${report.transport}: ${report.status}`,
+    `total ${report.totalTimeMs ?? '-'} ms`,
+    `downtime ${report.downtimeMs ?? '-'} ms`,
+    `${mib(report.bytes)} sent`,
+    `${report.passes ?? '-'} passes`,
+    ...(report.error ? [report.error] : []),
+  ].join(' · ');
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">
   <title>${escape(title)}</title>
   <rect width="100%" height="100%" fill="white"/>
   <text x="${left}" y="16" font-size="13">${escape(title)}</text>
-  <text x="${left}" y="29" fill="#555">${escape(summary)}</text>
-  <line x1="${left}" y1="${height - bottom}" x2="${width - right}" y2="${height - bottom}" stroke="#333"/>
-  <line x1="${left}" y1="${top}" x2="${left}" y2="${height - bottom}" stroke="#333"/>
-  <text x="${left - 6}" y="${top + 4}" text-anchor="end">${rateMax.toFixed(0)}</text>
-  <text x="${left - 6}" y="${height - bottom}" text-anchor="end">0</text>
-  <text x="${width - right}" y="${height - 8}" text-anchor="end">${tMax} ms</text>
-  <text x="${left}" y="${height - 8}">0</text>
-  <rect x="${x(end - downtime).toFixed(1)}" y="${top}" width="${Math.max(1, x(end) - x(end - downtime)).toFixed(1)}" height="${height - top - bottom}" fill="#f4c7c3"><title>downtime ${downtime} ms</title></rect>
-  <polyline points="${remaining}" fill="none" stroke="#9e9e9e" stroke-dasharray="4 3"><title>bytes remaining</title></polyline>
-  <polyline points="${rate}" fill="none" stroke="#1a73e8" stroke-width="2"><title>throughput (Mbit/s)</title></polyline>
-  <text x="${width - right}" y="${top + 10}" text-anchor="end" fill="#1a73e8">Mbit/s</text>
-  <text x="${width - right}" y="${top + 24}" text-anchor="end" fill="#9e9e9e">remaining</text>
-  <text x="${width - right}" y="${top + 38}" text-anchor="end" fill="#c5221f">downtime</text>
+  <text x="${left}" y="31" fill="${STATUS_COLOUR[report.status]}">${escape(summary)}</text>
+  ${parts.join('\n  ')}
 </svg>
 `;
 }

@@ -67,8 +67,10 @@ export class SenderConnection {
     const stream = await this.options.connect();
     // This connection's own WELCOME slot: a late WELCOME on an older connection cannot answer it.
     let onWelcome: ((nextRound: number, session: Buffer) => void) | undefined;
+    let onRefused: ((reason: string) => void) | undefined;
     const channel = new ControlChannel(stream, (message) => {
       if (message.type === MessageType.WELCOME) onWelcome?.(message.nextRound, message.session);
+      else if (message.type === MessageType.ERROR && onWelcome) onRefused?.(message.message);
       else this.options.onMessage(message, channel);
     });
     const welcome = new Promise<number>((resolve, reject) => {
@@ -82,6 +84,12 @@ export class SenderConnection {
         clearTimeout(timer);
         if (session.equals(this.options.session)) resolve(nextRound);
         else reject(new XmigError('ERR_MIGRATION', 'receiver answered for another session'));
+      };
+      // The receiver says why it will not take us (another migration, not an allowed sender).
+      onRefused = (reason) => {
+        onWelcome = undefined;
+        clearTimeout(timer);
+        reject(new XmigError('ERR_MIGRATION', `receiver refused: ${reason}`));
       };
       channel.onClose((reason) => {
         clearTimeout(timer);

@@ -147,8 +147,28 @@ export class MigrationSender {
     }
   }
 
+  /** The figures so far (what a failed migration moved before it failed). */
+  snapshot(): SendReport {
+    const seconds = (performance.now() - this.startedAt) / 1000;
+    return {
+      bytes: this.report.bytes,
+      chunks: this.report.chunks,
+      zeroChunks: this.report.zeroChunks,
+      rounds: this.nextRound,
+      reconnects: this.report.reconnects,
+      seconds,
+      lastInputMs: Math.round(this.lastInputAt - this.startedAt),
+      doneMs: Math.round(seconds * 1000),
+    };
+  }
+
+  private startedAt = performance.now();
+  private lastInputAt = this.startedAt;
+
   private async transfer(): Promise<SendReport> {
     const started = performance.now();
+    this.startedAt = started;
+    this.lastInputAt = started;
     this.attach((await this.connection.open('connecting')).channel);
     this.logger.info('send.connected', { phase: 'connect', mode: this.options.mode, ms: Math.round(performance.now() - started) });
     // Small: QEMU sizes its final stop-and-copy by how fast we take its stream, so
@@ -173,6 +193,7 @@ export class MigrationSender {
     await new Promise<void>((resolve, reject) => {
       const onData = (data: Buffer): void => {
         lastInput = performance.now();
+        this.lastInputAt = lastInput;
         this.report.bytes += data.length;
         cutter.push(data);
         if (this.unackedBytes + cutter.buffered > maxUnacked) {

@@ -27,6 +27,8 @@ const hasQemu = requirement(
 );
 
 const dir = mkdtempSync(join(tmpdir(), 'xmig-e2e-'));
+// `xmig migrate` publishes its progress here, and `xmig migrate status` reads it (both inherit this).
+process.env['XMIG_STATUS_DIR'] = join(dir, 'status');
 const network = new UdpNetwork(MIGRATION_HOSTS);
 const qemus: ChildProcess[] = [];
 let initramfs = '';
@@ -62,6 +64,19 @@ async function activeMigration(qmp: QmpClient): Promise<void> {
   }
 }
 
+type Parameters = Record<string, unknown>;
+type Capabilities = Array<{ capability: string; state: boolean }>;
+
+/** What `xmig migrate` changes on the source QEMU: it must put all of it back. */
+async function tuningOf(qmp: QmpClient): Promise<{ parameters: Parameters; capabilities: Record<string, boolean> }> {
+  const p = await qmp.execute<Parameters>('query-migrate-parameters');
+  const c = await qmp.execute<Capabilities>('query-migrate-capabilities');
+  return {
+    parameters: { 'max-bandwidth': p['max-bandwidth'], 'downtime-limit': p['downtime-limit'], 'xbzrle-cache-size': p['xbzrle-cache-size'] },
+    capabilities: Object.fromEntries(c.filter((x) => ['events', 'auto-converge', 'xbzrle'].includes(x.capability)).map((x) => [x.capability, x.state])),
+  };
+}
+
 /** The migration did not happen: the source VM is running and its guest goes on counting. */
 async function expectSourceRunsOn(qmp: QmpClient, log: string): Promise<void> {
   expect(((await qmp.execute('query-status')) as { status: string }).status).toBe('running');
@@ -90,11 +105,20 @@ describe.skipIf(!hasQemu)('live migration of a real QEMU guest over xianet', () 
     const source = startQemu('source');
     const destination = startDestination('destination', join(dir, 'recv-ok.json'));
     await waitFor(() => serialCounts(source.log).length >= 10, 60_000, 'the source guest to count');
+    const observer = await QmpClient.connect(source.observer);
+    const before = await tuningOf(observer);
     const result = await runXmig(['migrate', '--qmp', source.qmp, '--to', receiver(), '--api', network.api('A'), '--report', join(dir, 'report.json'), '--json', '--no-progress'], 120_000);
     expect(result.code, result.stderr + result.stdout).toBe(0);
-    const report = JSON.parse(result.stdout) as { status: string; downtimeMs: number; totalTimeMs: number; mover: { bytes: number } };
+    const report = JSON.parse(result.stdout) as { status: string; downtimeMs: number; totalTimeMs: number; qemuVersion: string; passes: number; mover: { bytes: number } };
     expect(report.status).toBe('completed');
     expect(report.mover.bytes).toBeGreaterThan(0);
+    expect(Number(report.qemuVersion.split('.')[0])).toBeGreaterThanOrEqual(10);
+    expect(report.passes).toBeGreaterThanOrEqual(1);
+    // The bandwidth cap and downtime limit it lifted for the migration are QEMU's own again.
+    expect(await tuningOf(observer)).toEqual(before);
+    await observer.close();
+    const status = await runXmig(['migrate', 'status', '--qmp', source.qmp, '--json']);
+    expect(JSON.parse(status.stdout)).toMatchObject({ status: 'completed', finished: true, qmp: source.qmp });
     const lastAtSource = Math.max(...serialCounts(source.log));
     await waitFor(() => serialCounts(destination.log).length >= 5, 30_000, 'the destination guest to count');
     const atDestination = serialCounts(destination.log);
@@ -121,8 +145,11 @@ describe.skipIf(!hasQemu)('live migration of a real QEMU guest over xianet', () 
     const killed = spawnSync('pkill', ['-KILL', '-f', 'recv-killed.json']);
     expect(killed.status).toBe(0);
     const result = await migration;
-    expect(result.code, result.stdout).not.toBe(0);
-    expect(JSON.parse(result.stdout).status).toBe('failed');
+    expect(result.code, result.stdout).toBe(1);
+    const report = JSON.parse(result.stdout) as { status: string; error?: string };
+    expect(report.status).toBe('failed');
+    // The sender's own reason, not QEMU's "Broken pipe".
+    expect(report.error).toMatch(/receiver|resum|connection/);
     await expectSourceRunsOn(qmp, source.log);
   }, 180_000);
 
@@ -133,10 +160,44 @@ describe.skipIf(!hasQemu)('live migration of a real QEMU guest over xianet', () 
     const migration = runXmig(['migrate', '--qmp', source.qmp, '--to', receiver(), '--api', network.api('A'), '--max-bandwidth', '1', '--report', join(dir, 'cancel-report.json'), '--json', '--no-progress'], 120_000);
     const qmp = await QmpClient.connect(source.observer);
     await activeMigration(qmp);
+    // Another shell sees it running.
+    await waitFor(async () => (await runXmig(['migrate', 'status', '--json'])).stdout.includes('"status":"active"'), 20_000, 'xmig migrate status to show it active');
+    await waitFor(async () => (((await qmp.execute('query-migrate')) as { ram?: { transferred: number } }).ram?.transferred ?? 0) > 0, 20_000, 'some RAM to move');
     expect(spawnSync('pkill', ['-INT', '-f', 'cancel-report.json']).status).toBe(0);
     const result = await migration;
-    expect(result.code, result.stdout).not.toBe(0);
-    expect(JSON.parse(result.stdout).status).toBe('cancelled');
+    expect(result.code, result.stdout).toBe(130);
+    const report = JSON.parse(result.stdout) as { status: string; cancelReason: string; bytes: number };
+    expect(report).toMatchObject({ status: 'cancelled', cancelReason: 'signal' });
+    expect(report.bytes).toBeGreaterThan(0);
+    await expectSourceRunsOn(qmp, source.log);
+  }, 180_000);
+
+  it('forces the switchover at --timeout: the migration completes and the guest runs on at B', async () => {
+    const source = startQemu('source4');
+    const destination = startDestination('destination4', join(dir, 'recv-forced.json'));
+    await waitFor(() => serialCounts(source.log).length >= 10, 60_000, 'the source guest to count');
+    const result = await runXmig(['migrate', '--qmp', source.qmp, '--to', receiver(), '--api', network.api('A'), '--max-bandwidth', '1', '--timeout', '1', '--timeout-action', 'switchover', '--json', '--no-progress'], 120_000);
+    expect(result.code, result.stderr + result.stdout).toBe(0);
+    const report = JSON.parse(result.stdout) as { status: string; forcedSwitchoverAtMs: number };
+    expect(report.status).toBe('completed');
+    expect(report.forcedSwitchoverAtMs).toBeGreaterThanOrEqual(1000);
+    const lastAtSource = Math.max(...serialCounts(source.log));
+    await waitFor(() => serialCounts(destination.log).some((n) => n > lastAtSource), 30_000, 'the destination guest to count on');
+  }, 180_000);
+
+  it('aborts at --timeout with auto-converge and XBZRLE on: the source runs on, every setting as it was', async () => {
+    const source = startQemu('source5');
+    startDestination('destination5', join(dir, 'recv-aborted.json'));
+    await waitFor(() => serialCounts(source.log).length >= 10, 60_000, 'the source guest to count');
+    const qmp = await QmpClient.connect(source.observer);
+    const before = await tuningOf(qmp);
+    const result = await runXmig(['migrate', '--qmp', source.qmp, '--to', receiver(), '--api', network.api('A'), '--max-bandwidth', '1', '--auto-converge', '--compress', 'xbzrle', '--timeout', '1', '--timeout-action', 'abort', '--json', '--no-progress'], 120_000);
+    expect(result.code, result.stderr + result.stdout).toBe(1);
+    const report = JSON.parse(result.stdout) as { status: string; cancelReason: string; error: string; tuning: { capabilities: Record<string, boolean> } };
+    expect(report).toMatchObject({ status: 'cancelled', cancelReason: 'timeout' });
+    expect(report.tuning.capabilities).toMatchObject({ 'auto-converge': true, xbzrle: true });
+    expect(report.error).toMatch(/not completed within 1000 ms/);
+    expect(await tuningOf(qmp)).toEqual(before);
     await expectSourceRunsOn(qmp, source.log);
   }, 180_000);
 });
