@@ -5,6 +5,7 @@
  * a send never re-enters the receiver.
  */
 import type { Link, LinkAddress, LinkReceiver } from './link.js';
+import { seededRandom } from './link-impairment.js';
 
 export interface Impairments {
   /** Probability that a packet is lost. */
@@ -25,17 +26,7 @@ export interface Impairments {
   drop?: (packet: Buffer) => boolean;
 }
 
-/** A small deterministic PRNG (mulberry32) so impaired tests are repeatable. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom };
 
 interface Delivery {
   to: MemoryLink;

@@ -5,6 +5,7 @@
 import { z } from '../shared/config.js';
 import { Dag } from '../shared/dag.js';
 import { Xid } from '../shared/xid.js';
+import { impairmentSchema } from './link-impairment.js';
 
 const xidText = z.string().refine(
   (text) => {
@@ -43,7 +44,13 @@ export const interfaceSchema = z.object({
   multicastGroup: z.string().optional(),
   multicastInterface: z.string().optional(),
   hostFacing: z.boolean().default(false),
-  mtu: z.number().int().min(576).max(65507).default(65000),
+  /**
+   * The interface's IP MTU (1500 on Ethernet). Default: read from the system; the
+   * smaller wins when both are known. Datagrams never exceed it (no IP fragmentation).
+   */
+  mtu: z.number().int().min(576).max(65536).optional(),
+  /** Link impairment on what this interface sends (tests, benchmarks, the lab): see link-impairment.ts. */
+  impairment: impairmentSchema.optional(),
 });
 
 export const staticRouteSchema = z.object({

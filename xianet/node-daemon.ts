@@ -18,6 +18,7 @@ import type { NodeConfig } from './node-config.js';
 import type { RouteOrigin } from './route-table.js';
 import { XiaStack } from './stack.js';
 import { UdpLink } from './udp-link.js';
+import { registerImpairmentMetrics } from './link-impairment.js';
 
 export interface NodeDaemonComponents {
   logger?: Logger;
@@ -65,12 +66,14 @@ export class NodeDaemon {
         multicastGroup: iface.multicastGroup,
         multicastInterface: iface.multicastInterface,
         mtu: iface.mtu,
+        impairment: iface.impairment,
         socketBufferBytes: 4 * 1024 * 1024,
       });
       this.links.push(link);
       this.stack.addInterface(link, { hostFacing: iface.hostFacing });
     }
     this.api = new LocalNodeApi(this.stack);
+    registerImpairmentMetrics(this.registry, config.name, this.links);
   }
 
   get node() {
@@ -122,6 +125,9 @@ export class NodeDaemon {
       hid: this.node.hid.toString(),
       ad: this.node.ad?.toString(),
       interfaces: this.links.map((l) => `${l.name}=${l.address}`),
+      /** Largest XIP packet per interface, and which are impaired. */
+      mtus: this.links.map((l) => l.mtu),
+      impaired: this.links.filter((l) => l.impairment).map((l) => l.name),
       control: this.controlAddress,
       api: this.config.apiSocket,
       metrics: this.metricsUrl,

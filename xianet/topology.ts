@@ -13,6 +13,7 @@ import { parseConfig } from '../shared/config.js';
 import { Identity } from '../shared/identity.js';
 import type { Logger } from '../shared/logger.js';
 import { createRegistry } from '../shared/metrics.js';
+import { impairmentSchema } from './link-impairment.js';
 import { MemoryLink, MemorySegment } from './memory-link.js';
 import { XiaStack, type StackOptions } from './stack.js';
 
@@ -36,8 +37,13 @@ export const topologySchema = z
         }),
       )
       .min(1),
+    /** UDP deployments: link impairment per segment, on every interface attached to it (see link-impairment.ts). */
+    impairments: z.record(z.string(), impairmentSchema).default({}),
   })
   .superRefine((t, ctx) => {
+    for (const segment of Object.keys(t.impairments)) {
+      if (!t.segments.includes(segment)) ctx.addIssue({ code: 'custom', path: ['impairments', segment], message: `unknown segment "${segment}"` });
+    }
     const names = new Set<string>();
     t.nodes.forEach((n, i) => {
       if (names.has(n.name)) ctx.addIssue({ code: 'custom', path: ['nodes', i, 'name'], message: `duplicate node "${n.name}"` });

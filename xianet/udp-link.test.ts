@@ -45,3 +45,56 @@ describe('UdpLink', () => {
     expect(() => parseSocketAddress('nonsense')).toThrow(/not a socket address/);
   });
 });
+
+describe('UdpLink MTU and impairment', () => {
+  it('sizes its datagrams from the interface: 64 KiB on loopback, less when configured or impaired', async () => {
+    const lo = new UdpLink({ name: 'lo', bindAddress: '127.0.0.1', port: 0 });
+    const eth = new UdpLink({ name: 'eth', bindAddress: '127.0.0.1', port: 0, mtu: 1500 });
+    const small = new UdpLink({ name: 'small', bindAddress: '127.0.0.1', port: 0, mtu: 1500, impairment: { mtu: 1400 } });
+    const v6 = new UdpLink({ name: 'v6', bindAddress: '::1', port: 0, mtu: 1500 });
+    links.push(lo, eth, small, v6);
+    for (const l of [lo, eth, small, v6]) await l.start();
+    expect(lo.mtu).toBe(65507);
+    expect(lo.ipMtu).toEqual({ bytes: 65536, source: 'interface' });
+    expect(eth.mtu).toBe(1472);
+    expect(small.mtu).toBe(1372);
+    expect(small.ipMtu.source).toBe('impairment');
+    expect(v6.mtu).toBe(1452);
+  });
+
+  it('never sends a datagram larger than its MTU, and counts what it refused', async () => {
+    const a = new UdpLink({ name: 'a', bindAddress: '127.0.0.1', port: 0, mtu: 1500 });
+    const b = new UdpLink({ name: 'b', bindAddress: '127.0.0.1', port: 0 });
+    links.push(a, b);
+    await a.start();
+    await b.start();
+    const got: number[] = [];
+    b.onReceive((p) => got.push(p.length));
+    a.send(Buffer.alloc(1000), b.address!, Buffer.alloc(472));
+    a.send(Buffer.alloc(1000), b.address!, Buffer.alloc(473));
+    a.setPeers([b.address!]);
+    a.broadcast(Buffer.alloc(1473));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(got).toEqual([1472]);
+    expect(a.stats.tooBig).toBe(2);
+  });
+
+  it('applies its impairment to what it sends, counted', async () => {
+    const a = new UdpLink({ name: 'a', bindAddress: '127.0.0.1', port: 0, impairment: { lossRate: 0.5, delayMs: 5, seed: 3 } });
+    const b = new UdpLink({ name: 'b', bindAddress: '127.0.0.1', port: 0 });
+    links.push(a, b);
+    await a.start();
+    await b.start();
+    let got = 0;
+    b.onReceive(() => got++);
+    for (let i = 0; i < 200; i++) a.send(Buffer.alloc(100), b.address!);
+    const counters = a.impairment!.counters;
+    await new Promise<void>((resolve) => {
+      const check = (): void => (got === counters.sent && a.impairment!.held === 0 ? resolve() : void setTimeout(check, 10));
+      check();
+    });
+    expect(counters.offered).toBe(200);
+    expect(counters.lost).toBeGreaterThan(60);
+    expect(got).toBe(200 - counters.lost);
+  });
+});

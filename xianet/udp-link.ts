@@ -6,12 +6,21 @@
  *
  * This is the forwarding hot path, so it uses node:dgram directly: the promise
  * wrapper would cost an allocation per packet for nothing (see bench/forwarding).
+ *
+ * Its MTU (the largest XIP packet it sends) is what the interface under it carries
+ * in one IP packet: the interface's MTU (configured, or read from the system; the
+ * smaller of the two when both are known) less the IP and UDP headers. Loopback
+ * keeps its 64 KiB datagrams; a 1500-byte link gets 1472. Nothing larger is sent:
+ * no datagram of ours ever relies on IP fragmentation. An optional impairment
+ * (link-impairment.ts) loses, delays, reorders, duplicates or rate-limits what it sends.
  */
 import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
 import { lookup, type LookupOneOptions } from 'node:dns';
 import { isIP, isIPv6 } from 'node:net';
 import { XmigError } from '../shared/errors.js';
+import { interfaceMtu, isV6Address, udpPayloadLimit } from './interface-mtu.js';
 import type { Link, LinkAddress, LinkReceiver } from './link.js';
+import { LinkImpairment, type ImpairmentConfig } from './link-impairment.js';
 
 export interface UdpLinkOptions {
   name: string;
@@ -25,9 +34,22 @@ export interface UdpLinkOptions {
   multicastGroup?: string;
   /** Interface for multicast (an address on it, or "::%ifname"). */
   multicastInterface?: string;
+  /**
+   * The IP MTU of the interface (1500 on Ethernet). Default: read from the system for
+   * the bind address; if both are known the smaller wins.
+   */
   mtu?: number;
   /** Kernel socket buffers; large ones matter at high packet rates. */
   socketBufferBytes?: number;
+  /** Loss, delay, reordering, duplication, rate and MTU applied to what this link sends. */
+  impairment?: ImpairmentConfig;
+}
+
+/** What an impaired link holds until its time comes. */
+interface Outgoing {
+  packet: Buffer | Buffer[];
+  port: number;
+  host: string;
 }
 
 export interface SocketAddress {
@@ -53,7 +75,11 @@ export function formatSocketAddress(host: string, port: number): LinkAddress {
 
 export class UdpLink implements Link {
   readonly name: string;
-  readonly mtu: number;
+  /** Largest XIP packet (UDP payload) sent: known exactly once started. */
+  mtu: number;
+  /** The IP MTU it was derived from, and where that came from. */
+  ipMtu: { bytes: number; source: 'config' | 'interface' | 'impairment' | 'default' };
+  readonly impairment: LinkImpairment<Outgoing> | undefined;
   private socket: Socket | undefined;
   private receiver: LinkReceiver | undefined;
   private readonly attachListeners: Array<() => void> = [];
@@ -61,13 +87,29 @@ export class UdpLink implements Link {
   private boundAddress: LinkAddress | undefined;
   /** Parsed neighbour addresses: the forwarding path must not run a regex per packet. */
   private readonly resolved = new Map<LinkAddress, SocketAddress>();
-  /** Datagrams the kernel refused to send (e.g. EHOSTUNREACH after a move). */
-  readonly stats = { sendErrors: 0 };
+  /** Datagrams the kernel refused to send (e.g. EHOSTUNREACH after a move), and datagrams larger than the MTU not sent. */
+  readonly stats = { sendErrors: 0, tooBig: 0 };
+  private readonly v6: boolean;
 
   constructor(private readonly options: UdpLinkOptions) {
     this.name = options.name;
-    this.mtu = options.mtu ?? 65000;
+    this.v6 = isV6Address(options.bindAddress);
     this.peers = (options.peers ?? []).map(parseSocketAddress);
+    const impaired = options.impairment ? new LinkImpairment<Outgoing>(options.impairment, options.name, this.transmit) : undefined;
+    this.impairment = impaired && (impaired.active || impaired.config.mtu !== undefined) ? impaired : undefined;
+    // Until start() has asked the system: the configured MTU, or Ethernet's.
+    this.ipMtu = this.chooseMtu(undefined);
+    this.mtu = udpPayloadLimit(this.ipMtu.bytes, this.v6);
+  }
+
+  private chooseMtu(detected: number | undefined): UdpLink['ipMtu'] {
+    const candidates: UdpLink['ipMtu'][] = [];
+    if (this.options.mtu !== undefined) candidates.push({ bytes: this.options.mtu, source: 'config' });
+    if (detected !== undefined) candidates.push({ bytes: detected, source: 'interface' });
+    const segment = this.impairment?.config.mtu;
+    if (segment !== undefined) candidates.push({ bytes: segment, source: 'impairment' });
+    if (candidates.length === 0) return { bytes: 1500, source: 'default' };
+    return candidates.reduce((a, b) => (b.bytes < a.bytes ? b : a));
   }
 
   get address(): LinkAddress | undefined {
@@ -79,7 +121,9 @@ export class UdpLink implements Link {
   }
 
   async start(): Promise<void> {
-    const v6 = isIPv6(this.options.bindAddress.split('%')[0]!);
+    this.ipMtu = this.chooseMtu(await interfaceMtu(this.options.bindAddress, this.options.multicastInterface));
+    this.mtu = udpPayloadLimit(this.ipMtu.bytes, this.v6);
+    const v6 = this.v6;
     const socket = createSocket({ type: v6 ? 'udp6' : 'udp4', reuseAddr: this.options.multicastGroup !== undefined, lookup: numericLookup });
     this.socket = socket;
     socket.on('message', (message: Buffer, remote: RemoteInfo) => {
@@ -116,6 +160,7 @@ export class UdpLink implements Link {
     const socket = this.socket;
     this.socket = undefined;
     this.boundAddress = undefined;
+    this.impairment?.stop();
     if (socket) await new Promise<void>((resolve) => socket.close(() => resolve()));
   }
 
@@ -127,16 +172,37 @@ export class UdpLink implements Link {
       if (this.resolved.size >= 4096) this.resolved.clear();
       this.resolved.set(to, peer);
     }
+    const size = packet.length + (tail?.length ?? 0);
+    if (size > this.mtu) {
+      this.stats.tooBig++;
+      return;
+    }
     // A tail goes out with its header in one sendmsg (an iovec of two): no copy here.
-    this.socket.send(tail ? [packet, tail] : packet, peer.port, peer.host, this.onSent);
+    const data = tail ? [packet, tail] : packet;
+    if (this.impairment) this.impairment.submit({ packet: data, port: peer.port, host: peer.host }, size);
+    else this.socket.send(data, peer.port, peer.host, this.onSent);
   }
 
   broadcast(packet: Buffer): void {
     const socket = this.socket;
     if (!socket) return;
-    for (const peer of this.peers) socket.send(packet, peer.port, peer.host, this.onSent);
-    if (this.options.multicastGroup) socket.send(packet, this.options.port, this.options.multicastGroup, this.onSent);
+    if (packet.length > this.mtu) {
+      this.stats.tooBig++;
+      return;
+    }
+    for (const peer of this.peers) this.sendTo(packet, peer.port, peer.host);
+    if (this.options.multicastGroup) this.sendTo(packet, this.options.port, this.options.multicastGroup);
   }
+
+  private sendTo(packet: Buffer, port: number, host: string): void {
+    if (this.impairment) this.impairment.submit({ packet, port, host }, packet.length);
+    else this.socket?.send(packet, port, host, this.onSent);
+  }
+
+  /** An impaired datagram's time has come. */
+  private readonly transmit = (out: Outgoing): void => {
+    this.socket?.send(out.packet, out.port, out.host, this.onSent);
+  };
 
   private readonly onSent = (error: Error | null): void => {
     if (error) this.stats.sendErrors++;

@@ -5,6 +5,7 @@
  * same port on its own address; on loopback they share 127.0.0.1 and differ by port.
  */
 import { join } from 'node:path';
+import { impairmentSchema, type ImpairmentConfig } from './link-impairment.js';
 import type { NodeConfig } from './node-config.js';
 import type { Topology } from './topology.js';
 
@@ -20,6 +21,10 @@ export interface UdpLayoutOptions {
   /** Control ports on loopback from this port (default basePort + 500), one per node. */
   controlBasePort?: number;
   logLevel?: NodeConfig['logLevel'];
+  /** Every interface's IP MTU (default: what the system says of the bind address's interface). */
+  mtu?: number;
+  /** Per segment, link impairment on each interface attached to it (over the topology's own). */
+  impairments?: Record<string, ImpairmentConfig>;
 }
 
 export interface UdpLayout {
@@ -75,7 +80,8 @@ export function udpLayout(topology: Topology, options: UdpLayoutOptions): UdpLay
           port: self.port,
           peers,
           hostFacing: iface.hostFacing,
-          mtu: 65000,
+          mtu: options.mtu,
+          impairment: impairmentOf(options.impairments?.[iface.segment] ?? topology.impairments[iface.segment]),
         };
       }),
       routes: [],
@@ -86,4 +92,8 @@ export function udpLayout(topology: Topology, options: UdpLayoutOptions): UdpLay
     });
   });
   return { configs, adKeyFiles };
+}
+
+function impairmentOf(config: ImpairmentConfig | undefined): NodeConfig['interfaces'][number]['impairment'] {
+  return config === undefined ? undefined : impairmentSchema.parse(config);
 }

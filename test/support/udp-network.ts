@@ -7,7 +7,7 @@ import { Identity } from '../../shared/identity.js';
 import { XidType, type Xid } from '../../shared/xid.js';
 import { parseConfig } from '../../shared/config.js';
 import { topologySchema, type Topology } from '../../xianet/topology.js';
-import { udpLayout, type UdpLayout } from '../../xianet/udp-topology.js';
+import { udpLayout, type UdpLayout, type UdpLayoutOptions } from '../../xianet/udp-topology.js';
 import { reapAll, startXmig, type XmigProcess } from './processes.js';
 
 /** The mover's network: one AD, router R1, the source host A and the destination host B on segments of their own. */
@@ -27,8 +27,12 @@ export class UdpNetwork {
   readonly layout: UdpLayout;
   readonly processes = new Map<string, XmigProcess>();
 
-  constructor(readonly topology: Topology) {
-    this.layout = udpLayout(topology, { dir: this.dir, basePort: 20000 + Math.floor(Math.random() * 30000), beaconIntervalMs: 100, helloIntervalMs: 300 });
+  /** `options`: the links' MTU and impairments per segment (see link-impairment.ts), log level. */
+  constructor(
+    readonly topology: Topology,
+    options: Pick<UdpLayoutOptions, 'mtu' | 'impairments' | 'logLevel'> = {},
+  ) {
+    this.layout = udpLayout(topology, { dir: this.dir, basePort: 20000 + Math.floor(Math.random() * 30000), beaconIntervalMs: 100, helloIntervalMs: 300, ...options });
     for (const config of this.layout.configs.values()) {
       Identity.loadOrCreate(config.keyFile);
       if (config.adKeyFile) Identity.loadOrCreate(config.adKeyFile);
