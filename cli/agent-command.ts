@@ -21,7 +21,7 @@ export function agentCommand(): Command {
       const config = loadConfig(agentConfigSchema, { file: options.config, overrides: { logLevel: options.logLevel } });
       const logger = createLogger({ component: 'agent', level: config.logLevel });
       const registry = createRegistry({ processMetrics: true });
-      const systemd = systemdNotifier();
+      const systemd = systemdNotifier({ onError: (error) => logger.warn('systemd.notify-failed', { reason: error.message }) });
       const api = await NodeClient.connect(config.api);
       const agent = new Agent({
         api,

@@ -5,6 +5,7 @@ import { createRegistry, startMetricsServer } from '../shared/metrics.js';
 import { NodeClient } from '../xianet/api/api-client.js';
 import { NameClient } from '../xianet/names/name-client.js';
 import { NameServer } from '../xianet/names/name-server.js';
+import { systemdNotifier } from '../shared/systemd-notify.js';
 import { DEFAULT_API_SOCKET } from './defaults.js';
 import { waitForShutdown } from './shutdown.js';
 
@@ -21,7 +22,10 @@ export function nameserverCommand(): Command {
       const server = new NameServer(api, { databaseFile: options.db, logger, registry });
       await server.start();
       const metrics = options.metricsPort === undefined ? undefined : await startMetricsServer(registry, { port: options.metricsPort });
+      const systemd = systemdNotifier({ onError: (error) => logger.warn('systemd.notify-failed', { reason: error.message }) });
+      systemd.ready('serving names');
       await waitForShutdown(logger);
+      systemd.stop();
       await metrics?.close();
       await server.stop();
       await api.close();

@@ -36,7 +36,7 @@ export function nodeCommand(): Command {
           })
         : undefined;
       await plugin?.start();
-      const systemd = systemdNotifier();
+      const systemd = systemdNotifier({ onError: (error) => daemon.logger.warn('systemd.notify-failed', { reason: error.message }) });
       systemd.ready(`${config.role} ${config.name} up`);
       await waitForShutdown(daemon.logger);
       systemd.stop();

@@ -22,7 +22,7 @@ export function routerPluginCommand(): Command {
     .action(async (options: { api: string; control: string; router: string; key: string; freshnessMs: number; metricsPort?: number; logLevel: 'info' }) => {
       const logger = createLogger({ component: 'router-plugin', level: options.logLevel });
       const registry = createRegistry({ processMetrics: true });
-      const systemd = systemdNotifier();
+      const systemd = systemdNotifier({ onError: (error) => logger.warn('systemd.notify-failed', { reason: error.message }) });
       const api = await NodeClient.connect(options.api);
       const plugin = new MobilityPlugin({
         api,
