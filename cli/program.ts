@@ -47,6 +47,7 @@ export async function buildProgram(name?: string): Promise<Command> {
 function exitCodeFor(error: unknown): number {
   if (error instanceof ConfigError) return ExitCode.CONFIG;
   if (error instanceof XmigError) {
+    if (error.code === 'ERR_USAGE') return ExitCode.USAGE;
     if (error.code === 'ERR_UNREACHABLE' || error.code === 'ERR_TIMEOUT') return ExitCode.UNAVAILABLE;
     return ExitCode.DATA;
   }

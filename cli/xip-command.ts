@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { Dag } from '../shared/dag.js';
 import { XmigError } from '../shared/errors.js';
-import { readPcap, xipFramesOf } from '../shared/pcap.js';
+import { parsePortRanges, readPcap, xipFramesOf, type XipFrame } from '../shared/pcap.js';
 import { decodeXip, encodeXip, NextHeader, XIP_DEFAULT_HOP_LIMIT } from '../shared/xip-header.js';
 import { describeXip, summarizeXip } from '../shared/xip-describe.js';
 
@@ -35,33 +35,46 @@ export function encodeCommandOutput(options: {
   return packet.toString('hex');
 }
 
-/** Decodes one hex packet, or every XIP packet of a capture, as text or JSON lines. */
-export function decodeCommandOutput(input: { hex?: string; pcap?: string; udpPorts: number[]; json: boolean }): string {
-  const packets: Buffer[] = [];
+/** "2026-12-01T21:52:44.123456Z": the capture time to the microsecond, in UTC. */
+export function captureTime(timeMicros: number): string {
+  const iso = new Date(Math.floor(timeMicros / 1000)).toISOString();
+  return `${iso.slice(0, 19)}.${String(Math.floor(timeMicros % 1e6)).padStart(6, '0')}Z`;
+}
+
+function frameLine(frame: XipFrame): string {
+  const how = frame.udp
+    ? `udp ${frame.udp.srcAddress}:${frame.udp.srcPort} -> ${frame.udp.dstAddress}:${frame.udp.dstPort}`
+    : 'ethernet (ethertype 0xc0de)';
+  return `frame ${frame.frame}  ${captureTime(frame.timeMicros)}  ${how}`;
+}
+
+function frameFields(frame: XipFrame): Record<string, unknown> {
+  return { frame: frame.frame, time: captureTime(frame.timeMicros), carrier: frame.carrier, ...(frame.udp ?? {}) };
+}
+
+/** Decodes one hex packet, or every XIP packet of a capture (pcap or pcapng), as text or JSON lines. */
+export function decodeCommandOutput(input: { hex?: string; pcap?: string; udpPorts: string[]; json: boolean }): string {
   if (input.pcap) {
-    const frames = xipFramesOf(readPcap(readFileSync(input.pcap)), new Set(input.udpPorts));
-    packets.push(...frames.map((f) => f.packet));
-  } else if (input.hex !== undefined) {
-    const hex = input.hex.replace(/[\s:]/g, '');
-    if (!/^([0-9a-fA-F]{2})*$/.test(hex)) throw new XmigError('ERR_XIP_MALFORMED', 'packet must be given as hex digits');
-    packets.push(Buffer.from(hex, 'hex'));
-  } else {
-    throw new XmigError('ERR_XIP_MALFORMED', 'give a packet as HEX or a capture with --pcap FILE');
+    const frames = xipFramesOf(readPcap(readFileSync(input.pcap)), parsePortRanges(input.udpPorts));
+    const out = frames.map((frame) => {
+      let packet;
+      try {
+        packet = decodeXip(frame.packet);
+      } catch (error) {
+        const message = (error as Error).message;
+        return input.json ? JSON.stringify({ ...frameFields(frame), malformed: message }) : `${frameLine(frame)}\nmalformed: ${message}`;
+      }
+      return input.json
+        ? JSON.stringify({ ...frameFields(frame), ...summarizeXip(packet) })
+        : `${frameLine(frame)}\n${describeXip(packet)}`;
+    });
+    return out.join(input.json ? '\n' : '\n\n');
   }
-  const out: string[] = [];
-  packets.forEach((bytes, i) => {
-    let text: string;
-    try {
-      const packet = decodeXip(bytes);
-      text = input.json ? JSON.stringify(summarizeXip(packet)) : describeXip(packet);
-    } catch (error) {
-      if (!input.pcap) throw error;
-      const message = (error as Error).message;
-      text = input.json ? JSON.stringify({ malformed: message }) : `malformed: ${message}`;
-    }
-    out.push(input.pcap && !input.json ? `packet ${i + 1}\n${text}` : text);
-  });
-  return out.join(input.json ? '\n' : '\n\n');
+  if (input.hex === undefined) throw new XmigError('ERR_USAGE', 'give a packet as HEX or a capture with --pcap FILE');
+  const hex = input.hex.replace(/[\s:]/g, '');
+  if (!/^([0-9a-fA-F]{2})*$/.test(hex)) throw new XmigError('ERR_XIP_MALFORMED', 'packet must be given as hex digits');
+  const packet = decodeXip(Buffer.from(hex, 'hex'));
+  return input.json ? JSON.stringify(summarizeXip(packet)) : describeXip(packet);
 }
 
 export function xipCommand(): Command {
@@ -88,13 +101,12 @@ export function xipCommand(): Command {
     .command('decode')
     .description('print the header fields and both DAGs of an XIP packet')
     .argument('[hex]', 'the packet as hex')
-    .option('--pcap <file>', 'read XIP frames (ethertype 0xC0DE) from a pcap capture instead')
-    .option('--udp-port <port...>', 'also read XIP carried in UDP datagrams on these ports (xianet links)')
+    .option('--pcap <file>', 'read every XIP packet of a capture (pcap or pcapng) instead: frames of ethertype 0xC0DE')
+    .option('--udp-port <ports...>', 'with --pcap: also XIP in UDP datagrams to or from these ports (N or LOW-HIGH; xianet links)')
     .option('--json', 'one JSON object per packet')
     .action((hex: string | undefined, options: { pcap?: string; udpPort?: string[]; json?: boolean }) => {
-      const udpPorts = (options.udpPort ?? []).map(integer('UDP port', 1, 65535));
       process.stdout.write(
-        `${decodeCommandOutput({ hex, pcap: options.pcap, udpPorts, json: options.json ?? false })}\n`,
+        `${decodeCommandOutput({ hex, pcap: options.pcap, udpPorts: options.udpPort ?? [], json: options.json ?? false })}\n`,
       );
     });
   return xip;

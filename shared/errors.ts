@@ -20,7 +20,8 @@ export type XmigErrorCode =
   | 'ERR_NAME'
   | 'ERR_CHUNK'
   | 'ERR_MIGRATION'
-  | 'ERR_STATE';
+  | 'ERR_STATE'
+  | 'ERR_USAGE';
 
 export class XmigError extends Error {
   readonly code: XmigErrorCode;

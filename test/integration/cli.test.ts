@@ -58,8 +58,8 @@ describe('xmig CLI', () => {
 
   it('decodes every XIP frame of a pcap capture and reports malformed ones', () => {
     const writer = new PcapWriter();
-    writer.addXip(encodeXip({ dst: Dag.parse(`RE ${AD} ${HID}`), src: Dag.parse(`RE ${HID}`), payload: Buffer.from('one') }));
-    writer.addXip(Buffer.from('0100', 'hex'));
+    writer.addXip(encodeXip({ dst: Dag.parse(`RE ${AD} ${HID}`), src: Dag.parse(`RE ${HID}`), payload: Buffer.from('one') }), 1_000_002);
+    writer.addXip(Buffer.from('0100', 'hex'), 2_000_000);
     const file = join(mkdtempSync(join(tmpdir(), 'xmig-cli-')), 'c.pcap');
     writeFileSync(file, writer.toBuffer());
     const r = xmig('xip', 'decode', '--pcap', file, '--json');
@@ -67,5 +67,12 @@ describe('xmig CLI', () => {
     const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines[0]).toMatchObject({ payloadHex: Buffer.from('one').toString('hex'), dstNodes: 2 });
     expect(lines[1]!['malformed']).toMatch(/shorter than/);
+    expect(lines[0]).toMatchObject({ frame: 1, carrier: 'ethernet', time: '1970-01-01T00:00:01.000002Z' });
+    const text = xmig('xip', 'decode', '--pcap', file);
+    expect(text.status).toBe(0);
+    expect(text.stdout).toMatch(/^frame 1 {2}1970-01-01T00:00:01\.000002Z {2}ethernet/);
+    expect(text.stdout).toContain(`dst          2 nodes: RE ${AD} ${HID}`);
+    expect(text.stdout).toMatch(/\n\nframe 2 .*\nmalformed: /);
+    expect(xmig('xip', 'decode', '--pcap', file, '--udp-port', '99999').status).toBe(2);
   });
 });
