@@ -38,7 +38,8 @@ async function setup(topology: Topology) {
   let nameServer: NameServer | undefined;
   const startNameServer = async (): Promise<Dag> => {
     nameServer = new NameServer(new LocalNodeApi(net.stack('A')), { databaseFile: db });
-    const address = await nameServer.start();
+    await nameServer.start();
+    const address = await nameServer.address();
     for (const stack of net.stacks.values()) if (stack.beacons) stack.beacons.nameServer = address;
     return address;
   };

@@ -1,4 +1,4 @@
-import { Command } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
 import { Dag } from '../shared/dag.js';
 import { createLogger } from '../shared/logger.js';
 import { createRegistry, startMetricsServer } from '../shared/metrics.js';
@@ -9,17 +9,30 @@ import { systemdNotifier } from '../shared/systemd-notify.js';
 import { DEFAULT_API_SOCKET } from './defaults.js';
 import { waitForShutdown } from './shutdown.js';
 
+function positiveInteger(text: string): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`"${text}" is not a positive integer`);
+  return n;
+}
+
 export function nameserverCommand(): Command {
   return new Command('nameserver')
     .description('run the name service (xia-core SID_NS) on this machine\'s node')
     .option('--api <socket>', 'the local node API socket', DEFAULT_API_SOCKET)
-    .option('--db <file>', 'where records are persisted', '/var/lib/xmig/names.json')
+    .option('--db <file>', 'where records are persisted (an append-only log; a names.json of the earlier format is converted)', '/var/lib/xmig/names.log')
+    .option('--max-names <n>', 'most names held in all', positiveInteger, 100_000)
+    .option('--max-names-per-owner <n>', 'most names one key may own', positiveInteger, 64)
     .option('--metrics-port <port>', 'serve /metrics on this port', (v) => Number(v))
-    .action(async (options: { api: string; db: string; metricsPort?: number }) => {
+    .action(async (options: { api: string; db: string; maxNames: number; maxNamesPerOwner: number; metricsPort?: number }) => {
       const logger = createLogger({ component: 'nameserver' });
       const registry = createRegistry({ processMetrics: true });
       const api = await NodeClient.connect(options.api);
-      const server = new NameServer(api, { databaseFile: options.db, logger, registry });
+      const server = new NameServer(api, {
+        databaseFile: options.db,
+        limits: { maxNames: options.maxNames, maxNamesPerOwner: options.maxNamesPerOwner },
+        logger,
+        registry,
+      });
       await server.start();
       const metrics = options.metricsPort === undefined ? undefined : await startMetricsServer(registry, { port: options.metricsPort });
       const systemd = systemdNotifier({ onError: (error) => logger.warn('systemd.notify-failed', { reason: error.message }) });

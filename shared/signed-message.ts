@@ -61,6 +61,15 @@ export interface OpenOptions {
   claimedXid?: Xid;
 }
 
+/**
+ * The signer's key as the message claims it, WITHOUT verifying anything: for cheap
+ * screening (rate limits, "is this the owner's key at all?") before the signature check.
+ */
+export function peekSigner(message: Buffer): Buffer | undefined {
+  if (message.length < HEADER_LENGTH + SIGNATURE_LENGTH || message[0] !== VERSION) return undefined;
+  return message.subarray(2, 2 + PUBLIC_KEY_LENGTH);
+}
+
 /** Parses and verifies a signed message; throws SignatureError with a reason otherwise. */
 export function openMessage(message: Buffer, options: OpenOptions): OpenedMessage {
   if (message.length < HEADER_LENGTH + SIGNATURE_LENGTH) {

@@ -78,8 +78,9 @@ export async function runTestbed(options: TestbedOptions): Promise<TestbedReport
   try {
     await network.ready();
     const nameServer = new NameServer(new LocalNodeApi(network.stack('A')), { logger });
-    const nameServerDag = await nameServer.start();
+    await nameServer.start();
     cleanups.push(() => nameServer.stop());
+    const nameServerDag = await nameServer.address();
     for (const stack of network.stacks.values()) if (stack.beacons) stack.beacons.nameServer = nameServerDag;
 
     const vm = network.stack('VM');

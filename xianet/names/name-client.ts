@@ -1,21 +1,32 @@
 /**
  * Talking to the name service: register (with an owner-signed record), resolve a
- * name, reverse-resolve a DAG. DGRAM may lose a request, so each is retried until
- * answered or the deadline passes; answers are matched by request id.
+ * name, reverse-resolve a DAG. DGRAM may lose a request, so each is sent until
+ * answered (send-until-acked.ts), the deadline passes or the caller aborts; answers
+ * are matched by request id, so many requests may be out at once.
  */
 import { randomInt } from 'node:crypto';
 import { Dag } from '../../shared/dag.js';
-import { XmigError, errorMessage } from '../../shared/errors.js';
+import { XmigError, errorMessage, isXmigError } from '../../shared/errors.js';
 import type { Identity } from '../../shared/identity.js';
 import type { DatagramSocket, NodeApi } from '../api/node-api.js';
+import { AckWaiters, sendUntilAcked } from '../send-until-acked.js';
 import { openNameRecord, sealNameRecord, type SignedNameRecord } from './name-record.js';
 import { decodeNsMessage, encodeNsMessage, NS_FLAGS_MIGRATE, NsType, type NsMessage } from './xns-message.js';
 
 export interface NameClientOptions {
   /** The name server's DAG; default: the one the node heard in beacons. */
   nameServer?: Dag;
+  /** How long a request is retransmitted before it fails (default 3 s; per call: `deadlineMs`). */
   timeoutMs?: number;
+  /** The first retransmission after this long, doubling up to maxRetryMs (default 200 ms / 1 s). */
   retryMs?: number;
+  maxRetryMs?: number;
+}
+
+export interface ExchangeOptions {
+  signal?: AbortSignal;
+  /** Overrides the client's timeoutMs; Infinity: until answered or `signal` aborts. */
+  deadlineMs?: number;
 }
 
 export interface Resolved {
@@ -24,17 +35,42 @@ export interface Resolved {
   record: SignedNameRecord | undefined;
 }
 
+/** The name server answered a registration with a refusal (not a lost request: a retry needs a change). */
+export class NameRefusedError extends XmigError {
+  constructor(
+    readonly recordName: string,
+    readonly reason: string,
+  ) {
+    super('ERR_NAME', `registration of "${recordName}" refused: ${reason}`);
+  }
+
+  /** Refused because another key owns the name: no retry will change that. */
+  get permanent(): boolean {
+    return /owned by another key/.test(this.reason);
+  }
+}
+
 export class NameClient {
   private socket: DatagramSocket | undefined;
-  private readonly pending = new Map<number, (message: NsMessage) => void>();
+  private opening: Promise<DatagramSocket> | undefined;
+  private readonly answers = new AckWaiters<number, NsMessage>();
+  /** Aborted by close(): no request outlives the client. */
+  private closing = new AbortController();
 
   constructor(
     private readonly api: NodeApi,
     private readonly options: NameClientOptions = {},
   ) {}
 
-  private async open(): Promise<DatagramSocket> {
-    if (this.socket) return this.socket;
+  private open(): Promise<DatagramSocket> {
+    this.opening ??= this.bind().catch((error: unknown) => {
+      this.opening = undefined;
+      throw error;
+    });
+    return this.opening;
+  }
+
+  private async bind(): Promise<DatagramSocket> {
     const socket = await this.api.bindDatagram();
     socket.onMessage(({ data }) => {
       let message: NsMessage;
@@ -43,7 +79,7 @@ export class NameClient {
       } catch {
         return;
       }
-      if (message.requestId !== undefined) this.pending.get(message.requestId)?.(message);
+      if (message.requestId !== undefined) this.answers.settle(message.requestId, message);
     });
     this.socket = socket;
     return socket;
@@ -56,58 +92,60 @@ export class NameClient {
     return info.nameServer;
   }
 
-  private async exchange(request: NsMessage, signal?: AbortSignal): Promise<NsMessage> {
+  private async exchange(request: NsMessage, options: ExchangeOptions = {}): Promise<NsMessage> {
+    const closing = this.closing.signal;
     const socket = await this.open();
     const server = await this.server();
-    const requestId = randomInt(1, 0xffffffff);
-    const timeoutMs = this.options.timeoutMs ?? 3000;
-    const retryMs = this.options.retryMs ?? 200;
+    const requestId = this.nextRequestId();
     const bytes = encodeNsMessage({ ...request, requestId });
-    return new Promise<NsMessage>((resolve, reject) => {
-      let retry: NodeJS.Timeout | undefined;
-      const finish = (error: Error | undefined, message?: NsMessage): void => {
-        clearTimeout(deadline);
-        clearTimeout(retry);
-        this.pending.delete(requestId);
-        signal?.removeEventListener('abort', onAbort);
-        if (error) reject(error);
-        else resolve(message!);
-      };
-      const deadline = setTimeout(
-        () => finish(new XmigError('ERR_TIMEOUT', `no answer from the name server ${server} within ${timeoutMs} ms`)),
-        timeoutMs,
+    const deadlineMs = options.deadlineMs ?? this.options.timeoutMs ?? 3000;
+    try {
+      const { ack } = await sendUntilAcked(
+        () => socket.send(server, bytes),
+        (signal) => this.answers.wait(requestId, signal),
+        {
+          signal: options.signal ? AbortSignal.any([options.signal, closing]) : closing,
+          deadlineMs,
+          backoff: { firstMs: this.options.retryMs ?? 200, maxMs: this.options.maxRetryMs ?? 1000 },
+          what: `request to the name server ${server}`,
+        },
       );
-      const onAbort = (): void => finish(new XmigError('ERR_NAME', 'name-service request aborted'));
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.pending.set(requestId, (message) => finish(undefined, message));
-      const send = (): void => {
-        socket.send(server, bytes).catch(() => undefined);
-        retry = setTimeout(send, retryMs);
-      };
-      send();
-    });
+      return ack;
+    } catch (error) {
+      if (options.signal?.aborted || closing.aborted) throw new XmigError('ERR_NAME', 'name-service request aborted', { cause: error });
+      if (isXmigError(error, 'ERR_TIMEOUT')) throw new XmigError('ERR_TIMEOUT', `no answer from the name server ${server} within ${deadlineMs} ms`);
+      throw error;
+    }
+  }
+
+  /** Request ids are random (a restarted client must not reuse a pending one), never 0, never in use. */
+  private nextRequestId(): number {
+    for (;;) {
+      const id = randomInt(1, 0xffffffff);
+      if (!this.answers.has(id)) return id;
+    }
   }
 
   /**
    * Registers `name` → `dag`, signed by `owner`. `seq` must grow with each update of
    * the name (default: the current time in ms, which does).
    */
-  async register(name: string, dag: Dag, owner: Identity, options: { seq?: number; migrate?: boolean; signal?: AbortSignal } = {}): Promise<void> {
+  async register(name: string, dag: Dag, owner: Identity, options: { seq?: number; migrate?: boolean } & ExchangeOptions = {}): Promise<void> {
     const record = sealNameRecord(
       { name, dag, seq: options.seq ?? Date.now(), timestamp: Date.now(), migrated: options.migrate ?? false },
       owner,
     );
     const answer = await this.exchange(
       { type: NsType.REGISTER, flags: options.migrate ? NS_FLAGS_MIGRATE : 0, name, dag: dag.toDagString(), record },
-      options.signal,
+      options,
     );
     if (answer.type !== NsType.RESPONSE_REGISTER) {
-      throw new XmigError('ERR_NAME', `registration of "${name}" refused: ${answer.error ?? 'error'}`);
+      throw new NameRefusedError(name, answer.error ?? 'error');
     }
   }
 
   async resolve(name: string, signal?: AbortSignal): Promise<Resolved> {
-    const answer = await this.exchange({ type: NsType.QUERY, flags: 0, name }, signal);
+    const answer = await this.exchange({ type: NsType.QUERY, flags: 0, name }, { signal });
     if (answer.type !== NsType.RESPONSE_QUERY || !answer.dag) {
       throw new XmigError('ERR_NAME', `cannot resolve "${name}": ${answer.error ?? 'error'}`);
     }
@@ -126,7 +164,7 @@ export class NameClient {
   }
 
   async reverse(dag: Dag, signal?: AbortSignal): Promise<string> {
-    const answer = await this.exchange({ type: NsType.RQUERY, flags: 0, dag: dag.toDagString() }, signal);
+    const answer = await this.exchange({ type: NsType.RQUERY, flags: 0, dag: dag.toDagString() }, { signal });
     if (answer.type !== NsType.RESPONSE_RQUERY || answer.name === undefined) {
       throw new XmigError('ERR_NAME', `no name for ${dag}: ${answer.error ?? 'error'}`);
     }
@@ -134,6 +172,11 @@ export class NameClient {
   }
 
   async close(): Promise<void> {
+    this.closing.abort(new XmigError('ERR_NAME', 'name client closed'));
+    this.closing = new AbortController();
+    const opening = this.opening;
+    this.opening = undefined;
+    await opening?.catch(() => undefined);
     await this.socket?.close();
     this.socket = undefined;
   }
