@@ -24,7 +24,8 @@ export async function runChunkBench(options: { chunks?: number; chunkBytes?: num
   const cids = data.map((d) => origin.publish(d));
   const results: ChunkResult[] = [];
   for (const outstanding of [1, 8, 64]) {
-    const fetcher = new ChunkFetcher(a, { initialWindow: outstanding, maxWindow: outstanding });
+    // The window in bytes, held at `outstanding` chunks.
+    const fetcher = new ChunkFetcher(a, { maxWindowBytes: outstanding * chunkBytes });
     fetcher.start();
     const started = performance.now();
     await Promise.all(cids.map((cid) => fetcher.fetch(cid, b.address())));

@@ -10,6 +10,7 @@ import type {
   ConnectOptions,
   Datagram,
   DatagramSocket,
+  FetchChunkOptions,
   NodeApi,
   NodeEventName,
   NodeEvents,
@@ -262,8 +263,27 @@ export class NodeClient implements NodeApi {
     await this.request({ op: 'chunk-drop', cids });
   }
 
-  async fetchChunk(cid: Xid, source: Dag): Promise<Buffer> {
-    return (await this.request({ op: 'chunk-get', cid, source })).body;
+  async fetchChunk(cid: Xid, source: Dag, options: FetchChunkOptions = {}): Promise<Buffer> {
+    const { signal, length, timeoutMs } = options;
+    if (signal?.aborted) throw new XmigError('ERR_CHUNK', `fetch of ${cid.short} aborted`);
+    const id = this.nextId++;
+    const response = this.request({ op: 'chunk-get', cid, source, length, timeoutMs }, [], id);
+    if (!signal) return (await response).body;
+    // Cancelled here: the node is told to stop fetching, and the caller does not wait for it.
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => {
+        reject(new XmigError('ERR_CHUNK', `fetch of ${cid.short} aborted`));
+        void this.request({ op: 'chunk-cancel', getId: id }).catch(() => undefined);
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    response.catch(() => undefined);
+    try {
+      return (await Promise.race([response, aborted])).body;
+    } finally {
+      signal.removeEventListener('abort', onAbort!);
+    }
   }
 
   async close(): Promise<void> {

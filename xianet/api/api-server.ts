@@ -81,6 +81,8 @@ class ClientSession {
   /** Chunks this client published (they go when it does, if it did not drop them). */
   private readonly published = new Map<string, Xid>();
   private readonly pings = new Map<number, AbortController>();
+  /** Chunk fetches in progress, by request id: cancelled by `chunk-cancel` or when the client goes. */
+  private readonly fetches = new Map<number, AbortController>();
   private closed = false;
 
   constructor(
@@ -235,9 +237,25 @@ class ClientSession {
         return undefined;
       }
       case 'chunk-get': {
-        const data = await this.api.fetchChunk(header['cid'] as Xid, header['source'] as Dag);
-        return { header: {}, body: data };
+        const id = header['id'] as number;
+        const controller = new AbortController();
+        this.fetches.set(id, controller);
+        try {
+          const length = header['length'];
+          const timeoutMs = header['timeoutMs'];
+          const data = await this.api.fetchChunk(header['cid'] as Xid, header['source'] as Dag, {
+            signal: controller.signal,
+            length: typeof length === 'number' ? length : undefined,
+            timeoutMs: typeof timeoutMs === 'number' ? timeoutMs : undefined,
+          });
+          return { header: {}, body: data };
+        } finally {
+          this.fetches.delete(id);
+        }
       }
+      case 'chunk-cancel':
+        this.fetches.get(header['getId'] as number)?.abort();
+        return undefined;
       case 'unbind': {
         const key = (header['sid'] as Xid).key;
         await this.datagrams.get(key)?.close();
@@ -262,6 +280,9 @@ class ClientSession {
     if (this.closed) return;
     this.closed = true;
     for (const controller of this.pings.values()) controller.abort();
+    // Nobody is left to take these chunks: stop asking for them.
+    for (const controller of this.fetches.values()) controller.abort();
+    this.fetches.clear();
     if (this.published.size > 0) await this.api.unpublishChunks([...this.published.values()]).catch(() => undefined);
     this.published.clear();
     for (const cleanup of this.cleanups.splice(0)) await cleanup();

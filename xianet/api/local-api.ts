@@ -17,6 +17,7 @@ import type {
   StreamServer,
   Datagram,
   DatagramSocket,
+  FetchChunkOptions,
   GatewayEvent,
   NodeApi,
   NodeEventName,
@@ -189,6 +190,11 @@ export class LocalNodeApi implements NodeApi {
 
   private fetcher: ChunkFetcher | undefined;
 
+  /** The node's chunk fetcher, once something has fetched (its window and stats). */
+  get chunkFetcher(): ChunkFetcher | undefined {
+    return this.fetcher;
+  }
+
   async publishChunks(chunks: Buffer[], options: { noStore?: boolean } = {}): Promise<Xid[]> {
     return chunks.map((chunk) => this.stack.chunks.publish(chunk, options));
   }
@@ -197,7 +203,7 @@ export class LocalNodeApi implements NodeApi {
     for (const cid of cids) this.stack.chunks.unpublish(cid);
   }
 
-  async fetchChunk(cid: Xid, source: Dag, options: { signal?: AbortSignal } = {}): Promise<Buffer> {
+  async fetchChunk(cid: Xid, source: Dag, options: FetchChunkOptions = {}): Promise<Buffer> {
     if (!this.fetcher) {
       const fetcher = new ChunkFetcher(this.stack.node);
       fetcher.start();

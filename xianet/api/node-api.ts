@@ -114,6 +114,12 @@ export interface ConnectOptions {
   signal?: AbortSignal;
 }
 
+export interface FetchChunkOptions {
+  signal?: AbortSignal;
+  length?: number;
+  timeoutMs?: number;
+}
+
 export interface NodeApi {
   info(): Promise<NodeInfo>;
   /** Subscribe to node events; returns the unsubscribe function. */
@@ -135,7 +141,11 @@ export interface NodeApi {
   publishChunks(chunks: Buffer[], options?: { noStore?: boolean }): Promise<Xid[]>;
   /** Removes chunks from the store. */
   unpublishChunks(cids: Xid[]): Promise<void>;
-  /** Fetches a chunk published by the host at `source`; resolves with bytes that hash to `cid`. */
-  fetchChunk(cid: Xid, source: Dag, options?: { signal?: AbortSignal }): Promise<Buffer>;
+  /**
+   * Fetches a chunk published by the host at `source`; resolves with bytes that hash to
+   * `cid`. `length` (if known) lets all its requests be planned at once; `timeoutMs` is
+   * a deadline; `signal` cancels it (a client that goes away cancels all of its fetches).
+   */
+  fetchChunk(cid: Xid, source: Dag, options?: FetchChunkOptions): Promise<Buffer>;
   close(): Promise<void>;
 }

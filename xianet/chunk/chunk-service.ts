@@ -3,19 +3,29 @@
  * router, the chunks it has cached. Each chunk it can serve is a CID route with
  * port -2 (local), as in xia-core, so an ordinary forwarding decision finds it:
  * a request whose CID edge is local is answered here instead of being forwarded.
+ * A request names a byte range; the answer is that range cut into DATA datagrams
+ * no larger than this node's MTU allows or the requester asked for. The service
+ * keeps no state per request: pacing, loss recovery and retries are the fetcher's.
  *
  * A caching router also watches CHUNK data it forwards, reassembles each chunk,
  * verifies its CID, and caches it: a second request is answered without
  * reaching the origin.
+ *
+ * Bounded (shared/limits.ts): the store by bytes (`storeBytes`, a publish past it is
+ * refused), reassemblies for the cache by count and bytes (a quarter of the cache:
+ * forged fragments of chunks that never complete push out the oldest, never more),
+ * every refusal counted in `refusals` (`xianet_chunk_refusals_total`).
  */
 import { createHash } from 'node:crypto';
 import { Dag } from '../../shared/dag.js';
-import { MalformedPacketError } from '../../shared/errors.js';
+import { MalformedPacketError, XmigError } from '../../shared/errors.js';
+import { LruMap, Refusals } from '../../shared/limits.js';
 import { Xid, XidType } from '../../shared/xid.js';
 import { encodeXipHeaderInto, NextHeader, xipSrcDag } from '../../shared/xip-header.js';
 import type { Arrival, XiaNode } from '../node.js';
 import { Port } from '../route-table.js';
 import { TransportType } from '../transport-header.js';
+import { ByteRanges } from './byte-ranges.js';
 import { ChunkCache } from './chunk-cache.js';
 import {
   CHUNK_DATA_HEADER_LENGTH,
@@ -28,14 +38,25 @@ import {
 export interface ChunkServiceOptions {
   /** Routers: bytes of cache for chunks passing through (0 = no cache). */
   cacheBytes?: number;
-  /** Most chunks being reassembled at once for the cache. */
+  /** Most chunks being reassembled at once for the cache (default 64). */
   maxAssemblies?: number;
+  /** Most bytes of those reassemblies together (default a quarter of the cache). */
+  assemblyBytes?: number;
+  /** Most bytes of published chunks (default 1 GiB). */
+  storeBytes?: number;
+}
+
+/** The store is full: a publisher must drop chunks (or wait for the receiver) before publishing more. */
+export class ChunkStoreFullError extends XmigError {
+  constructor(message: string) {
+    super('ERR_CHUNK', message);
+  }
 }
 
 interface Assembly {
   total: number;
   data: Buffer;
-  offsets: Set<number>;
+  have: ByteRanges;
   received: number;
 }
 
@@ -52,17 +73,30 @@ interface Published {
 export class ChunkService {
   private readonly store = new Map<string, Published>();
   private storeBytes = 0;
+  private readonly storeLimit: number;
   readonly cache: ChunkCache | undefined;
-  private readonly assemblies = new Map<string, Assembly>();
-  private readonly maxAssemblies: number;
+  private readonly assemblies: LruMap<string, Assembly>;
   private unbind: (() => void) | undefined;
   readonly stats = { requests: 0, served: 0, servedFromCache: 0, notFound: 0, fragmentsSent: 0, cachedInTransit: 0, transitCorrupt: 0 };
+  readonly refusals = new Refusals([
+    ['chunk-store', 'budget'],
+    ['chunk-reassembly', 'budget'],
+    ['chunk-reassembly', 'cap'],
+  ]);
 
   constructor(
     private readonly node: XiaNode,
     options: ChunkServiceOptions = {},
   ) {
-    this.maxAssemblies = options.maxAssemblies ?? 64;
+    this.storeLimit = options.storeBytes ?? 1024 * 1024 * 1024;
+    const cacheBytes = options.cacheBytes ?? 0;
+    this.assemblies = new LruMap<string, Assembly>({
+      maxEntries: options.maxAssemblies ?? 64,
+      maxBytes: options.assemblyBytes ?? Math.max(1, Math.floor(cacheBytes / 4)),
+      sizeOf: (assembly) => assembly.total,
+      onEvict: () => this.refusals.refuse('chunk-reassembly', this.assemblies.size >= this.assemblies.maxEntries ? 'cap' : 'budget'),
+    });
+    if (node.registry) this.refusals.register(node.registry, 'xianet_chunk_refusals_total', 'CHUNK state refused or shed for its bounds, by resource and reason', { node: node.name });
     if (options.cacheBytes && options.cacheBytes > 0) {
       this.cache = new ChunkCache(options.cacheBytes);
       this.cache.onEvict = (key) => {
@@ -87,10 +121,14 @@ export class ChunkService {
    * `noStore`: routers must not cache it (private, fetched once: a VM's memory).
    */
   publish(data: Buffer, options: { noStore?: boolean } = {}): Xid {
-    if (data.length > MAX_CHUNK_BYTES) throw new RangeError(`chunk of ${data.length} bytes exceeds ${MAX_CHUNK_BYTES}`);
+    if (data.length > MAX_CHUNK_BYTES) throw new XmigError('ERR_CHUNK', `chunk of ${data.length} bytes exceeds ${MAX_CHUNK_BYTES}`);
     const cid = Xid.hashOf(XidType.CID, data);
     const key = cidKey(cid.id);
     if (!this.store.has(key)) {
+      if (this.storeBytes + data.length > this.storeLimit) {
+        this.refusals.refuse('chunk-store', 'budget');
+        throw new ChunkStoreFullError(`chunk store full: ${this.storeBytes} of ${this.storeLimit} bytes published`);
+      }
       this.store.set(key, { data, noStore: options.noStore ?? false });
       this.storeBytes += data.length;
       this.node.routes.set(XidType.CID, { xid: cid, port: Port.LOCAL, nextHop: undefined, flags: 0, origin: 'local' });
@@ -108,8 +146,18 @@ export class ChunkService {
     return true;
   }
 
-  get published(): { chunks: number; bytes: number } {
-    return { chunks: this.store.size, bytes: this.storeBytes };
+  get published(): { chunks: number; bytes: number; limit: number } {
+    return { chunks: this.store.size, bytes: this.storeBytes, limit: this.storeLimit };
+  }
+
+  /** Can `bytes` more be published now? */
+  hasRoomFor(bytes: number): boolean {
+    return this.storeBytes + bytes <= this.storeLimit;
+  }
+
+  /** Chunks being reassembled for the cache, and their bytes. */
+  get reassembling(): { chunks: number; bytes: number } {
+    return { chunks: this.assemblies.size, bytes: this.assemblies.bytes };
   }
 
   /** The DAG under which this node serves `cid`: CID intent, falling back to this host. */
@@ -149,13 +197,15 @@ export class ChunkService {
     if (!own) this.stats.servedFromCache++;
     const offset = Math.min(message.offset, data.length);
     const end = message.length === 0 ? data.length : Math.min(data.length, offset + message.length);
-    this.sendChunk(requester, cid, message.requestId, data, offset, end, own?.noStore ?? false);
+    this.sendChunk(requester, cid, message.requestId, data, offset, end, own?.noStore ?? false, message.maxFragment ?? 0);
   }
 
-  private sendChunk(requester: Dag, cid: Xid, requestId: number, data: Buffer, offset: number, end: number, noStore: boolean): void {
+  private sendChunk(requester: Dag, cid: Xid, requestId: number, data: Buffer, offset: number, end: number, noStore: boolean, maxFragment: number): void {
     const src = this.contentAddress(cid);
     const headerLength = encodeXipHeaderInto(undefined, { dst: requester, src }, 0);
-    const room = this.node.mtu - headerLength - CHUNK_DATA_HEADER_LENGTH;
+    // Our MTU bounds what we send; the requester may know a smaller one on its side.
+    let room = this.node.mtu - headerLength - CHUNK_DATA_HEADER_LENGTH;
+    if (maxFragment > 0) room = Math.min(room, maxFragment);
     if (room <= 0) return;
     if (end === offset) {
       this.sendFragment(requester, cid, requestId, data.length, Buffer.alloc(0), offset, ChunkOp.DATA, src, noStore);
@@ -194,14 +244,17 @@ export class ChunkService {
     if (cache.has(key) || this.store.has(key)) return;
     let assembly = this.assemblies.get(key);
     if (!assembly || assembly.total !== message.total) {
-      if (this.assemblies.size >= this.maxAssemblies) this.assemblies.delete(this.assemblies.keys().next().value!);
-      assembly = { total: message.total, data: Buffer.allocUnsafe(message.total), offsets: new Set(), received: 0 };
-      this.assemblies.set(key, assembly);
+      assembly = { total: message.total, data: Buffer.allocUnsafe(message.total), have: new ByteRanges(), received: 0 };
+      // Bounded by count and bytes: the oldest unfinished ones (forged fragments never finish) go first.
+      if (!this.assemblies.set(key, assembly)) {
+        this.refusals.refuse('chunk-reassembly', 'budget');
+        return;
+      }
     }
-    if (assembly.offsets.has(message.offset)) return;
-    assembly.offsets.add(message.offset);
+    const fresh = assembly.have.add(message.offset, message.offset + message.data.length);
+    if (fresh === 0) return;
     message.data.copy(assembly.data, message.offset);
-    assembly.received += message.data.length;
+    assembly.received += fresh;
     if (assembly.received < assembly.total) return;
     this.assemblies.delete(key);
     const digest = createHash('sha1').update(assembly.data).digest();
