@@ -13,7 +13,7 @@
 --     STREAM   segment header and frames (xianet/xstream/stream-segment.ts); on the
 --              migration SID the stream's bytes are the mover's control messages
 --              (mover/control-messages.ts), followed across segments
---     CHUNK    REQUEST / DATA / NOT_FOUND headers (xianet/chunk/chunk-messages.ts)
+--     CHUNK    REQUEST / DATA / NOT_FOUND headers (xianet/chunk/chunk-messages.ts, ChunkOffset)
 --
 -- Use:   tshark -X lua_script:/usr/share/xmig/wireshark/xmig.lua -r capture.pcapng
 -- or copy it to ~/.local/lib/wireshark/plugins/. UDP datagrams are tried heuristically
@@ -161,6 +161,7 @@ local f = {
   ch_length = F.uint32("xmig_chunk.length", "Length wanted (0 = all)"),
   ch_total = F.uint32("xmig_chunk.total", "Chunk length"),
   ch_fragment = F.uint32("xmig_chunk.fragment_length", "Fragment length"),
+  ch_max_fragment = F.uint16("xmig_chunk.max_fragment", "Largest fragment payload taken (0 = the server's MTU decides)"),
 
   mv_length = F.uint32("xmig_mover.length", "Length"),
   mv_type = F.uint8("xmig_mover.type", "Type", base.DEC, MOVER_TYPES),
@@ -196,7 +197,7 @@ p_stream.fields = {
   f.st_version, f.st_cid, f.st_pn, f.st_frame, f.st_offset, f.st_length, f.st_data, f.st_ack_start,
   f.st_ack_end, f.st_reset, f.st_max, f.st_path, f.st_role,
 }
-p_chunk.fields = { f.ch_op, f.ch_no_store, f.ch_req, f.ch_cid, f.ch_offset, f.ch_length, f.ch_total, f.ch_fragment }
+p_chunk.fields = { f.ch_op, f.ch_no_store, f.ch_req, f.ch_cid, f.ch_offset, f.ch_length, f.ch_total, f.ch_fragment, f.ch_max_fragment }
 p_mover.fields = {
   f.mv_length, f.mv_type, f.mv_session, f.mv_version, f.mv_mode, f.mv_source, f.mv_round, f.mv_count,
   f.mv_kind, f.mv_chunk_len, f.mv_cid, f.mv_rounds, f.mv_bytes, f.mv_text, f.mv_part,
@@ -683,10 +684,13 @@ local function dissect_chunk(tvb, pinfo, tree, at)
   pinfo.cols.protocol = "CHUNK"
   if op == 1 then
     if no_store then return malformed(t, tvb, at, "CHUNK request with the NO_STORE bit") end
-    if len - at ~= 33 then return malformed(t, tvb, at + 33, "CHUNK request has trailing bytes") end
+    -- 33 bytes, or 35 with the largest fragment the requester takes.
+    if len - at ~= 33 and len - at ~= 35 then return malformed(t, tvb, at + 33, "CHUNK request is neither 33 nor 35 bytes") end
     t:add(f.ch_offset, tvb:range(at + 25, 4))
     t:add(f.ch_length, tvb:range(at + 29, 4))
-    pinfo.cols.info = string.format("CHUNK REQUEST %s id=%d", cid, tvb:range(at + 1, 4):uint())
+    if len - at == 35 then t:add(f.ch_max_fragment, tvb:range(at + 33, 2)) end
+    pinfo.cols.info = string.format("CHUNK REQUEST %s id=%d bytes %d+%d", cid, tvb:range(at + 1, 4):uint(),
+      tvb:range(at + 25, 4):uint(), tvb:range(at + 29, 4):uint())
   elseif op == 2 or op == 3 then
     if no_store and op ~= 2 then return malformed(t, tvb, at, "CHUNK NOT_FOUND with the NO_STORE bit") end
     local total, offset, fragment = tvb:range(at + 25, 4):uint(), tvb:range(at + 29, 4):uint(), len - at - 33
