@@ -295,6 +295,8 @@ export class ApiServer {
   private readonly sessions = new Set<ClientSession>();
   private readonly streams = new PendingStreams();
   private readonly dataSockets = new Set<Socket>();
+  /** Connected, first frame not yet seen: stop() must end these too, or server.close() waits on them. */
+  private readonly undecided = new Set<Socket>();
   private readonly logger: Logger;
 
   constructor(
@@ -324,6 +326,11 @@ export class ApiServer {
   private accept(socket: Socket): void {
     const decoder = new FrameDecoder();
     socket.on('error', () => socket.destroy());
+    // Half-open sockets do not close by themselves: a client that ends before its first frame is done.
+    const onEnd = (): void => void socket.destroy();
+    socket.once('end', onEnd);
+    this.undecided.add(socket);
+    socket.once('close', () => this.undecided.delete(socket));
     const onFirst = (chunk: Buffer): void => {
       let frames: Frame[];
       try {
@@ -335,6 +342,8 @@ export class ApiServer {
       }
       if (frames.length === 0) return;
       socket.off('data', onFirst);
+      socket.off('end', onEnd);
+      this.undecided.delete(socket);
       const first = frames[0]!;
       if (first.header['op'] === 'attach') {
         const connection = this.streams.take(first.header['streamId'], first.header['token']);
@@ -363,6 +372,8 @@ export class ApiServer {
   }
 
   async stop(): Promise<void> {
+    for (const socket of this.undecided) socket.destroy();
+    this.undecided.clear();
     for (const socket of this.dataSockets) socket.destroy();
     this.dataSockets.clear();
     this.streams.clear();
