@@ -21,7 +21,11 @@ export type XmigErrorCode =
   | 'ERR_CHUNK'
   | 'ERR_MIGRATION'
   | 'ERR_STATE'
-  | 'ERR_USAGE';
+  | 'ERR_USAGE'
+  /** A request at an API boundary that breaks its schema (the message names the field). */
+  | 'ERR_BAD_REQUEST'
+  /** Refused for a bound: a cap, a byte budget, a rate or a timeout (counted in the refusals). */
+  | 'ERR_REFUSED';
 
 export class XmigError extends Error {
   readonly code: XmigErrorCode;

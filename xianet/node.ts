@@ -1,90 +1,42 @@
 /**
- * An XIA node: the stack of one machine (router, hypervisor host or VM). It owns
- * its interfaces, route tables and neighbour table, forwards XIP packets by DAG
- * with xia-core's `last`-node and fallback semantics, answers XCMP echo, sends
- * XCMP errors, and delivers packets for local XIDs to bound handlers.
+ * An XIA node: the stack of one machine (router, hypervisor host or VM). It owns its
+ * interfaces, route tables and neighbour table, and puts together the parts that
+ * handle packets along the protocol's seams:
  *
- * Forwarding reads and patches the packet in place (last, hop limit, visited
- * bits) and hands the same buffer to the outgoing link: no re-encoding.
+ *  - forwarding-engine.ts: the DAG walk (`last`, fallbacks), in place, allocation-free;
+ *  - local-delivery.ts: bound XIDs and their handlers;
+ *  - xcmp-responder.ts: echo replies, XCMP errors and their rate limit;
+ *  - node-metrics.ts: counters, drops, routes and refusals on /metrics.
+ *
+ * Every packet from a link enters at `receive`, which checks its fixed fields once; no
+ * packet can make the node throw (a part that does anyway is counted as an internal
+ * drop and logged, and the fuzz tests hold that count at 0).
  */
-import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import { systemClock, type Clock } from '../shared/clock.js';
 import { Dag } from '../shared/dag.js';
-import { MalformedPacketError } from '../shared/errors.js';
+import { errorMessage, MalformedPacketError } from '../shared/errors.js';
 import type { Identity } from '../shared/identity.js';
+import type { Refusals } from '../shared/limits.js';
 import { silentLogger, type Logger } from '../shared/logger.js';
-import {
-  checkXip,
-  encodeXipHeaderInto,
-  NextHeader,
-  setXipLast,
-  XIP_DEFAULT_HOP_LIMIT,
-  XIP_EDGE_INDEX_MASK,
-  XIP_EDGE_UNUSED,
-  XIP_EDGE_VISITED,
-  XIP_NODE_LENGTH,
-  xipDstEdgesOffset,
-  xipHeaderLengthOf,
-  xipLast,
-  XipOffset,
-  xipSrcDag,
-  xipDstDag,
-} from '../shared/xip-header.js';
-import { BROADCAST_HID, Xid, XID_WIRE_LENGTH, XidType } from '../shared/xid.js';
+import type { Startable } from '../shared/startable.js';
+import { checkXip, encodeXipHeaderInto, NextHeader, XIP_DEFAULT_HOP_LIMIT } from '../shared/xip-header.js';
+import { XidType, type Xid } from '../shared/xid.js';
+import { ForwardingEngine, type Interface, type TransitChunkTap } from './forwarding-engine.js';
 import type { Link, LinkAddress } from './link.js';
+import { LocalDelivery, type LocalHandler } from './local-delivery.js';
 import { NeighborTable } from './neighbor-table.js';
-import { Port, RouteTables, type RouteEntry } from './route-table.js';
+import { createNodeCounters, createNodeRefusals, DropReason, registerNodeMetrics, type NodeCounters } from './node-metrics.js';
+import { Port, RouteTables } from './route-table.js';
 import { TransportType } from './transport-header.js';
-import {
-  decodeXcmp,
-  echoReplyInPlace,
-  encodeXcmp,
-  isXcmpError,
-  XCMP_QUOTE_LIMIT,
-  XcmpType,
-  XcmpUnreachableCode,
-  type XcmpMessage,
-} from './xcmp.js';
+import { XcmpResponder, type XcmpListener } from './xcmp-responder.js';
+
+export { DropReason, type DropReasonName } from './node-metrics.js';
+export type { Arrival, LocalHandler } from './local-delivery.js';
+export type { XcmpListener } from './xcmp-responder.js';
+export type { Interface } from './forwarding-engine.js';
 
 export type NodeRole = 'router' | 'host';
-
-export const DropReason = {
-  MALFORMED: 'malformed',
-  HOP_LIMIT: 'hop-limit',
-  UNREACHABLE: 'unreachable',
-  NO_NEIGHBOR: 'no-neighbor',
-  TOO_BIG: 'too-big',
-  DISCARD: 'discard',
-  NO_LISTENER: 'no-listener',
-  INTERFACE_DOWN: 'interface-down',
-  LOOP: 'loop',
-} as const;
-export type DropReasonName = (typeof DropReason)[keyof typeof DropReason];
-
-/** Where a locally delivered packet came from. */
-export interface Arrival {
-  /** Interface it arrived on; -1 when this node sent it to itself. */
-  readonly port: number;
-  /** The neighbour's link address (undefined for local). */
-  readonly from: LinkAddress | undefined;
-  /** Offset of the XIP payload in the packet. */
-  readonly payloadOffset: number;
-  /** Length of the XIP payload. */
-  readonly payloadLength: number;
-}
-
-/** Receives packets whose sink is a bound XID; the packet buffer is the handler's. */
-export type LocalHandler = (packet: Buffer, arrival: Arrival) => void;
-
-/** Receives XCMP messages addressed to this node (echo replies, errors). */
-export type XcmpListener = (message: XcmpMessage, packet: Buffer, arrival: Arrival) => void;
-
-export interface Interface {
-  readonly port: number;
-  readonly link: Link;
-  /** Routers send beacons on host-facing interfaces. */
-  readonly hostFacing: boolean;
-}
 
 export interface NodeOptions {
   name: string;
@@ -109,7 +61,7 @@ export interface SendOptions {
   src?: Dag;
 }
 
-export class XiaNode {
+export class XiaNode implements Startable {
   readonly name: string;
   readonly role: NodeRole;
   readonly identity: Identity;
@@ -119,32 +71,20 @@ export class XiaNode {
   readonly logger: Logger;
   readonly clock: Clock;
   readonly registry: Registry | undefined;
-
   /** Plain counters: the forwarding path increments numbers, /metrics reads them. */
-  readonly counters = {
-    received: 0,
-    forwarded: 0,
-    delivered: 0,
-    originated: 0,
-    xcmpSent: 0,
-    dropped: Object.fromEntries(Object.values(DropReason).map((r) => [r, 0])) as Record<DropReasonName, number>,
-  };
+  readonly counters: NodeCounters = createNodeCounters();
+  /** What this node's surfaces refused for a bound (`xianet_refusals_total`). */
+  readonly refusals: Refusals = createNodeRefusals();
 
   private currentAd: Xid | undefined;
   private readonly interfaces: Array<Interface | undefined> = [];
-  private readonly handlers = new Map<string, LocalHandler>();
-  /** Handlers for every sink of a principal type that has no handler of its own (CIDs). */
-  private readonly typeHandlers = new Map<number, LocalHandler>();
-  /** Sees CHUNK packets this node forwards, so a router can cache what passes through. */
-  private transitChunkTap: ((packet: Buffer, payloadOffset: number) => void) | undefined;
-  private readonly xcmpListeners = new Set<XcmpListener>();
+  private readonly xcmp: XcmpResponder;
+  private readonly delivery: LocalDelivery;
+  private readonly engine: ForwardingEngine;
   private readonly adListeners = new Set<(ad: Xid | undefined, previous: Xid | undefined) => void>();
   private readonly attachListeners = new Set<(port: number) => void>();
   private sweepTimer: NodeJS.Timeout | undefined;
   private started = false;
-  private xcmpTokens: number;
-  private xcmpRefilledAt = 0;
-  private readonly xcmpErrorRate: number;
 
   constructor(options: NodeOptions, components: NodeComponents = {}) {
     this.name = options.name;
@@ -154,11 +94,12 @@ export class XiaNode {
     this.logger = (components.logger ?? silentLogger()).child({ node: options.name });
     this.clock = components.clock ?? systemClock;
     this.registry = components.registry;
-    this.xcmpErrorRate = options.xcmpErrorRate ?? 100;
-    this.xcmpTokens = this.xcmpErrorRate;
+    this.xcmp = new XcmpResponder(this, this.counters, this.refusals, this.clock, options.xcmpErrorRate ?? 100);
+    this.delivery = new LocalDelivery(this.name, this.routes, this.counters, this.xcmp);
+    this.engine = new ForwardingEngine(this.hid, this.interfaces, this.routes, this.neighbors, this.counters, this.delivery, this.xcmp);
     this.routes.set(XidType.HID, { xid: this.hid, port: Port.LOCAL, nextHop: undefined, flags: 0, origin: 'local' });
     if (options.ad) this.setAd(options.ad);
-    if (components.registry) this.registerMetrics(components.registry);
+    if (components.registry) registerNodeMetrics(components.registry, this.name, this.counters, this.routes, this.refusals);
   }
 
   // ---- identity and address -------------------------------------------------------
@@ -224,8 +165,9 @@ export class XiaNode {
 
   /** The smallest MTU of this node's interfaces: what a transport may assume. */
   get mtu(): number {
-    const mtus = this.interfaceList.map((i) => i.link.mtu);
-    return mtus.length > 0 ? Math.min(...mtus) : 65535;
+    let mtu = Infinity;
+    for (const iface of this.interfaces) if (iface && iface.link.mtu < mtu) mtu = iface.link.mtu;
+    return mtu === Infinity ? 65535 : mtu;
   }
 
   async start(): Promise<void> {
@@ -261,40 +203,25 @@ export class XiaNode {
    * its route table (port -2), as xia-core does for bound SIDs.
    */
   bind(xid: Xid, handler: LocalHandler): () => void {
-    const key = xid.key;
-    if (this.handlers.has(key)) throw new Error(`${xid} is already bound on ${this.name}`);
-    this.handlers.set(key, handler);
-    if (xid.type !== XidType.HID) {
-      this.routes.set(xid.type, { xid, port: Port.LOCAL, nextHop: undefined, flags: 0, origin: 'local' });
-    }
-    return () => {
-      if (this.handlers.get(key) !== handler) return;
-      this.handlers.delete(key);
-      if (xid.type !== XidType.HID) this.routes.remove(xid.type, xid);
-    };
+    return this.delivery.bind(xid, handler);
   }
 
   /** Delivers packets whose sink is of `type` and has no handler of its own (e.g. every cached CID). */
   bindType(type: number, handler: LocalHandler): () => void {
-    if (this.typeHandlers.has(type)) throw new Error(`type 0x${type.toString(16)} is already bound on ${this.name}`);
-    this.typeHandlers.set(type, handler);
-    return () => {
-      if (this.typeHandlers.get(type) === handler) this.typeHandlers.delete(type);
-    };
+    return this.delivery.bindType(type, handler);
   }
 
   /** Lets a chunk cache see every CHUNK packet this node forwards (it must copy what it keeps). */
-  setTransitChunkTap(tap: ((packet: Buffer, payloadOffset: number) => void) | undefined): void {
-    this.transitChunkTap = tap;
+  setTransitChunkTap(tap: TransitChunkTap | undefined): void {
+    this.engine.transitChunkTap = tap;
   }
 
   isBound(xid: Xid): boolean {
-    return this.handlers.has(xid.key);
+    return this.delivery.isBound(xid);
   }
 
   onXcmp(listener: XcmpListener): () => void {
-    this.xcmpListeners.add(listener);
-    return () => this.xcmpListeners.delete(listener);
+    return this.xcmp.onXcmp(listener);
   }
 
   // ---- sending --------------------------------------------------------------------
@@ -330,7 +257,7 @@ export class XiaNode {
    */
   originate(packet: Buffer, tail?: Buffer): void {
     this.counters.originated++;
-    this.process(packet, -1, undefined, tail);
+    this.engine.process(packet, -1, undefined, tail);
   }
 
   /**
@@ -361,305 +288,24 @@ export class XiaNode {
     return this.sendOnPort(port, packet, to);
   }
 
-  // ---- receiving and forwarding ---------------------------------------------------
+  // ---- receiving --------------------------------------------------------------------
 
-  /** Entry point of every packet arriving on an interface. */
+  /** Entry point of every packet arriving on an interface: checked once, then forwarded or delivered. */
   receive(packet: Buffer, port: number, from: LinkAddress): void {
     this.counters.received++;
     try {
       checkXip(packet);
     } catch (error) {
-      if (!(error instanceof MalformedPacketError)) throw error;
       this.counters.dropped[DropReason.MALFORMED]++;
-      this.logger.debug('packet.malformed', { port, from, reason: error.message });
+      if (error instanceof MalformedPacketError) this.logger.debug('packet.malformed', { port, from, reason: error.message });
       return;
     }
-    this.process(packet, port, from);
-  }
-
-  /**
-   * The forwarding loop: from node `last`, try its out-edges in priority order.
-   * A local XID advances `last` and the loop goes on from there; a route sends the
-   * packet on; no usable edge means unreachable.
-   */
-  private process(packet: Buffer, inPort: number, from: LinkAddress | undefined, tail?: Buffer): void {
-    const dnode = packet[XipOffset.DST_NODES]!;
-    // Every way out but forwarding wants the packet whole (joinTail); a tail only comes from originate.
-    // Each pass advances `last` by at least one node, so dnode + 1 passes are enough.
-    for (let pass = 0; pass <= dnode; pass++) {
-      const last = xipLast(packet);
-      const edgesAt = xipDstEdgesOffset(packet, last);
-      let advanced = false;
-      // This node's own HID among the out-edges wins whatever its priority: the packet
-      // has arrived. (Otherwise a host's default AD route would bounce a packet that
-      // came to it by a HID fallback edge straight back to its gateway.)
-      const self = this.ownHidEdge(packet, edgesAt);
-      if (self >= 0) {
-        const index = packet[edgesAt + self]! & XIP_EDGE_INDEX_MASK;
-        packet[edgesAt + self] = index | XIP_EDGE_VISITED;
-        setXipLast(packet, index);
-        if (index === dnode - 1) {
-          this.deliverLocally(joinTail(packet, tail), inPort, from);
-          return;
-        }
-        continue;
-      }
-      for (let e = 0; e < 4; e++) {
-        const index = packet[edgesAt + e]! & XIP_EDGE_INDEX_MASK;
-        if (index === XIP_EDGE_UNUSED) continue;
-        const nodeAt = XipOffset.NODES + index * XIP_NODE_LENGTH;
-        const type = packet.readUInt32BE(nodeAt);
-        const idAt = nodeAt + 4;
-        let entry: RouteEntry | undefined;
-        if (type === XidType.HID && BROADCAST_HID.id.compare(packet, idAt, idAt + 20) === 0) {
-          if (inPort < 0) {
-            this.broadcastEverywhere(joinTail(packet, tail));
-            return;
-          }
-          entry = LOCAL_ENTRY;
-        } else {
-          entry = this.routes.existing(type)?.lookup(packet, idAt);
-        }
-        if (entry === undefined || entry.port === Port.FALLBACK) continue;
-        if (entry.port === Port.LOCAL) {
-          packet[edgesAt + e] = index | XIP_EDGE_VISITED;
-          setXipLast(packet, index);
-          if (index === dnode - 1) {
-            this.deliverLocally(joinTail(packet, tail), inPort, from);
-            return;
-          }
-          advanced = true;
-          break;
-        }
-        if (entry.port === Port.DISCARD) {
-          this.counters.dropped[DropReason.DISCARD]++;
-          return;
-        }
-        if (entry.port === Port.BROADCAST) {
-          this.broadcastEverywhere(joinTail(packet, tail), inPort);
-          return;
-        }
-        if (tail && this.transitChunkTap) this.forward(joinTail(packet, tail), entry, inPort);
-        else this.forward(packet, entry, inPort, tail);
-        return;
-      }
-      if (!advanced) {
-        this.counters.dropped[DropReason.UNREACHABLE]++;
-        this.sendXcmpError(joinTail(packet, tail), XcmpType.UNREACHABLE, XcmpUnreachableCode.HOST);
-        return;
-      }
-    }
-    this.counters.dropped[DropReason.LOOP]++;
-  }
-
-  /** The edge slot (0..3) of `edgesAt` that points at this node's HID, or -1. */
-  private ownHidEdge(packet: Buffer, edgesAt: number): number {
-    const own = this.hid;
-    for (let e = 0; e < 4; e++) {
-      const index = packet[edgesAt + e]! & XIP_EDGE_INDEX_MASK;
-      if (index === XIP_EDGE_UNUSED) continue;
-      const nodeAt = XipOffset.NODES + index * XIP_NODE_LENGTH;
-      if (packet.readUInt32BE(nodeAt) === XidType.HID && own.id.compare(packet, nodeAt + 4, nodeAt + 24) === 0) return e;
-    }
-    return -1;
-  }
-
-  /** Sends `packet` (then `tail`, if any, which only a packet we originate has) toward `entry`. */
-  private forward(packet: Buffer, entry: RouteEntry, inPort: number, tail?: Buffer): void {
-    const iface = this.interfaces[entry.port];
-    if (!iface || iface.link.address === undefined) {
-      this.counters.dropped[DropReason.INTERFACE_DOWN]++;
-      return;
-    }
-    if (inPort >= 0) {
-      const hopLimit = packet[XipOffset.HOP_LIMIT]!;
-      if (hopLimit <= 1) {
-        this.counters.dropped[DropReason.HOP_LIMIT]++;
-        this.sendXcmpError(packet, XcmpType.TIME_EXCEEDED, 0);
-        return;
-      }
-      packet[XipOffset.HOP_LIMIT] = hopLimit - 1;
-    }
-    if (packet.length + (tail?.length ?? 0) > iface.link.mtu) {
-      this.counters.dropped[DropReason.TOO_BIG]++;
-      this.sendXcmpError(joinTail(packet, tail), XcmpType.UNREACHABLE, XcmpUnreachableCode.NEED_FRAGMENT);
-      return;
-    }
-    const nextHop = entry.nextHop;
-    const address = nextHop ? this.neighbors.addressOf(entry.port, nextHop) : undefined;
-    if (address === undefined) {
-      this.counters.dropped[DropReason.NO_NEIGHBOR]++;
-      this.sendXcmpError(joinTail(packet, tail), XcmpType.UNREACHABLE, XcmpUnreachableCode.HOST);
-      return;
-    }
-    this.counters.forwarded++;
-    if (this.transitChunkTap && packet[XipOffset.NEXT_HEADER] === NextHeader.TRANSPORT) {
-      const payloadOffset = xipHeaderLengthOf(packet);
-      if (packet[payloadOffset] === TransportType.CHUNK) this.transitChunkTap(packet, payloadOffset);
-    }
-    iface.link.send(packet, address, tail);
-  }
-
-  private broadcastEverywhere(packet: Buffer, exceptPort = -1): void {
-    for (const iface of this.interfaceList) {
-      if (iface.port === exceptPort || iface.link.address === undefined) continue;
-      iface.link.broadcast(packet);
-    }
-    this.counters.forwarded++;
-  }
-
-  private deliverLocally(packet: Buffer, inPort: number, from: LinkAddress | undefined): void {
-    const headerLength = xipHeaderLengthOf(packet);
-    const payloadLength = packet.readUInt16BE(XipOffset.PAYLOAD_LENGTH);
-    const arrival: Arrival = { port: inPort, from, payloadOffset: headerLength, payloadLength };
-    const nextHeader = packet[XipOffset.NEXT_HEADER]!;
-    if (nextHeader === NextHeader.XCMP) {
-      this.handleXcmp(packet, arrival);
-      return;
-    }
-    const sinkAt = XipOffset.NODES + (packet[XipOffset.DST_NODES]! - 1) * XIP_NODE_LENGTH;
-    const handler = this.handlers.get(sinkKey(packet, sinkAt)) ?? this.typeHandlers.get(packet.readUInt32BE(sinkAt));
-    if (!handler) {
-      this.counters.dropped[DropReason.NO_LISTENER]++;
-      // No XCMP for broadcasts: nobody on a segment should be told about everyone else's silence.
-      if (inPort >= 0 && packet[sinkAt + 3] === XidType.SID && !isBroadcastDestination(packet)) {
-        this.sendXcmpError(packet, XcmpType.UNREACHABLE, XcmpUnreachableCode.PORT);
-      }
-      return;
-    }
-    this.counters.delivered++;
-    handler(packet, arrival);
-  }
-
-  private handleXcmp(packet: Buffer, arrival: Arrival): void {
-    const payload = packet.subarray(arrival.payloadOffset, arrival.payloadOffset + arrival.payloadLength);
-    let message: XcmpMessage;
     try {
-      message = decodeXcmp(payload);
-    } catch {
-      this.counters.dropped[DropReason.MALFORMED]++;
-      return;
+      this.engine.process(packet, port, from);
+    } catch (error) {
+      // A packet a part of this node could not take: never the daemon's end.
+      this.counters.dropped[DropReason.INTERNAL]++;
+      this.logger.warn('packet.internal-error', { port, from, reason: errorMessage(error) });
     }
-    this.counters.delivered++;
-    if (message.type === XcmpType.ECHO) {
-      this.replyToEcho(packet, payload);
-      return;
-    }
-    for (const listener of this.xcmpListeners) listener(message, packet, arrival);
   }
-
-  /** Echo reply: to the request's source, from the address that was pinged, same data. */
-  private replyToEcho(request: Buffer, payload: Buffer): void {
-    let dst: Dag;
-    let src: Dag;
-    try {
-      dst = xipSrcDag(request);
-      src = xipDstDag(request);
-    } catch {
-      this.counters.dropped[DropReason.MALFORMED]++;
-      return;
-    }
-    const reply = Buffer.from(payload);
-    echoReplyInPlace(reply);
-    this.sendPacket(dst, reply, { src, nextHeader: NextHeader.XCMP });
-  }
-
-  /** Sends an XCMP error about `packet` to its source, within the node's rate limit. */
-  private sendXcmpError(packet: Buffer, type: number, code: number): void {
-    if (packet[XipOffset.NEXT_HEADER] === NextHeader.XCMP) {
-      const at = xipHeaderLengthOf(packet);
-      if (packet.length > at && isXcmpError(packet[at]!)) return; // never an error about an error
-    }
-    if (isBroadcastDestination(packet)) return;
-    const now = this.clock.monotonic();
-    this.xcmpTokens = Math.min(
-      this.xcmpErrorRate,
-      this.xcmpTokens + ((now - this.xcmpRefilledAt) / 1000) * this.xcmpErrorRate,
-    );
-    this.xcmpRefilledAt = now;
-    if (this.xcmpTokens < 1) return;
-    this.xcmpTokens -= 1;
-    let dst: Dag;
-    try {
-      dst = xipSrcDag(packet);
-    } catch {
-      return;
-    }
-    const quote = packet.subarray(0, Math.min(packet.length, XCMP_QUOTE_LIMIT));
-    const message = encodeXcmp({ type, code, identifier: 0, sequence: 0, data: quote });
-    this.counters.xcmpSent++;
-    this.sendPacket(dst, message, { nextHeader: NextHeader.XCMP });
-  }
-
-  // ---- metrics ----------------------------------------------------------------------
-
-  private registerMetrics(registry: Registry): void {
-    const counters = this.counters;
-    const labels = { node: this.name };
-    const packets = new Counter({
-      name: 'xianet_packets_total',
-      help: 'XIP packets by what happened to them',
-      labelNames: ['node', 'event'] as const,
-      registers: [registry],
-      collect() {
-        this.reset();
-        for (const event of ['received', 'forwarded', 'delivered', 'originated', 'xcmpSent'] as const) {
-          this.inc({ ...labels, event }, counters[event]);
-        }
-      },
-    });
-    const drops = new Counter({
-      name: 'xianet_packets_dropped_total',
-      help: 'XIP packets dropped, by reason',
-      labelNames: ['node', 'reason'] as const,
-      registers: [registry],
-      collect() {
-        this.reset();
-        for (const [reason, value] of Object.entries(counters.dropped)) this.inc({ ...labels, reason }, value);
-      },
-    });
-    const routes = this.routes;
-    const routeGauge = new Gauge({
-      name: 'xianet_routes',
-      help: 'Route table entries by principal type',
-      labelNames: ['node', 'type'] as const,
-      registers: [registry],
-      collect() {
-        this.reset();
-        for (const type of routes.types()) {
-          this.set({ ...labels, type: Xid.of(type, Buffer.alloc(20)).typeName }, routes.table(type).size);
-        }
-      },
-    });
-    void packets;
-    void drops;
-    void routeGauge;
-  }
-}
-
-const LOCAL_ENTRY: RouteEntry = { xid: undefined, port: Port.LOCAL, nextHop: undefined, flags: 0, origin: 'local' };
-
-/** The handler key of the sink XID at `at` without building an Xid (the TYPE:hex text form). */
-function sinkKey(packet: Buffer, at: number): string {
-  const type = packet.readUInt32BE(at);
-  const name = TYPE_PREFIX.get(type) ?? `0x${type.toString(16)}:`;
-  return name + packet.toString('hex', at + 4, at + XID_WIRE_LENGTH);
-}
-
-const TYPE_PREFIX = new Map<number, string>(
-  Object.entries(XidType).map(([name, code]) => [code as number, `${name}:`]),
-);
-
-function isBroadcastDestination(packet: Buffer): boolean {
-  const dnode = packet[XipOffset.DST_NODES]!;
-  for (let i = 0; i < dnode; i++) {
-    const at = XipOffset.NODES + i * XIP_NODE_LENGTH;
-    if (packet.readUInt32BE(at) === XidType.HID && BROADCAST_HID.id.compare(packet, at + 4, at + 24) === 0) return true;
-  }
-  return false;
-}
-
-/** A packet built as a header plus a separate tail, as one buffer. */
-function joinTail(packet: Buffer, tail: Buffer | undefined): Buffer {
-  return tail ? Buffer.concat([packet, tail]) : packet;
 }

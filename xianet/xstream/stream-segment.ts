@@ -238,3 +238,31 @@ export function visitFrames(segment: Buffer, at: number, visitor: FrameVisitor):
 export function isHandshakeInit(segment: Buffer): boolean {
   return segment.length >= SEGMENT_HEADER_LENGTH + 2 && segment[SEGMENT_HEADER_LENGTH] === Frame.HANDSHAKE && segment[SEGMENT_HEADER_LENGTH + 1] === 0;
 }
+
+const NO_FRAMES: FrameVisitor = {
+  ping: () => undefined,
+  ack: () => undefined,
+  reset: () => undefined,
+  stream: () => undefined,
+  maxData: () => undefined,
+  pathChallenge: () => undefined,
+  pathResponse: () => undefined,
+  handshake: () => undefined,
+};
+
+/**
+ * What a segment for no known connection asks for, or undefined if it does not parse.
+ * Such a segment is answered (a RESET, a tombstone's ACK) only if it is ack-eliciting
+ * and carries no RESET itself: answers to answers would loop forever between two ends,
+ * or within one node when a forged source names the node itself.
+ */
+export function segmentWantsAnswer(segment: Buffer, framesAt: number): boolean {
+  let reset = false;
+  let ackEliciting: boolean;
+  try {
+    ackEliciting = visitFrames(segment, framesAt, { ...NO_FRAMES, reset: () => (reset = true) });
+  } catch {
+    return false;
+  }
+  return ackEliciting && !reset;
+}

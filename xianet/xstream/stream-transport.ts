@@ -20,7 +20,7 @@ import type { Arrival, XiaNode } from '../node.js';
 import { TransportType } from '../transport-header.js';
 import { ResetCode, StreamConnection, StreamError, type StreamLower, type StreamOptions, type StreamPath } from './stream-connection.js';
 import { XcmpType } from '../xcmp.js';
-import { isHandshakeInit, readSegmentHeader, SegmentWriter } from './stream-segment.js';
+import { isHandshakeInit, readSegmentHeader, SegmentWriter, segmentWantsAnswer } from './stream-segment.js';
 
 export interface ConnectOptions extends StreamOptions {
   /** Give up if the handshake does not complete in this long (default 10 s). */
@@ -53,7 +53,8 @@ export class StreamTransport {
   private readonly bindings = new Map<string, Binding>();
   /** The last address other than its peer's that each connection heard from (a moved peer). */
   private readonly otherPaths = new WeakMap<StreamConnection, StreamPath>();
-  readonly stats = { accepted: 0, connected: 0, resetsSent: 0, malformed: 0 };
+  /** `unknown`: segments for no connection, tombstone or handshake here. */
+  readonly stats = { accepted: 0, connected: 0, resetsSent: 0, malformed: 0, unknown: 0 };
 
   private readonly unlistenXcmp: () => void;
 
@@ -248,12 +249,15 @@ export class StreamTransport {
     }
     const tombstone = this.tombstones.get(key);
     if (tombstone) {
-      this.sendControl(header.connectionId, tombstone.peer, sid, (w) => w.ack([[header.packetNumber, header.packetNumber + 1]]));
+      // Never answer an answer (see segmentWantsAnswer).
+      if (segmentWantsAnswer(segment, header.framesAt)) {
+        this.sendControl(header.connectionId, tombstone.peer, sid, (w) => w.ack([[header.packetNumber, header.packetNumber + 1]]));
+      }
       return;
     }
-    const source = this.sourceDag(packet);
-    if (!source) return;
     if (listener && isHandshakeInit(segment)) {
+      const source = this.sourceDag(packet);
+      if (!source) return;
       const binding = this.bindings.get(sid.key)!;
       binding.connections++;
       const created = this.create('server', Buffer.from(header.connectionId), sid, { dag: source, key: Buffer.from(srcKey) }, undefined, listener.options, () => {
@@ -265,6 +269,10 @@ export class StreamTransport {
       listener.onConnection(created);
       return;
     }
+    this.stats.unknown++;
+    if (!segmentWantsAnswer(segment, header.framesAt)) return;
+    const source = this.sourceDag(packet);
+    if (!source) return;
     this.stats.resetsSent++;
     this.sendControl(header.connectionId, source, sid, (w) => w.reset(ResetCode.UNKNOWN_CONNECTION));
   }

@@ -1,11 +1,13 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Xid, XidType } from '../../shared/xid.js';
 import { seededRandom } from '../memory-link.js';
 import { InProcessNetwork, INTER_AD } from '../topology.js';
 import { StreamError, type StreamConnection } from './stream-connection.js';
 import { StreamTransport } from './stream-transport.js';
-import { xipHeaderLengthOf } from '../../shared/xip-header.js';
+import type { Dag } from '../../shared/dag.js';
+import { encodeXip, NextHeader, xipHeaderLengthOf } from '../../shared/xip-header.js';
+import { waitFor } from '../../test/support/wait.js';
 import { TransportType } from '../transport-header.js';
 
 let network: InProcessNetwork | undefined;
@@ -307,5 +309,45 @@ describe('STREAM', () => {
     connection.end();
     await new Promise((r) => serverSide!.once('end', r));
     expect(received).toBe(written);
+  });
+});
+
+describe('STREAM segments for no known connection', () => {
+  /** A STREAM packet to `dst` claiming to come from `src`, with one frame after the header. */
+  function forged(dst: Dag, src: Dag, frame: Buffer): Buffer {
+    const segment = Buffer.alloc(15);
+    segment[0] = 1;
+    randomBytes(8).copy(segment, 1);
+    return encodeXip({ dst, src, nextHeader: NextHeader.TRANSPORT, payload: Buffer.concat([Buffer.from([TransportType.STREAM]), segment, frame]) });
+  }
+
+  it('answers a segment whose forged source is the node itself once, not with a loop of RESETs', async () => {
+    const net = await build();
+    const b = net.stack('B');
+    const sid = Xid.random(XidType.SID);
+    b.streams.listen(sid, () => undefined);
+    // A PING for an unknown connection, "from" the listening SID itself: the RESET goes to
+    // B's own SID, which must not answer it (it used to, recursively, until the stack overflowed).
+    const packet = forged(b.node.serviceAddress(sid), b.node.serviceAddress(sid), Buffer.from([0x01]));
+    expect(() => b.node.receive(packet, 0, net.link('R2').address!)).not.toThrow();
+    expect(b.node.counters.dropped.internal ?? 0).toBe(0);
+    expect(b.streams.stats.resetsSent).toBe(1);
+  });
+
+  it('never answers a RESET or an ACK with a RESET: two ends cannot bounce them forever', async () => {
+    const net = await build();
+    const b = net.stack('B');
+    const c = net.stack('C');
+    const sidB = Xid.random(XidType.SID);
+    const sidC = Xid.random(XidType.SID);
+    b.streams.listen(sidB, () => undefined);
+    c.streams.listen(sidC, () => undefined);
+    // B gets a PING "from" C's listening SID: B resets, C must not reset the reset.
+    b.node.receive(forged(b.node.serviceAddress(sidB), c.node.serviceAddress(sidC), Buffer.from([0x01])), 0, net.link('R2').address!);
+    b.node.receive(forged(b.node.serviceAddress(sidB), c.node.serviceAddress(sidC), Buffer.from([0x02, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])), 0, net.link('R2').address!);
+    await waitFor(() => c.streams.stats.unknown > 0 || c.streams.stats.resetsSent > 0, 5000, 'the RESET to reach C', 5);
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    expect(b.streams.stats.resetsSent).toBe(1);
+    expect(c.streams.stats.resetsSent).toBe(0);
   });
 });
