@@ -81,6 +81,8 @@ export class UdpLink implements Link {
   ipMtu: { bytes: number; source: 'config' | 'interface' | 'impairment' | 'default' };
   readonly impairment: LinkImpairment<Outgoing> | undefined;
   private socket: Socket | undefined;
+  /** Receives the segment's multicast when the link is bound to one IPv6 address (see startGroupSocket). */
+  private groupSocket: Socket | undefined;
   private receiver: LinkReceiver | undefined;
   private readonly attachListeners: Array<() => void> = [];
   private peers: SocketAddress[];
@@ -126,9 +128,7 @@ export class UdpLink implements Link {
     const v6 = this.v6;
     const socket = createSocket({ type: v6 ? 'udp6' : 'udp4', reuseAddr: this.options.multicastGroup !== undefined, lookup: numericLookup });
     this.socket = socket;
-    socket.on('message', (message: Buffer, remote: RemoteInfo) => {
-      this.receiver?.(message, formatSocketAddress(remote.address, remote.port));
-    });
+    socket.on('message', this.onMessage);
     socket.on('error', () => {
       // Asynchronous send errors (ICMP unreachable on a moved peer) must not kill the daemon.
       this.stats.sendErrors++;
@@ -148,6 +148,7 @@ export class UdpLink implements Link {
       socket.addMembership(this.options.multicastGroup, this.options.multicastInterface);
       if (this.options.multicastInterface) socket.setMulticastInterface(this.options.multicastInterface);
       socket.setMulticastLoopback(false);
+      if (v6 && !isWildcard(this.options.bindAddress)) await this.startGroupSocket(this.options.multicastGroup, socket.address().port);
     } else if (!v6) {
       socket.setBroadcast(true);
     }
@@ -156,12 +157,40 @@ export class UdpLink implements Link {
     for (const listener of this.attachListeners) listener();
   }
 
+  /**
+   * A socket bound to one IPv6 address (say fe80::1%eth0) never sees the group's datagrams:
+   * the kernel matches their destination, the group, against the bound address. One bound to
+   * "::" sees the group arriving on every interface of the machine, so two such links of a
+   * router on two segments would each hear both. A second socket bound to the group with this
+   * link's scope ("ff02::c0de%eth0") gets the segment's multicast, and only this segment's.
+   */
+  private async startGroupSocket(group: string, port: number): Promise<void> {
+    const scope = this.options.bindAddress.split('%')[1] ?? this.options.multicastInterface?.split('%')[1];
+    const socket = createSocket({ type: 'udp6', reuseAddr: true });
+    this.groupSocket = socket;
+    socket.on('message', this.onMessage);
+    socket.on('error', () => undefined); // receive-only: nothing sent, nothing to count
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject);
+      socket.bind(port, scope ? `${group}%${scope}` : group, () => {
+        socket.off('error', reject);
+        resolve();
+      });
+    });
+    socket.addMembership(group, this.options.multicastInterface);
+  }
+
+  private readonly onMessage = (message: Buffer, remote: RemoteInfo): void => {
+    this.receiver?.(message, formatSocketAddress(remote.address, remote.port));
+  };
+
   async stop(): Promise<void> {
-    const socket = this.socket;
+    const sockets = [this.socket, this.groupSocket];
     this.socket = undefined;
+    this.groupSocket = undefined;
     this.boundAddress = undefined;
     this.impairment?.stop();
-    if (socket) await new Promise<void>((resolve) => socket.close(() => resolve()));
+    for (const socket of sockets) if (socket) await new Promise<void>((resolve) => socket.close(() => resolve()));
   }
 
   send(packet: Buffer, to: LinkAddress, tail?: Buffer): void {
@@ -221,6 +250,11 @@ export class UdpLink implements Link {
   onAttach(listener: () => void): void {
     this.attachListeners.push(listener);
   }
+}
+
+function isWildcard(address: string): boolean {
+  const host = address.split('%')[0]!;
+  return host === '::' || host === '0.0.0.0';
 }
 
 /** The family of each address seen (0: a name); a link talks to few addresses. */
