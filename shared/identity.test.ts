@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Identity, verifySignature } from './identity.js';
 import { openMessage, sealMessage, SignedKind } from './signed-message.js';
-import { SignatureError } from './errors.js';
+import { SignatureError, type XmigError } from './errors.js';
+import fc from 'fast-check';
 import { XidType } from './xid.js';
 
 describe('Identity', () => {
@@ -23,6 +24,23 @@ describe('Identity', () => {
     expect(identity.publicKey.length).toBe(32);
     expect(identity.xid(XidType.AD).type).toBe(XidType.AD);
     expect(identity.xid(XidType.HID).id.equals(identity.xid(XidType.AD).id)).toBe(true);
+  });
+
+  it('round-trips through PKCS#8 DER (48 bytes, 64 base64url characters) and refuses other bytes', () => {
+    const identity = Identity.generate();
+    const der = identity.toPkcs8();
+    expect(der.length).toBe(48);
+    expect(der.toString('base64url')).toHaveLength(64);
+    expect(Identity.fromPkcs8(der).xid(XidType.HID).equals(identity.xid(XidType.HID))).toBe(true);
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 80 }), (bytes) => {
+        try {
+          Identity.fromPkcs8(bytes);
+        } catch (error) {
+          expect((error as XmigError).code).toBe('ERR_IDENTITY');
+        }
+      }),
+    );
   });
 
   it('rejects a key file that is not a PEM key, naming the file', () => {

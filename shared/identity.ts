@@ -52,6 +52,26 @@ export class Identity {
     return new Identity(key);
   }
 
+  /**
+   * The key from its PKCS#8 DER bytes (48 for Ed25519; 64 characters of base64url), as a
+   * VM receives it on its kernel command line.
+   */
+  static fromPkcs8(der: Uint8Array): Identity {
+    let key: KeyObject;
+    try {
+      key = createPrivateKey({ key: Buffer.from(der), format: 'der', type: 'pkcs8' });
+    } catch (error) {
+      throw new XmigError('ERR_IDENTITY', `not a PKCS#8 DER private key: ${errorMessage(error)}`, { cause: error });
+    }
+    if (key.asymmetricKeyType !== 'ed25519') throw new XmigError('ERR_IDENTITY', `a ${key.asymmetricKeyType} key, not Ed25519`);
+    return new Identity(key);
+  }
+
+  /** The private key as PKCS#8 DER: what `fromPkcs8` reads and a PEM file's body holds. */
+  toPkcs8(): Buffer {
+    return this.privateKey.export({ format: 'der', type: 'pkcs8' });
+  }
+
   /** Loads the key at `file`, creating (mode 0600) a new one if the file does not exist. */
   static loadOrCreate(file: string): Identity {
     try {
