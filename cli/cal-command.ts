@@ -2,7 +2,10 @@ import { Command } from 'commander';
 import { Identity } from '../shared/identity.js';
 import { createLogger } from '../shared/logger.js';
 import { NodeClient } from '../xianet/api/api-client.js';
-import { askGoldbach } from '../xianet/goldbach/goldbach-protocol.js';
+import { askGoldbach, type AskReport } from '../xianet/goldbach/goldbach-protocol.js';
+import { askGoldbachTcp, GoldbachTcpServer } from '../xianet/goldbach/goldbach-tcp.js';
+import { parseSocketAddress } from '../xianet/udp-link.js';
+import { XmigError } from '../shared/errors.js';
 import { serveGoldbach } from '../xianet/goldbach/goldbach-service.js';
 import { NameClient } from '../xianet/names/name-client.js';
 import { DEFAULT_API_SOCKET } from './defaults.js';
@@ -11,7 +14,7 @@ import { resolveTarget } from './resolve-target.js';
 import { waitForShutdown } from './shutdown.js';
 
 export function calCommand(): Command {
-  const cal = new Command('cal').description("the paper's Goldbach calculation service, over STREAM");
+  const cal = new Command('cal').description("the paper's Goldbach calculation service, over STREAM (and plain TCP for the TCP/IP baseline)");
   cal
     .command('serve')
     .description('answer Goldbach questions on a SID (and register a name for it)')
@@ -19,8 +22,11 @@ export function calCommand(): Command {
     .option('--key <file>', 'the service key; its SID is the service address (created if missing)', '/var/lib/xmig/goldbach.key')
     .option('--name <name>', 'register this name for the service in the name service')
     .option('--owner-key <file>', "key that owns the name (the machine's key)")
-    .action(async (options: { api: string; key: string; name?: string; ownerKey?: string }) => {
+    .option('--tcp <host:port>', 'also answer plain TCP/IP here (e.g. [::]:4000), for the TCP/IP baseline')
+    .action(async (options: { api: string; key: string; name?: string; ownerKey?: string; tcp?: string }) => {
       const logger = createLogger({ component: 'goldbach' });
+      const tcp = options.tcp ? new GoldbachTcpServer({ ...parseSocketAddress(options.tcp), logger }) : undefined;
+      await tcp?.start();
       const api = await NodeClient.connect(options.api);
       const server = await serveGoldbach(api, { identity: Identity.loadOrCreate(options.key), logger });
       const address = await server.address();
@@ -34,33 +40,42 @@ export function calCommand(): Command {
       }
       await waitForShutdown(logger);
       await server.close();
+      await tcp?.stop();
       await api.close();
     });
   cal
     .command('ask')
     .description('ask continuously; exits non-zero if the connection ever breaks')
-    .argument('<target>', 'a name or a DAG')
+    .argument('[target]', 'a name or a DAG (not with --tcp)')
+    .option('--tcp <host:port>', 'ask over plain TCP/IP instead (the TCP/IP baseline)')
     .option('--api <socket>', 'the local node API socket', DEFAULT_API_SOCKET)
     .option('-n, --count <n>', 'stop after n answers', (v) => Number(v))
     .option('--start <n>', 'first even number to ask', (v) => Number(v), 4)
     .option('--pin', "keep talking to the DAG first resolved even if the service's address changes")
     .option('-q, --quiet', 'no answers, only the report')
     .option('--json', 'print the report as JSON')
-    .action(async (target: string, options: { api: string; count?: number; start: number; pin?: boolean; quiet?: boolean; json?: boolean }) => {
-      const api = await NodeClient.connect(options.api);
+    .action(async (target: string | undefined, options: { api: string; count?: number; start: number; pin?: boolean; quiet?: boolean; json?: boolean; tcp?: string }) => {
+      if ((target === undefined) === (options.tcp === undefined)) throw new XmigError('ERR_CONFIG', 'give either a target (name or DAG) or --tcp host:port');
+      const api = options.tcp ? undefined : await NodeClient.connect(options.api);
       try {
-        const dst = await resolveTarget(target, api);
-        const connection = await api.connect(dst, { pinPeerAddress: options.pin ?? false });
         const stop = new AbortController();
         const onSignal = (): void => stop.abort();
         process.once('SIGINT', onSignal);
         process.once('SIGTERM', onSignal);
-        const report = await askGoldbach(connection, {
+        const ask = {
           count: options.count,
           start: options.start,
           signal: stop.signal,
-          onAnswer: options.quiet || options.json ? undefined : ({ n, p, q }) => process.stdout.write(`${n} = ${p} + ${q}\n`),
-        });
+          onAnswer: options.quiet || options.json ? undefined : ({ n, p, q }: { n: number; p: number; q: number }) => process.stdout.write(`${n} = ${p} + ${q}\n`),
+        };
+        let report: AskReport;
+        if (options.tcp) {
+          const { host, port } = parseSocketAddress(options.tcp);
+          report = await askGoldbachTcp(host, port, ask);
+        } else {
+          const connection = await api!.connect(await resolveTarget(target!, api!), { pinPeerAddress: options.pin ?? false });
+          report = await askGoldbach(connection, ask);
+        }
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
         process.stdout.write(
@@ -70,7 +85,7 @@ export function calCommand(): Command {
         );
         if (report.ended === 'broken' || report.wrong > 0) process.exitCode = ExitCode.FAILURE;
       } finally {
-        await api.close();
+        await api?.close();
       }
     });
   return cal;
