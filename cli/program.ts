@@ -27,6 +27,7 @@ const COMMANDS: Record<string, CommandModule> = {
   'router-plugin': async () => [(await import('./router-plugin-command.js')).routerPluginCommand()],
   send: async () => [(await import('./mover-commands.js')).sendCommand()],
   recv: async () => [(await import('./mover-commands.js')).recvCommand()],
+  lab: async () => [(await import('./lab-command.js')).labCommand()],
   migrate: async () => [(await import('./migrate-command.js')).migrateCommand()],
 };
 

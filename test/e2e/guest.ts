@@ -4,7 +4,7 @@
  * pages to move again and the count shows whether the guest ran on without a gap.
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 export const COUNT_PREFIX = 'xmig-count';
@@ -48,36 +48,9 @@ export function serialCounts(file: string): number[] {
   return [...serialLog(file).matchAll(new RegExp(`${COUNT_PREFIX} (\\d+)`, 'g'))].map((m) => Number(m[1]));
 }
 
-/**
- * The major version of the QEMU on PATH. QEMU 7.2 under CPU load sent stale guest pages in
- * 1-2 of 5 migrations (its own tcp: too) and the guest oopsed; 10.x did not in 12 runs: the
- * e2e tests need 10 or later (Debian's bookworm-backports has it).
- */
-export function qemuMajor(): number | undefined {
-  const result = spawnSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' });
-  const match = result.status === 0 ? /version (\d+)\./.exec(result.stdout) : null;
-  return match ? Number(match[1]) : undefined;
-}
-
-export const QEMU_REMEDY =
-  'apt-get install -t bookworm-backports qemu-system-x86 linux-image-amd64 busybox-static cpio (.ci/run adds the suite and does)';
-
-/** The newest kernel in /boot, if any. */
-export function findKernel(): string | undefined {
-  if (!existsSync('/boot')) return undefined;
-  const kernels = readdirSync('/boot').filter((f) => f.startsWith('vmlinuz-')).sort();
-  return kernels.length ? join('/boot', kernels[kernels.length - 1]!) : undefined;
-}
-
-export function findBusybox(): string | undefined {
-  for (const candidate of ['/bin/busybox', '/usr/bin/busybox']) {
-    if (!existsSync(candidate)) continue;
-    // It must be static: the initramfs has no libc.
-    const file = spawnSync('file', ['-L', candidate], { encoding: 'utf8' });
-    if (file.status !== 0 || /statically linked|static-pie/.test(file.stdout)) return candidate;
-  }
-  return undefined;
-}
+// The machine's kernel, busybox and QEMU are found the way the lab finds them.
+export { findBusybox, findKernel } from '../../lab/image/host-inputs.js';
+export { QEMU_REMEDY, qemuMajor } from '../../lab/qemu-command.js';
 
 /** Builds the initramfs (newc cpio) in `dir` and returns its path. */
 export function buildInitramfs(dir: string, busybox: string): string {

@@ -1,0 +1,89 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { agentConfigSchema } from '../../agent/agent-config.js';
+import { parseConfig } from '../../shared/config.js';
+import { Identity } from '../../shared/identity.js';
+import { Xid, XidType } from '../../shared/xid.js';
+import { nodeConfigSchema } from '../../xianet/node-config.js';
+import { requirement } from '../../test/support/requirements.js';
+import { findBusybox } from '../image/host-inputs.js';
+import { GUEST_AGENT_METRICS_PORT, GUEST_NODE_METRICS_PORT, XIANET_GROUP, XIANET_PORT } from '../lab-constants.js';
+import { guestCommandLine, type GuestConfig } from './guest-config.js';
+import { GUEST_INIT, GUEST_PATHS } from './init-script.js';
+
+const busybox = findBusybox();
+const dir = mkdtempSync(join(tmpdir(), 'xmig-init-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+writeFileSync(join(dir, 'init'), GUEST_INIT, { mode: 0o755 });
+
+/** Runs the guest init's configure step (what it does with /proc/cmdline) under busybox sh. */
+function configure(config: GuestConfig, label: string): { node: unknown; agent: unknown; env: Record<string, string>; out: string } {
+  const out = join(dir, label);
+  const cmdline = join(dir, `${label}.cmdline`);
+  writeFileSync(cmdline, `${guestCommandLine(config)}\n`);
+  const result = spawnSync(busybox!, ['sh', join(dir, 'init'), '--configure', cmdline, join(out, 'etc'), join(out, 'keys')], { encoding: 'utf8' });
+  expect(result.status, result.stderr).toBe(0);
+  const env = Object.fromEntries(
+    readFileSync(join(out, 'etc', 'guest.env'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => line.split('=', 2) as [string, string]),
+  );
+  return { node: JSON.parse(readFileSync(join(out, 'etc', 'node.json'), 'utf8')), agent: JSON.parse(readFileSync(join(out, 'etc', 'agent.json'), 'utf8')), env, out };
+}
+
+describe.skipIf(!requirement(busybox !== undefined, 'a static busybox', 'apt-get install busybox-static'))("the guest init's configuration, run by busybox sh", () => {
+  it("writes node and agent configs the daemons accept, with the VM's key from the command line", () => {
+    const key = Identity.generate();
+    const calKey = Identity.generate();
+    const { node, agent, env, out } = configure({ name: 'vm1', key, goldbach: { key: calKey, name: 'goldbach.vm', tcpPort: 4000 }, ipv4: '10.1.0.10/24', gateway4: '10.1.0.1' }, 'full');
+    const nodeConfig = parseConfig(nodeConfigSchema, node);
+    expect(nodeConfig).toMatchObject({
+      name: 'vm1',
+      role: 'host',
+      interfaces: [{ name: 'eth0', bind: '::', port: XIANET_PORT, multicastGroup: XIANET_GROUP, multicastInterface: '::%eth0' }],
+      controlPort: { path: GUEST_PATHS.controlSocket },
+      apiSocket: GUEST_PATHS.apiSocket,
+      metrics: { host: '::', port: GUEST_NODE_METRICS_PORT },
+    });
+    expect(nodeConfig.interfaces[0]!.mtu).toBeUndefined();
+    expect(Identity.load(nodeConfig.keyFile).xid(XidType.HID).equals(key.xid(XidType.HID))).toBe(true);
+    expect(Identity.load(join(out, 'keys', 'goldbach.key')).xid(XidType.SID).equals(calKey.xid(XidType.SID))).toBe(true);
+    const agentConfig = parseConfig(agentConfigSchema, agent);
+    expect(agentConfig).toMatchObject({
+      router: 'vm1',
+      control: GUEST_PATHS.controlSocket,
+      api: GUEST_PATHS.apiSocket,
+      names: [{ name: 'goldbach.vm', sid: calKey.xid(XidType.SID).toString() }],
+      metrics: { host: '::', port: GUEST_AGENT_METRICS_PORT },
+    });
+    expect(env).toMatchObject({ IPV4: '10.1.0.10/24', GW4: '10.1.0.1', CALKEY: 'yes', CALNAME: 'goldbach.vm', CALTCP: '4000', LOG: 'info' });
+  });
+
+  it('carries every optional word through', () => {
+    const ad = Xid.of(XidType.AD, Buffer.alloc(20, 0xab));
+    const { node, agent, env } = configure(
+      { name: 'vm-2', key: Identity.generate(), port: 7100, group: 'ff02::1:2', mtu: 1400, logLevel: 'debug', trustedAds: [ad], names: [{ name: 'vm-2.lab' }], nodeMetricsPort: 9200, agentMetricsPort: 9201 },
+      'optional',
+    );
+    expect(parseConfig(nodeConfigSchema, node)).toMatchObject({
+      trustedAds: [ad.toString()],
+      interfaces: [{ port: 7100, multicastGroup: 'ff02::1:2', mtu: 1400 }],
+      metrics: { port: 9200 },
+      logLevel: 'debug',
+    });
+    expect(parseConfig(agentConfigSchema, agent)).toMatchObject({ names: [{ name: 'vm-2.lab' }], metrics: { port: 9201 }, logLevel: 'debug' });
+    expect(env).toMatchObject({ MTU: '1400', CALKEY: '', IPV4: '' });
+  });
+
+  it('refuses a command line without the name or the key', () => {
+    const cmdline = join(dir, 'bare.cmdline');
+    writeFileSync(cmdline, 'console=ttyS0 xmig.name=vm1\n');
+    const result = spawnSync(busybox!, ['sh', join(dir, 'init'), '--configure', cmdline, join(dir, 'bare')], { encoding: 'utf8' });
+    expect(result.status).not.toBe(0);
+    expect(result.stderr).toMatch(/xmig\.name and xmig\.key are required/);
+  });
+});

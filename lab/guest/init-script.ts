@@ -1,0 +1,256 @@
+/**
+ * The lab VM's /init (busybox sh, PID 1): what systemd would do on a real VM, in the
+ * order it would do it.
+ *
+ * 1. Mounts proc, sys, dev, /tmp and /run; installs busybox's applets.
+ * 2. Reads the `xmig.*` words of /proc/cmdline (lab/guest/guest-config.ts documents them)
+ *    and writes the node's and agent's config files and the keys under /etc/xmig/run and
+ *    /var/lib/xmig (`init --configure CMDLINE DIR` does only this, for tests).
+ * 3. Turns IPv6 DAD off (the link-local address derived from the MAC must be usable at
+ *    once, on every segment), loads the kernel modules listed in /etc/xmig/modules in
+ *    that order (virtio-net, virtio-blk, ext4 and what they need), brings up lo and eth0,
+ *    and the fixed IPv4 address if configured; mounts /dev/vda at /data if there is one.
+ * 4. Starts `xmig node`, then, once its API socket is there, `xmig agent` and
+ *    `xmig cal serve`, each restarted a second after it exits (systemd's Restart=always).
+ *
+ * Where things go: each daemon's JSON log lines (stdout) go to the second serial port
+ * (/dev/ttyS1, the host's event log) and to /run/xmig/log/NAME.log in the guest; their
+ * stderr goes to the console (/dev/ttyS0, the host's serial log). init itself writes
+ * `guest.*` events to the event log (`uptimeMs` = guest uptime) — one per boot phase,
+ * `guest.exited` when a daemon ends, and `guest.ready` (hid, ad, dag, memUsedKb) once the
+ * node, the agent and the Goldbach service are all up; the console then shows
+ * `xmig-guest ready hid=… dag=…`.
+ *
+ * Nothing CPU-heavy runs here: keys come from the command line, the code was compiled on
+ * the host, and Node.js (~9 s to start under TCG) starts three times, once per daemon.
+ */
+import { XMIG_NODE_FLAGS } from '../../shared/node-flags.js';
+import { GUEST_AGENT_METRICS_PORT, GUEST_INTERFACE, GUEST_NODE_METRICS_PORT, XIANET_GROUP, XIANET_PORT } from '../lab-constants.js';
+
+/** Where the image puts things (lab/image/image-layout.ts builds that tree). */
+export const GUEST_PATHS = {
+  node: '/usr/bin/node',
+  xmig: '/opt/xmig/bin/xmig.js',
+  modules: '/etc/xmig/modules',
+  manifest: '/etc/xmig/image.json',
+  apiSocket: '/run/xmig/node.sock',
+  controlSocket: '/run/xmig/control.sock',
+  nodeKey: '/var/lib/xmig/node.key',
+  goldbachKey: '/var/lib/xmig/goldbach.key',
+  agentState: '/var/lib/xmig/agent.json',
+  configDir: '/etc/xmig/run',
+  logDir: '/run/xmig/log',
+  dataDevice: '/dev/vda',
+  dataMount: '/data',
+} as const;
+
+/** The line the console shows once the guest is up (and the event log's `guest.ready`). */
+export const GUEST_READY_PREFIX = 'xmig-guest ready';
+
+const P = GUEST_PATHS;
+const NODE = `${P.node} ${XMIG_NODE_FLAGS.join(' ')} ${P.xmig}`;
+
+/** The script (deterministic: it is an input of the image hash). */
+export const GUEST_INIT = `#!/bin/busybox sh
+# xmig lab guest init: see lab/guest/init-script.ts for what it does and why.
+export PATH=/bin:/usr/bin
+EVENTS=/dev/ttyS1
+
+uptime_ms() {
+  read -r up _ < /proc/uptime
+  frac=\${up#*.}
+  frac=\${frac#0}
+  echo $(( \${up%.*} * 1000 + frac * 10 ))
+}
+
+# event NAME [,"field":value...]: one JSON line on the event log.
+event() {
+  echo "{\\"event\\":\\"$1\\",\\"component\\":\\"guest-init\\",\\"uptimeMs\\":$(uptime_ms)$2}" > $EVENTS
+}
+
+pem() {
+  echo '-----BEGIN PRIVATE KEY-----'
+  echo "$1" | tr '_-' '/+'
+  echo '-----END PRIVATE KEY-----'
+}
+
+# configure CMDLINE DIR KEYDIR: the config files from the kernel command line.
+configure() {
+  NAME= KEY= PORT=${XIANET_PORT} GROUP=${XIANET_GROUP} MTU= LOG=info TRUST= CALKEY= CALNAME= CALTCP= NAMES=
+  IPV4= GW4= METRICS=${GUEST_NODE_METRICS_PORT} AGENTMETRICS=${GUEST_AGENT_METRICS_PORT}
+  for word in $(cat "$1"); do
+    value=\${word#*=}
+    case "$word" in
+      xmig.name=*) NAME=$value ;;
+      xmig.key=*) KEY=$value ;;
+      xmig.port=*) PORT=$value ;;
+      xmig.group=*) GROUP=$value ;;
+      xmig.mtu=*) MTU=$value ;;
+      xmig.log=*) LOG=$value ;;
+      xmig.trust=*) TRUST=$value ;;
+      xmig.calkey=*) CALKEY=$value ;;
+      xmig.calname=*) CALNAME=$value ;;
+      xmig.caltcp=*) CALTCP=$value ;;
+      xmig.names=*) NAMES=$value ;;
+      xmig.ipv4=*) IPV4=$value ;;
+      xmig.gw4=*) GW4=$value ;;
+      xmig.metrics=*) METRICS=$value ;;
+      xmig.agentmetrics=*) AGENTMETRICS=$value ;;
+    esac
+  done
+  if [ -z "$NAME" ] || [ -z "$KEY" ]; then
+    echo "xmig-guest: xmig.name and xmig.key are required on the kernel command line" >&2
+    return 1
+  fi
+  mkdir -p "$2" "$3"
+  pem "$KEY" > "$3/node.key"
+  chmod 600 "$3/node.key"
+  if [ -n "$CALKEY" ]; then
+    pem "$CALKEY" > "$3/goldbach.key"
+    chmod 600 "$3/goldbach.key"
+  fi
+  trusted=
+  for ad in $(echo "$TRUST" | tr ',' ' '); do
+    trusted="$trusted\${trusted:+,}\\"AD:$ad\\""
+  done
+  names=
+  for entry in $(echo "$NAMES" | tr ',' ' '); do
+    case "$entry" in
+      *@*) item="{\\"name\\":\\"\${entry%@*}\\",\\"sid\\":\\"SID:\${entry#*@}\\"}" ;;
+      *) item="{\\"name\\":\\"$entry\\"}" ;;
+    esac
+    names="$names\${names:+,}$item"
+  done
+  mtu=
+  [ -n "$MTU" ] && mtu=",\\"mtu\\":$MTU"
+  cat > "$2/node.json" <<EOF
+{"name":"$NAME","role":"host","keyFile":"$3/node.key","trustedAds":[$trusted],
+ "interfaces":[{"name":"${GUEST_INTERFACE}","bind":"::","port":$PORT,"multicastGroup":"$GROUP","multicastInterface":"::%${GUEST_INTERFACE}"$mtu}],
+ "controlPort":{"path":"${P.controlSocket}"},"apiSocket":"${P.apiSocket}",
+ "metrics":{"host":"::","port":$METRICS},"logLevel":"$LOG"}
+EOF
+  cat > "$2/agent.json" <<EOF
+{"api":"${P.apiSocket}","control":"${P.controlSocket}","router":"$NAME","keyFile":"$3/node.key",
+ "stateFile":"${P.agentState}","names":[$names],"metrics":{"host":"::","port":$AGENTMETRICS},"logLevel":"$LOG"}
+EOF
+  {
+    echo "LOG=$LOG"
+    echo "MTU=$MTU"
+    echo "IPV4=$IPV4"
+    echo "GW4=$GW4"
+    echo "CALKEY=\${CALKEY:+yes}"
+    echo "CALNAME=$CALNAME"
+    echo "CALTCP=$CALTCP"
+  } > "$2/guest.env"
+}
+
+if [ "$1" = "--configure" ]; then
+  configure "$2" "$3" "$4"
+  exit $?
+fi
+
+/bin/busybox mkdir -p /bin /proc /sys /dev /tmp /run
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -t tmpfs -o mode=755 tmpfs /run
+stty -F $EVENTS raw -echo 2>/dev/null
+event guest.init
+
+if ! configure /proc/cmdline ${P.configDir} /var/lib/xmig; then
+  event guest.failed ',"reason":"bad kernel command line"'
+  exec sleep 2147483647
+fi
+. ${P.configDir}/guest.env
+export XMIG_LOG_LEVEL=$LOG
+event guest.configured
+
+# Before eth0 exists (it inherits "default"): its link-local address is valid at once.
+echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad
+echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad
+while read -r module; do
+  insmod "$module" || event guest.module-failed ",\\"module\\":\\"$module\\""
+done < ${P.modules}
+event guest.modules ",\\"count\\":$(wc -l < ${P.modules})"
+
+ip link set lo up
+i=0
+while [ ! -e /sys/class/net/${GUEST_INTERFACE} ] && [ $i -lt 100 ]; do usleep 50000; i=$((i + 1)); done
+echo 0 > /proc/sys/net/ipv6/conf/${GUEST_INTERFACE}/accept_dad
+[ -n "$MTU" ] && ip link set ${GUEST_INTERFACE} mtu "$MTU"
+ip link set ${GUEST_INTERFACE} up
+[ -n "$IPV4" ] && ip addr add "$IPV4" dev ${GUEST_INTERFACE}
+[ -n "$GW4" ] && ip route add default via "$GW4"
+mac=$(cat /sys/class/net/${GUEST_INTERFACE}/address 2>/dev/null)
+ll=$(ip -6 addr show dev ${GUEST_INTERFACE} scope link 2>/dev/null | sed -n 's/.*inet6 \\([0-9a-f:]*\\)\\/64.*/\\1/p')
+event guest.network ",\\"mac\\":\\"$mac\\",\\"linkLocal\\":\\"$ll\\",\\"ipv4\\":\\"$IPV4\\""
+
+if [ -b ${P.dataDevice} ]; then
+  mkdir -p ${P.dataMount}
+  if mount -t ext4 ${P.dataDevice} ${P.dataMount}; then
+    event guest.data ",\\"device\\":\\"${P.dataDevice}\\",\\"mount\\":\\"${P.dataMount}\\""
+  else
+    event guest.data-failed ",\\"device\\":\\"${P.dataDevice}\\""
+  fi
+fi
+
+mkdir -p ${P.logDir} /run/xmig
+set -o pipefail
+# run NAME COMMAND...: the daemon, restarted a second after it exits.
+run() {
+  name=$1
+  shift
+  (
+    while true; do
+      "$@" 2> /dev/console | tee -a ${P.logDir}/$name.log > $EVENTS
+      event guest.exited ",\\"daemon\\":\\"$name\\",\\"code\\":$?"
+      sleep 1
+    done
+  ) &
+}
+
+# logged NAME EVENT: has daemon NAME logged EVENT yet?
+logged() {
+  grep -q "\\"event\\":\\"$2\\"" ${P.logDir}/$1.log 2>/dev/null
+}
+
+field() {
+  grep "\\"event\\":\\"$2\\"" ${P.logDir}/$1.log 2>/dev/null | head -n 1 | sed -n "s/.*\\"$3\\":\\"\\([^\\"]*\\)\\".*/\\1/p"
+}
+
+run node ${NODE} node --config ${P.configDir}/node.json
+until [ -S ${P.apiSocket} ] && logged node node.ready; do usleep 100000; done
+event guest.node-ready
+
+run agent ${NODE} agent --config ${P.configDir}/agent.json
+if [ -n "$CALKEY" ]; then
+  set -- --key /var/lib/xmig/goldbach.key --owner-key /var/lib/xmig/node.key
+  [ -n "$CALNAME" ] && set -- "$@" --name "$CALNAME"
+  [ -n "$CALTCP" ] && set -- "$@" --tcp "[::]:$CALTCP"
+  run cal ${NODE} cal serve --api ${P.apiSocket} "$@"
+fi
+until logged agent agent.started; do usleep 100000; done
+event guest.agent-ready
+if [ -n "$CALKEY" ]; then
+  ready=goldbach.listening
+  [ -n "$CALNAME" ] && ready=goldbach.registered
+  until logged cal $ready && { [ -z "$CALTCP" ] || logged cal goldbach.tcp-listening; }; do usleep 100000; done
+  event guest.cal-ready
+fi
+
+hid=$(field node node.ready hid)
+ad=$(field node gateway.adopted ad)
+dag=$(field cal goldbach.listening dag)
+[ -z "$dag" ] && [ -n "$ad" ] && dag="RE $ad $hid"
+total=$(sed -n 's/^MemTotal: *\\([0-9]*\\).*/\\1/p' /proc/meminfo)
+available=$(sed -n 's/^MemAvailable: *\\([0-9]*\\).*/\\1/p' /proc/meminfo)
+event guest.ready ",\\"hid\\":\\"$hid\\",\\"ad\\":\\"$ad\\",\\"dag\\":\\"$dag\\",\\"memUsedKb\\":$((total - available)),\\"memTotalKb\\":$total"
+echo "${GUEST_READY_PREFIX} hid=$hid dag=$dag mem=$(((total - available) / 1024))MB"
+
+while true; do
+  wait
+  sleep 60
+done
+`;

@@ -1,0 +1,259 @@
+/**
+ * The lab VM as a process: QEMU (TCG) running the lab image, inside a network namespace
+ * (a "physical host"), its virtio-net NIC on a tap in that host's segment bridge.
+ *
+ *     const vm = await LabVm.start({ netns: 'xl-A', tap: 'tap-vm', bridge: 'br-A', mac,
+ *       image, config, dir, deadlineMs: 300_000, signal });
+ *     vm.hid; vm.ready?.dag; await vm.waitForEvent((e) => e.event === 'move.registered');
+ *     await vm.stop();
+ *
+ * `start()` returns once the guest's init has printed `guest.ready` (node, agent and
+ * Goldbach service up), or — with `incoming` (a migration's destination) — once QEMU
+ * listens on its QMP sockets. A guest that does not come up in time, or a QEMU that exits,
+ * is one ERR_TIMEOUT / ERR_STATE line naming what the guest last printed; whatever was
+ * started is stopped first. `stop()` ends QEMU (SIGTERM, then SIGKILL), the event-log
+ * tail, and the tap if this VM made it (`bridge` given); the files in `dir` stay.
+ *
+ * Files in `dir`: console.log (ttyS0: kernel, init, daemons' stderr), events.log (ttyS1:
+ * JSON events), qmp.sock (for `xmig migrate`), observer.qmp.sock (for anyone watching),
+ * qemu.stderr.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { XmigError } from '../shared/errors.js';
+import type { Startable } from '../shared/startable.js';
+import { XidType, type Xid } from '../shared/xid.js';
+import { guestCommandLine, type GuestConfig } from './guest/guest-config.js';
+import { GuestEventLog, lastLine, type GuestEvent, type WaitOptions } from './guest-events.js';
+import type { LabImage } from './image/build-image.js';
+import { isLabMac, linkLocalFromMac } from './lab-constants.js';
+import { labQemuArgs, QEMU_BINARY, type DataDisk } from './qemu-command.js';
+
+export interface LabVmOptions {
+  /** The namespace QEMU runs in (the hosting "physical host"); none: this process's. */
+  netns?: string;
+  /** The tap QEMU opens. Made (and removed on stop) by the VM if `bridge` is given; else it must exist. */
+  tap: string;
+  /** The segment bridge to put the tap on. */
+  bridge?: string;
+  /** The NIC's fixed MAC (unicast; the lab uses 52:54:00:…): its link-local address follows from it. */
+  mac: string;
+  image: Pick<LabImage, 'kernel' | 'initramfs'>;
+  config: GuestConfig;
+  /** Where the VM's files go (created if missing). Unix socket paths must stay under 108 bytes. */
+  dir: string;
+  memoryMb?: number;
+  cpus?: number;
+  /** `-incoming` URI: this QEMU is a migration's destination and does not boot. */
+  incoming?: string;
+  disk?: DataDisk;
+  /** How long the guest may take to report ready (default 300 s: TCG on a shared machine). */
+  deadlineMs?: number;
+  signal?: AbortSignal;
+  qemu?: string;
+}
+
+const NAME = /^[A-Za-z0-9_.-]{1,15}$/;
+const SOCKET_PATH_MAX = 107;
+
+function ip(netns: string | undefined, args: string[]): void {
+  const full = netns ? ['-n', netns, ...args] : args;
+  const result = spawnSync('ip', full, { encoding: 'utf8' });
+  if (result.status !== 0) throw new XmigError('ERR_STATE', `ip ${full.join(' ')}: ${(result.stderr || result.error?.message || '').trim()}`);
+}
+
+export class LabVm implements Startable {
+  readonly serialLog: string;
+  readonly eventLog: string;
+  readonly qmpSocket: string;
+  readonly observerQmpSocket: string;
+  readonly stderrFile: string;
+  /** The VM's HID (SHA-1 of its key): known before it boots. */
+  readonly hid: Xid;
+  /** Its IPv6 link-local address on eth0, the same on every segment. */
+  readonly linkLocal: string;
+  /** The guest's `guest.ready` event (hid, ad, dag, memUsedKb, uptimeMs), once it came. */
+  ready: GuestEvent | undefined;
+  private readonly log: GuestEventLog;
+  private child: ChildProcess | undefined;
+  private exit: { code: number | null; signal: NodeJS.Signals | null; error?: string } | undefined;
+  private exited: Promise<void> = Promise.resolve();
+  private madeTap = false;
+
+  /** Starts a VM and waits until it is ready (or listening for its migration). */
+  static async start(options: LabVmOptions): Promise<LabVm> {
+    const vm = new LabVm(options);
+    await vm.start();
+    return vm;
+  }
+
+  constructor(readonly options: LabVmOptions) {
+    if (!NAME.test(options.tap)) throw new XmigError('ERR_CONFIG', `tap name "${options.tap}" must be 1-15 letters, digits, "_", "." or "-"`);
+    if (options.bridge !== undefined && !NAME.test(options.bridge)) throw new XmigError('ERR_CONFIG', `bridge name "${options.bridge}" is not an interface name`);
+    if (!isLabMac(options.mac)) throw new XmigError('ERR_CONFIG', `MAC "${options.mac}" is not a unicast MAC (xx:xx:xx:xx:xx:xx)`);
+    if (/,/.test(options.dir + options.image.kernel + options.image.initramfs + (options.disk?.file ?? ''))) {
+      throw new XmigError('ERR_CONFIG', 'QEMU option values cannot hold a ","; use paths without one');
+    }
+    this.serialLog = join(options.dir, 'console.log');
+    this.eventLog = join(options.dir, 'events.log');
+    this.qmpSocket = join(options.dir, 'qmp.sock');
+    this.observerQmpSocket = join(options.dir, 'observer.qmp.sock');
+    this.stderrFile = join(options.dir, 'qemu.stderr');
+    if (Buffer.byteLength(this.observerQmpSocket) > SOCKET_PATH_MAX) throw new XmigError('ERR_CONFIG', `VM dir ${options.dir} is too long for a Unix socket path`);
+    this.hid = options.config.key.xid(XidType.HID);
+    this.linkLocal = linkLocalFromMac(options.mac);
+    this.log = new GuestEventLog(this.eventLog);
+  }
+
+  get name(): string {
+    return this.options.config.name;
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  /** Parsed events of the guest so far. */
+  events(): readonly GuestEvent[] {
+    return this.log.events;
+  }
+
+  /** The position after the events seen so far: pass it as `from` to wait only for what comes next. */
+  get eventCount(): number {
+    return this.log.count;
+  }
+
+  waitForEvent(predicate: (event: GuestEvent) => boolean, options: WaitOptions = {}): Promise<GuestEvent> {
+    return this.log.waitFor(predicate, {
+      failure: () => this.exitReason(),
+      context: () => this.lastPrinted(),
+      ...options,
+    });
+  }
+
+  /** What the guest last printed on its console (and the last event it logged). */
+  lastPrinted(): string {
+    const console = lastLine(this.serialLog);
+    const event = this.log.events.at(-1);
+    const parts = [console ? `console: "${console.slice(0, 200)}"` : 'nothing on its console'];
+    if (event) parts.push(`last event: ${event.event}`);
+    return parts.join(', ');
+  }
+
+  private exitReason(): string | undefined {
+    if (!this.exit) return undefined;
+    const stderr = lastLine(this.stderrFile);
+    if (this.exit.error) return `QEMU of ${this.name} did not start: ${this.exit.error}`;
+    return `QEMU of ${this.name} exited (${this.exit.signal ?? `code ${this.exit.code}`})${stderr ? `: ${stderr.slice(0, 200)}` : ''}; ${this.lastPrinted()}`;
+  }
+
+  async start(): Promise<void> {
+    if (this.child) return;
+    const o = this.options;
+    o.signal?.throwIfAborted();
+    for (const file of [o.image.kernel, o.image.initramfs, ...(o.disk ? [o.disk.file] : [])]) {
+      if (!existsSync(file)) throw new XmigError('ERR_STATE', `no such file: ${file}`);
+    }
+    if (o.netns !== undefined && !existsSync(`/run/netns/${o.netns}`)) throw new XmigError('ERR_STATE', `no network namespace ${o.netns}`);
+    const append = guestCommandLine(o.config);
+    mkdirSync(o.dir, { recursive: true });
+    for (const file of [this.serialLog, this.eventLog, this.qmpSocket, this.observerQmpSocket]) rmSync(file, { force: true });
+    try {
+      if (o.bridge !== undefined) {
+        ip(o.netns, ['tuntap', 'add', 'dev', o.tap, 'mode', 'tap']);
+        this.madeTap = true;
+        ip(o.netns, ['link', 'set', o.tap, 'master', o.bridge, 'up']);
+      }
+      const args = labQemuArgs({
+        name: this.name,
+        kernel: o.image.kernel,
+        initramfs: o.image.initramfs,
+        append,
+        memoryMb: o.memoryMb,
+        cpus: o.cpus,
+        tap: o.tap,
+        mac: o.mac,
+        disk: o.disk,
+        serialLog: this.serialLog,
+        eventLog: this.eventLog,
+        qmpSocket: this.qmpSocket,
+        observerQmpSocket: this.observerQmpSocket,
+        incoming: o.incoming,
+      });
+      const qemu = o.qemu ?? QEMU_BINARY;
+      const [command, argv] = o.netns !== undefined ? ['ip', ['netns', 'exec', o.netns, qemu, ...args]] : [qemu, args];
+      // QEMU's stderr (and that of an `exec:` migration command it runs) goes to a file: a
+      // pipe nobody reads would fill up and stall it.
+      const stderr = openSync(this.stderrFile, 'w');
+      try {
+        this.child = spawn(command, argv, { stdio: ['ignore', 'ignore', stderr] });
+      } finally {
+        closeSync(stderr);
+      }
+      const child = this.child;
+      this.exited = new Promise<void>((resolve) => {
+        child.once('exit', (code, signal) => {
+          this.exit = { code, signal };
+          this.log.notify();
+          resolve();
+        });
+        child.once('error', (error) => {
+          this.exit = { code: null, signal: null, error: error.message };
+          this.log.notify();
+          resolve();
+        });
+      });
+      await this.log.start();
+      const deadlineMs = o.deadlineMs ?? 300_000;
+      if (o.incoming !== undefined) {
+        await this.waitForQmp(deadlineMs);
+      } else {
+        this.ready = await this.waitForEvent((e) => e.event === 'guest.ready' || e.event === 'guest.failed', {
+          signal: o.signal,
+          deadlineMs,
+          what: `guest ${this.name} ready`,
+        });
+        if (this.ready.event === 'guest.failed') throw new XmigError('ERR_STATE', `guest ${this.name} failed: ${String(this.ready['reason'])}; ${this.lastPrinted()}`);
+      }
+    } catch (error) {
+      await this.stop();
+      if (error instanceof XmigError && error.code === 'ERR_TIMEOUT' && !/^aborted/.test(error.message)) {
+        throw new XmigError('ERR_TIMEOUT', `guest ${this.name} did not come up: ${error.message}`, { cause: error });
+      }
+      throw error;
+    }
+  }
+
+  /** Until QEMU has made both QMP sockets (it does so before it runs, or listens for a migration). */
+  private async waitForQmp(deadlineMs: number): Promise<void> {
+    const deadline = Date.now() + deadlineMs;
+    while (!(existsSync(this.qmpSocket) && existsSync(this.observerQmpSocket))) {
+      this.options.signal?.throwIfAborted();
+      const failed = this.exitReason();
+      if (failed) throw new XmigError('ERR_STATE', failed);
+      if (Date.now() > deadline) throw new XmigError('ERR_TIMEOUT', `QEMU of ${this.name} made no QMP socket within ${Math.round(deadlineMs / 1000)} s`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  async stop(): Promise<void> {
+    const child = this.child;
+    if (child && !this.exit) {
+      child.kill('SIGTERM');
+      const killer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await this.exited;
+      clearTimeout(killer);
+    }
+    await this.log.stop();
+    if (this.madeTap) {
+      this.madeTap = false;
+      try {
+        ip(this.options.netns, ['link', 'del', this.options.tap]);
+      } catch {
+        // The namespace may be gone already (and the tap with it).
+      }
+    }
+    for (const file of [this.qmpSocket, this.observerQmpSocket]) rmSync(file, { force: true });
+  }
+}

@@ -1,0 +1,186 @@
+/**
+ * The real lab VM: `xmig lab image` builds the image, QEMU (TCG) boots it in a network
+ * namespace ("host H") with its NIC on a tap in H's bridge, and next to it, in namespace
+ * R, a real `xmig node` router (with the name server) on a veth to that bridge, beaconing
+ * on the lab's link-local multicast group. From the router's side — never from what the
+ * guest says about itself — the guest's node must have joined the AD (registered with the
+ * router), answer xping, serve Goldbach by name over XIA and over plain TCP, and its
+ * agent's /metrics must answer over link-local TCP from the hosting namespace.
+ * Then a guest that cannot come up in time is one line of error, and nothing is left.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ControlClient, RouteControl } from '../../shared/click-control-client.js';
+import { Dag } from '../../shared/dag.js';
+import { Identity } from '../../shared/identity.js';
+import { WellKnownSid, XidType } from '../../shared/xid.js';
+import { buildImage, type BuiltImage } from '../../lab/image/build-image.js';
+import { findKernels, findBusybox } from '../../lab/image/host-inputs.js';
+import { GUEST_AGENT_METRICS_PORT, XIANET_GROUP, XIANET_PORT } from '../../lab/lab-constants.js';
+import { QEMU_REMEDY, qemuMajor } from '../../lab/qemu-command.js';
+import { LabVm } from '../../lab/vm.js';
+import type { NodeConfig } from '../../xianet/node-config.js';
+import { reapAll, runXmig, startXmig, XMIG_ARGV, type XmigProcess } from '../support/processes.js';
+import { ip, linkLocalOf, makeNetns, removeNetns, uniqueTag } from '../support/netns.js';
+import { isRoot, requirement } from '../support/requirements.js';
+
+const ready = requirement(
+  isRoot() && (qemuMajor() ?? 0) >= 10 && findKernels().length > 0 && findBusybox() !== undefined,
+  'root, QEMU 10 or later, a kernel with modules in /boot and a static busybox',
+  QEMU_REMEDY,
+);
+
+const tag = uniqueTag('lv');
+const H = `${tag}-h`;
+const R = `${tag}-r`;
+const dir = mkdtempSync(join(tmpdir(), 'xmig-lab-vm-'));
+const vmKey = Identity.generate();
+const calKey = Identity.generate();
+const adKey = Identity.generate();
+const routerKey = Identity.generate();
+const GOLDBACH = `goldbach.${tag}`;
+const MAC = '52:54:00:4c:41:42';
+const CAL_TCP = 4100;
+let image: BuiltImage;
+const daemons: XmigProcess[] = [];
+let vm: LabVm | undefined;
+const routerApi = join(dir, 'r.sock');
+const routerControl = join(dir, 'r.control.sock');
+
+/** Runs xmig inside namespace `netns`. */
+function xmigIn(netns: string, args: string[]): XmigProcess {
+  const p = startXmig(args, { prefix: ['ip', 'netns', 'exec', netns] });
+  daemons.push(p);
+  return p;
+}
+
+beforeAll(async () => {
+  if (!ready) return;
+  const started = Date.now();
+  image = await buildImage({ onProgress: (p) => p.state === 'end' && console.error(`image ${p.phase}: ${p.ms} ms ${p.detail ?? ''}`) });
+  console.error(`image ${image.hash.slice(0, 16)} ${image.cached ? 'cached' : 'built'} in ${Date.now() - started} ms: ${(image.initramfsBytes / 1048576).toFixed(1)} MiB`);
+
+  // H: the hosting "physical host", its segment bridge (no IGMP/MLD snooping: the group is
+  // flooded, as on a plain switch) and an IPv4 address for the TCP/IP check. R: the router.
+  makeNetns(H);
+  makeNetns(R);
+  ip('-n', H, 'link', 'add', 'br0', 'type', 'bridge', 'mcast_snooping', '0');
+  ip('link', 'add', 'up0', 'netns', H, 'type', 'veth', 'peer', 'name', 'seg0', 'netns', R);
+  ip('-n', H, 'link', 'set', 'up0', 'master', 'br0', 'up');
+  ip('-n', H, 'link', 'set', 'br0', 'up');
+  ip('-n', H, 'addr', 'add', '10.77.0.1/24', 'dev', 'br0');
+  ip('-n', R, 'link', 'set', 'seg0', 'up');
+
+  const files = { key: join(dir, 'r.key'), ad: join(dir, 'ad.key') };
+  routerKey.save(files.key);
+  adKey.save(files.ad);
+  const ad = adKey.xid(XidType.AD);
+  const routerHid = routerKey.xid(XidType.HID);
+  const config: NodeConfig = {
+    name: 'R',
+    role: 'router',
+    keyFile: files.key,
+    adKeyFile: files.ad,
+    trustedAds: [],
+    acceptUnsignedBeacons: false,
+    beaconIntervalMs: 100,
+    helloIntervalMs: 1000,
+    nameServer: Dag.hostAddress(ad, routerHid, WellKnownSid.NAME_SERVER).toString(),
+    interfaces: [
+      { name: 'seg0', bind: `${linkLocalOf(R, 'seg0')}%seg0`, port: XIANET_PORT, peers: [], multicastGroup: XIANET_GROUP, multicastInterface: '::%seg0', hostFacing: true },
+    ],
+    routes: [],
+    controlPort: { path: routerControl },
+    apiSocket: routerApi,
+    plugins: [],
+    logLevel: 'info',
+  };
+  writeFileSync(join(dir, 'r.json'), JSON.stringify(config));
+  const router = xmigIn(R, ['node', '--config', join(dir, 'r.json')]);
+  await router.waitForLog('node.ready', 60_000);
+  xmigIn(R, ['nameserver', '--api', routerApi, '--db', join(dir, 'names.json')]);
+
+  const boot = Date.now();
+  vm = await LabVm.start({
+    netns: H,
+    tap: 'tapvm',
+    bridge: 'br0',
+    mac: MAC,
+    image,
+    config: { name: 'vm1', key: vmKey, goldbach: { key: calKey, name: GOLDBACH, tcpPort: CAL_TCP }, ipv4: '10.77.0.2/24' },
+    dir: join(dir, 'vm'),
+    deadlineMs: 480_000,
+  });
+  const phases = vm
+    .events()
+    .filter((e) => e.component === 'guest-init')
+    .map((e) => `${e.event.replace('guest.', '')} ${((e.uptimeMs ?? 0) / 1000).toFixed(1)}`)
+    .join(', ');
+  console.error(`guest ready in ${((Date.now() - boot) / 1000).toFixed(1)} s wall (guest uptime, s: ${phases}); RAM in use ${Math.round(Number(vm.ready!['memUsedKb']) / 1024)} MB`);
+}, 600_000);
+
+afterAll(async () => {
+  await vm?.stop();
+  await Promise.all(daemons.map((d) => d.stop()));
+  await reapAll();
+  removeNetns();
+  if (process.env['XMIG_KEEP_LAB']) console.error(`kept ${dir}`);
+  else rmSync(dir, { recursive: true, force: true });
+}, 60_000);
+
+describe.skipIf(!ready)('the lab VM on a segment next to a router', () => {
+  it("joins the router's AD: registered there, pingable, Goldbach by name over XIA and over TCP, metrics over link-local", async () => {
+    const v = vm!;
+    const ad = adKey.xid(XidType.AD);
+    expect(v.ready!['hid']).toBe(v.hid.toString());
+    expect(v.ready!['ad']).toBe(ad.toString());
+    expect(v.ready!['dag']).toBe(Dag.hostAddress(ad, v.hid, calKey.xid(XidType.SID)).toString());
+
+    // The router's own table: the VM's HID on its segment port, learned from its registration.
+    const control = new ControlClient({ path: routerControl });
+    const route = await new RouteControl(control, 'R').route(v.hid.toString());
+    await control.close();
+    expect(route).toMatchObject({ port: 0, nextHop: v.hid.toString() });
+
+    const ping = await runXmig(['ping', Dag.hostAddress(ad, v.hid).toString(), '--api', routerApi, '--count', '10', '--interval', '50', '--json'], 60_000);
+    expect(ping.code, ping.stderr).toBe(0);
+    expect(JSON.parse(ping.stdout)).toMatchObject({ sent: 10, received: 10 });
+
+    const resolved = await runXmig(['resolve', GOLDBACH, '--api', routerApi], 30_000);
+    expect(resolved.stdout.trim(), resolved.stderr).toBe(v.ready!['dag']);
+    const xia = await runXmig(['cal', 'ask', GOLDBACH, '--api', routerApi, '--count', '50', '--json'], 60_000);
+    expect(xia.code, xia.stderr).toBe(0);
+    expect(JSON.parse(xia.stdout)).toMatchObject({ answers: 50, wrong: 0, ended: 'count' });
+
+    // Plain TCP/IP to the guest's fixed IPv4 address, from the hosting namespace.
+    const tcp = spawnSync('ip', ['netns', 'exec', H, process.execPath, ...XMIG_ARGV, 'cal', 'ask', '--tcp', `10.77.0.2:${CAL_TCP}`, '--count', '50', '--json'], { encoding: 'utf8', timeout: 60_000 });
+    expect(tcp.status, tcp.stderr).toBe(0);
+    expect(JSON.parse(tcp.stdout)).toMatchObject({ answers: 50, wrong: 0 });
+
+    // The agent's /metrics at the VM's link-local address (derived from its MAC), from H.
+    const fetchMetrics = `require('http').get({host:'${v.linkLocal}%br0',port:${GUEST_AGENT_METRICS_PORT},path:'/metrics'},(r)=>{let b='';r.on('data',(c)=>b+=c);r.on('end',()=>{process.stdout.write(b)})}).on('error',(e)=>{console.error(e.message);process.exit(1)})`;
+    const metrics = spawnSync('ip', ['netns', 'exec', H, process.execPath, '-e', fetchMetrics], { encoding: 'utf8', timeout: 30_000 });
+    expect(metrics.status, metrics.stderr).toBe(0);
+    expect(metrics.stdout).toMatch(/^xmig_agent_/m);
+
+    // The guest's daemons log to its event log: the node's registration, the agent, the service.
+    const components = new Set(v.events().map((e) => e.component));
+    for (const c of ['guest-init', 'node', 'agent', 'goldbach']) expect(components).toContain(c);
+  }, 300_000);
+
+  it('says in one line what a guest that does not come up in time last printed, and leaves nothing behind', async () => {
+    const late = new LabVm({ netns: H, tap: 'taplate', bridge: 'br0', mac: '52:54:00:4c:41:43', image, config: { name: 'late', key: Identity.generate() }, dir: join(dir, 'late'), deadlineMs: 2_000 });
+    const error = await late.start().then(
+      () => undefined,
+      (e: Error) => e,
+    );
+    expect(error?.message).toMatch(/^guest late did not come up: no guest late ready within 2 s; (nothing on its console|console: ".*")/);
+    expect(error?.message).not.toContain('\n');
+    expect(spawnSync('ip', ['-n', H, 'link', 'show', 'taplate']).status).not.toBe(0);
+    expect(existsSync(late.qmpSocket)).toBe(false);
+    expect(late.pid !== undefined && spawnSync('kill', ['-0', String(late.pid)]).status === 0).toBe(false);
+  }, 60_000);
+});
