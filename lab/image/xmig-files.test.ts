@@ -14,14 +14,15 @@ describe("the xmig that goes into the guest", () => {
   });
 
   it("leaves out what no package loads at run time", () => {
-    for (const path of ['index.d.ts', 'lib/x.js.map', 'src/a.ts', 'README.md', 'CHANGELOG', 'docs/x.js', 'test/a.js']) {
+    for (const path of ['index.d.ts', 'lib/x.js.map', 'src/a.ts', 'README.md', 'CHANGELOG', 'docs/x.js', 'test/a.js', 'src/addon.cc', 'build/Makefile', 'build/Release/x.node.d']) {
       expect(skipPackageFile(path, false) || skipPackageFile(path.split('/')[0]!, true), path).toBe(true);
     }
-    for (const path of ['index.js', 'lib/index.cjs', 'package.json', 'LICENSE', 'lib/test/helper.js', 'data.json']) {
+    for (const path of ['index.js', 'lib/index.cjs', 'package.json', 'LICENSE', 'lib/test/helper.js', 'data.json', 'build/Release/addon.node']) {
       expect(skipPackageFile(path, false), path).toBe(false);
     }
     expect(skipPackageFile('lib/test', true)).toBe(false);
     expect(skipPackageFile('node_modules', true)).toBe(true);
+    expect(skipPackageFile('build/Release/obj.target', true)).toBe(true);
   });
 
   it('keys the compiled output by every source file, and takes only JavaScript from dist/', () => {

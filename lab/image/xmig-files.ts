@@ -191,11 +191,23 @@ export function productionPackages(root: string): PackageDir[] {
 /** Top-level folders of a package that nothing loads at run time. */
 const SKIPPED_DIRECTORIES = new Set(['test', 'tests', '__tests__', 'docs', 'doc', 'example', 'examples', 'benchmark', 'benchmarks', '.github', 'coverage']);
 
-/** True for what a package's run time never reads: types, maps, TypeScript, docs, its own node_modules (listed on their own). */
+/** Folders anywhere in a package that only a native addon's build left (its .node file stays). */
+const BUILD_DIRECTORIES = new Set(['node_modules', 'obj.target', '.deps']);
+
+/**
+ * True for what a package's run time never reads: types, maps, TypeScript, docs, tests, a
+ * native addon's sources and build leftovers, its own node_modules (listed on their own).
+ */
 export function skipPackageFile(path: string, isDirectory: boolean): boolean {
   const top = path.split('/')[0]!;
-  if (isDirectory) return path === 'node_modules' || path.endsWith('/node_modules') || (path === top && SKIPPED_DIRECTORIES.has(top));
-  return /\.(map|ts|mts|cts|md|markdown|tsbuildinfo)$/i.test(path) || /(^|\/)(CHANGELOG|HISTORY)(\.\w+)?$/i.test(path);
+  const name = path.slice(path.lastIndexOf('/') + 1);
+  if (isDirectory) return BUILD_DIRECTORIES.has(name) || (path === top && SKIPPED_DIRECTORIES.has(top));
+  return (
+    /\.(map|ts|mts|cts|md|markdown|tsbuildinfo|o|mk|cc|cpp|c|h|gyp|gypi)$/i.test(path) ||
+    /^(CHANGELOG|HISTORY)(\.\w+)?$/i.test(name) ||
+    name === 'Makefile' ||
+    /\.d$/.test(name)
+  );
 }
 
 /** The files of one package to put in the image (relative to its directory). */
