@@ -24,8 +24,10 @@ const dag = z.string().refine((t) => {
 export const agentConfigSchema = z.object({
   /** The VM node's application API socket. */
   api: z.string().default('/run/xmig/node.sock'),
-  /** The VM node's control port: "host:port" or a socket path. */
-  control: z.string().default('127.0.0.1:7100'),
+  /** The VM node's control port: a socket path (its default) or "host:port" (TCP on loopback). */
+  control: z.string().min(1).default('/run/xmig/control.sock'),
+  /** TCP control ports: the file holding the token that unlocks route writes. */
+  controlTokenFile: z.string().min(1).optional(),
   /** The VM node's name (its Click element prefix on the control port). */
   router: z.string().min(1),
   /** The VM node's key: the agent signs notices and name records with it. */

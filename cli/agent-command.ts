@@ -25,7 +25,7 @@ export function agentCommand(): Command {
       const api = await NodeClient.connect(config.api);
       const agent = new Agent({
         api,
-        routes: new ControlPortRoutes(config.control, config.router),
+        routes: new ControlPortRoutes(config.control, config.router, { tokenFile: config.controlTokenFile }),
         identity: Identity.load(config.keyFile),
         names: config.names.map((n) => ({ name: n.name, sid: n.sid ? Xid.parse(n.sid) : undefined })),
         stateFile: config.stateFile,

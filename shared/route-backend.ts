@@ -2,9 +2,12 @@
  * How the agent and the router plugin change route tables: xia-core's operations
  * (set4 / remove / list) behind one small interface. ControlPortRoutes speaks the
  * Click control port (an `xmig node` or a real xia-core router); xianet's
- * LocalRoutes changes an in-process node's tables directly.
+ * LocalRoutes changes an in-process node's tables directly. Both behave as an
+ * xia-core table does: removing "-" (the default route) leaves it at port -1.
  */
-import { ControlClient, ControlError, parseControlTarget, RouteControl, type ListedRoute, type RouteType } from './click-control-client.js';
+import { ControlClient, ControlError, RouteControl, type ControlClientOptions, type ListedRoute, type RouteType } from './click-control-client.js';
+import { XmigError } from './errors.js';
+import { Xid } from './xid.js';
 
 export type { ListedRoute, RouteType };
 
@@ -14,17 +17,39 @@ export interface RouteBackend {
   /** Removes a route; false if there was none. */
   removeRoute(type: RouteType, xid: string): Promise<boolean>;
   listRoutes(type: RouteType): Promise<ListedRoute[]>;
+  /** The router's own HID or AD, as its tables say (the entry on port -2), or as configured. */
+  ownXid?(type: 'HID' | 'AD'): Promise<string | undefined>;
   close(): Promise<void>;
 }
 
+export interface ControlPortRoutesOptions extends ControlClientOptions {
+  /** The router's HID and AD, where its tables cannot say (several local entries). */
+  hid?: string;
+  ad?: string;
+}
+
 export class ControlPortRoutes implements RouteBackend {
-  private readonly client: ControlClient;
+  readonly client: ControlClient;
   private readonly control: RouteControl;
+  private readonly configured: Partial<Record<'HID' | 'AD', string>>;
 
   /** `target` is "host:port" or a Unix socket path; `router` the Click router name (the node's name). */
-  constructor(target: string, router: string, timeoutMs?: number) {
-    this.client = new ControlClient(parseControlTarget(target), timeoutMs);
+  constructor(target: string, router: string, options: ControlPortRoutesOptions = {}) {
+    const { hid, ad, ...client } = options;
+    this.client = new ControlClient(target, client);
     this.control = new RouteControl(this.client, router);
+    this.configured = {};
+    for (const [type, text] of [['HID', hid], ['AD', ad]] as const) {
+      if (text === undefined) continue;
+      let xid: Xid;
+      try {
+        xid = Xid.parse(text);
+      } catch (error) {
+        throw new XmigError('ERR_CONFIG', `the router's ${type} "${text}": ${(error as Error).message}`);
+      }
+      if (xid.typeName !== type) throw new XmigError('ERR_CONFIG', `the router's ${type} "${text}" is not an ${type}`);
+      this.configured[type] = xid.toString();
+    }
   }
 
   setRoute(type: RouteType, xid: string, port: number, nextHop = '', flags = 0): Promise<void> {
@@ -45,7 +70,11 @@ export class ControlPortRoutes implements RouteBackend {
     return this.control.listRoutes(type);
   }
 
+  async ownXid(type: 'HID' | 'AD'): Promise<string | undefined> {
+    return this.configured[type] ?? this.control.ownXid(type);
+  }
+
   close(): Promise<void> {
-    return this.client.close();
+    return this.client.stop();
   }
 }

@@ -1,67 +1,192 @@
 /**
- * The node's control port: Click's ControlSocket protocol
- * (click-2.0.1/elements/userlevel/controlsocket.cc) with xia-core's element and
- * handler names (elements/xia/xiaxidroutetable.cc, daemons/common/XIARouter.cc),
- * so whatever drives an xia-core router's tables drives this node's too.
+ * The node's control port: Click's ControlSocket protocol with xia-core's element and
+ * handler names (click-handlers.ts), replies as Click gives them
+ * (click-control-session.ts), so whatever drives an xia-core router's tables drives
+ * this node's too.
  *
- * Elements and handlers, for a node named N:
- *   N/xrc/n/proc/rt_AD|rt_HID|rt_SID|rt_CID|rt_IP
- *       write add4, set4  "XID,port,nexthop,flags" ("-" = default route; nexthop may be empty)
- *       write add, set    "XID port" (xia-core's older form)
- *       write remove      "XID"
- *       read  list        one "XID,port,nexthop,flags" line per route, the default first
- *   N/xrc (xmig's own, read): hid, ad, address, counters (JSON), neighbors (one line each)
- *   root (read): list (element count, then names), version
+ * Who may use it:
+ *  - a Unix socket (the default): its file's mode (0660) and group decide who can
+ *    connect at all; those who can may read and write (unless `readOnly`);
+ *  - TCP, only if configured and only on loopback (any local user can reach a
+ *    loopback port, so there a connection may only read until it has written the
+ *    contents of `tokenFile` to the `auth` handler; without a tokenFile, TCP is
+ *    read-only). A non-loopback address is a configuration error.
  *
- * Adding an existing route fails ("duplicate XID"); a missing default route lists
- * as port -7 (FALLBACK: try the DAG's next edge), and setting it to -7 removes it.
+ * Bounded whatever clients do (refusals counted in xianet_control_refusals_total):
+ *  - at most `maxConnections`; a new one past the cap closes the one quiet longest;
+ *  - a connection with no complete command for `idleTimeoutMs`, or a command not
+ *    complete within `commandTimeoutMs` of its first byte, is closed;
+ *  - a line over `maxLineBytes` or data over `maxDataBytes` is skipped, not kept
+ *    (a write is answered 521 as Click answers data over LARGEST_HANDLER_WRITE);
+ *  - what all connections hold is under `maxBufferedBytes`: past it, the connection
+ *    holding the most is closed;
+ *  - a client that does not read its replies stops being read (backpressure).
  */
-import { chmodSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chownSync, readFileSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { Gauge, type Registry } from 'prom-client';
+import { ConfigError, errorMessage } from '../shared/errors.js';
+import { Refusals, TokenBucket, type RefusalReason } from '../shared/limits.js';
 import { silentLogger, type Logger } from '../shared/logger.js';
-import { parseXidTypeName, Xid, xidTypeName, XidType } from '../shared/xid.js';
+import type { Startable } from '../shared/startable.js';
+import { ClickCommandReader } from './click-command-reader.js';
+import { ClickControlSession, CONTROL_SOCKET_GREETING, LARGEST_HANDLER_WRITE } from './click-control-session.js';
+import { ClickNamespace } from './click-handlers.js';
 import type { XiaNode } from './node.js';
-import { Port, type RouteEntry } from './route-table.js';
+import { listenUnixSocket, resolveGroup, type SocketFile } from './unix-socket-file.js';
 
-export const CONTROL_SOCKET_GREETING = 'Click::ControlSocket/1.3';
-export const ClickStatus = {
-  OK: 200,
-  OK_WARNING: 220,
-  SYNTAX: 500,
-  UNIMPLEMENTED: 501,
-  NO_SUCH_ELEMENT: 510,
-  NO_SUCH_HANDLER: 511,
-  HANDLER_ERROR: 520,
-  DATA_TOO_BIG: 521,
-  PERMISSION: 530,
-} as const;
+export { ClickStatus, CONTROL_SOCKET_GREETING } from './click-control-session.js';
 
-const MAX_LINE = 64 * 1024;
-const MAX_DATA = 1024 * 1024;
-const TABLE_TYPES = ['AD', 'HID', 'SID', 'CID', 'IP'] as const;
+export const DEFAULT_CONTROL_SOCKET = '/run/xmig/control.sock';
 
-export type ControlListen = { host?: string; port: number } | { path: string };
-
-/** A handler failed: becomes "520-Write handler 'h' error:" and the message. */
-class HandlerError extends Error {}
-
-interface Reply {
-  lines: Array<[number, string]>;
-  data?: string;
+export interface UnixControlListen {
+  path: string;
+  /** Socket file mode (default 0660; bits for others are refused). */
+  mode?: number;
+  /** The group that may connect (name or gid; default the daemon's). */
+  group?: string | number;
+  /** Every write refused (Click's READONLY). */
+  readOnly?: boolean;
 }
 
-export class ClickControlPort {
-  private server: Server | undefined;
-  private readonly sockets = new Set<Socket>();
-  private listenAddress: string | undefined;
-  private readonly logger: Logger;
+export interface TcpControlListen {
+  /** A loopback address (default 127.0.0.1). */
+  host?: string;
+  port: number;
+  /** Writes need this file's contents written to `auth` first; created (0640) if missing. Absent: read-only. */
+  tokenFile?: string;
+  /** The token file's group, if it is created. */
+  group?: string | number;
+}
 
-  constructor(
-    private readonly node: XiaNode,
-    private readonly listen: ControlListen,
-    logger?: Logger,
-  ) {
-    this.logger = logger ?? silentLogger();
+export type ControlListen = UnixControlListen | TcpControlListen;
+
+export interface ControlLimits {
+  maxConnections: number;
+  idleTimeoutMs: number;
+  commandTimeoutMs: number;
+  maxLineBytes: number;
+  maxDataBytes: number;
+  maxBufferedBytes: number;
+  maxOutputBytes: number;
+}
+
+export const DEFAULT_CONTROL_LIMITS: ControlLimits = {
+  maxConnections: 64,
+  idleTimeoutMs: 60_000,
+  commandTimeoutMs: 10_000,
+  maxLineBytes: LARGEST_HANDLER_WRITE + 1024,
+  maxDataBytes: LARGEST_HANDLER_WRITE,
+  maxBufferedBytes: 4 * 1024 * 1024,
+  maxOutputBytes: 1024 * 1024,
+};
+
+export interface ClickControlPortOptions {
+  limits?: Partial<ControlLimits>;
+  logger?: Logger;
+  /** Where the port's metrics go (the node's registry). */
+  registry?: Registry;
+}
+
+const REFUSALS: ReadonlyArray<readonly [string, RefusalReason]> = [
+  ['connection', 'cap'],
+  ['connection', 'timeout'],
+  ['connection', 'budget'],
+  ['line', 'budget'],
+  ['data', 'budget'],
+  ['write', 'forbidden'],
+];
+
+/** 127.0.0.0/8, ::1 (and its IPv4-mapped forms), or "localhost". */
+export function isLoopbackHost(host: string): boolean {
+  if (host === 'localhost') return true;
+  const bare = host.replace(/^\[|\]$/g, '');
+  if (isIP(bare) === 4) return bare.startsWith('127.');
+  if (isIP(bare) === 6) {
+    const lower = bare.toLowerCase();
+    return lower === '::1' || lower === '0:0:0:0:0:0:0:1' || /^::ffff:127\./.test(lower);
+  }
+  return false;
+}
+
+export function isUnixListen(listen: ControlListen): listen is UnixControlListen {
+  return 'path' in listen;
+}
+
+/** The token of a TCP control port: read, or made (32 random bytes, hex) if the file is missing. */
+export function loadOrCreateToken(file: string, group?: string | number): Buffer {
+  try {
+    const token = readFileSync(file, 'utf8').trim();
+    if (token.length < 16) throw new ConfigError(`control token ${file} is too short (at least 16 characters)`);
+    return Buffer.from(token, 'latin1');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
+      if (error instanceof ConfigError) throw error;
+      throw new ConfigError(`cannot read control token ${file}: ${errorMessage(error)}`, { cause: error });
+    }
+  }
+  const token = randomBytes(32).toString('hex');
+  try {
+    writeFileSync(file, `${token}\n`, { mode: 0o640, flag: 'wx' });
+    if (group !== undefined) chownSync(file, -1, resolveGroup(group));
+  } catch (error) {
+    throw new ConfigError(`cannot create control token ${file}: ${errorMessage(error)}`, { cause: error });
+  }
+  return Buffer.from(token, 'latin1');
+}
+
+interface Connection {
+  readonly socket: Socket;
+  readonly reader: ClickCommandReader;
+  readonly session: ClickControlSession;
+  /** When the last command completed (or the connection opened), monotonic ms. */
+  lastActive: number;
+  /** When the request now in progress started, if one is. */
+  requestSince: number | undefined;
+  /** Bytes this connection's reader held at the last count. */
+  counted: number;
+  ended: boolean;
+  quitting: boolean;
+  /** Paused until the client reads what it was sent. */
+  draining: boolean;
+}
+
+const now = (): number => performance.now();
+
+export class ClickControlPort implements Startable {
+  readonly limits: ControlLimits;
+  readonly refusals = new Refusals(REFUSALS);
+  private readonly logger: Logger;
+  private readonly namespace: ClickNamespace;
+  private server: Server | undefined;
+  private socketFile: SocketFile | undefined;
+  private token: Buffer | undefined;
+  private listenAddress: string | undefined;
+  private readonly connections = new Set<Connection>();
+  private buffered = 0;
+  private sweeper: NodeJS.Timeout | undefined;
+  private starting: Promise<void> | undefined;
+  private readonly warnings = new TokenBucket(1, 5);
+  private readonly listen: ControlListen;
+
+  constructor(node: XiaNode, listen: ControlListen, options: ClickControlPortOptions = {}) {
+    if (!isUnixListen(listen)) {
+      const host = listen.host ?? '127.0.0.1';
+      if (!isLoopbackHost(host)) {
+        throw new ConfigError(
+          `control port host "${host}" is not a loopback address: on TCP the control port listens on loopback only ` +
+            '(127.0.0.1, ::1); to let other users in, give a Unix socket a group',
+        );
+      }
+      if (!Number.isInteger(listen.port) || listen.port < 0 || listen.port > 65535) throw new ConfigError(`control port ${listen.port} is not a TCP port`);
+    }
+    this.listen = listen;
+    this.limits = { ...DEFAULT_CONTROL_LIMITS, ...options.limits };
+    this.logger = (options.logger ?? silentLogger()).child({ component: 'control' });
+    this.namespace = new ClickNamespace(node);
+    if (options.registry) this.registerMetrics(options.registry);
   }
 
   /** "host:port" or the socket path, once started. */
@@ -69,319 +194,246 @@ export class ClickControlPort {
     return this.listenAddress;
   }
 
-  async start(): Promise<void> {
-    const server = createServer((socket) => this.serve(socket));
+  /** The TCP port, once started on TCP. */
+  get tcpPort(): number | undefined {
+    return this.server && !isUnixListen(this.listen) ? (this.server.address() as AddressInfo).port : undefined;
+  }
+
+  /** Open connections now. */
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  /** Bytes all connections hold for requests not yet complete. */
+  get bufferedBytes(): number {
+    return this.buffered;
+  }
+
+  /** Reply bytes waiting to be taken by their clients, all connections. */
+  get pendingOutputBytes(): number {
+    let bytes = 0;
+    for (const connection of this.connections) bytes += connection.socket.writableLength;
+    return bytes;
+  }
+
+  start(): Promise<void> {
+    if (this.server) return Promise.resolve();
+    this.starting ??= this.open().finally(() => (this.starting = undefined));
+    return this.starting;
+  }
+
+  private async open(): Promise<void> {
+    // A socket's write buffer is "full" (write() says wait) at maxOutputBytes: then it is not read until it drains.
+    const server = createServer({ allowHalfOpen: true, highWaterMark: this.limits.maxOutputBytes }, (socket) => this.accept(socket));
+    server.on('error', (error) => this.logger.error('control.server-error', { reason: error.message }));
     const listen = this.listen;
-    if ('path' in listen) rmSync(listen.path, { force: true });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      const done = (): void => {
-        server.off('error', reject);
-        resolve();
-      };
-      if ('path' in listen) server.listen(listen.path, done);
-      else server.listen(listen.port, listen.host ?? '127.0.0.1', done);
-    });
-    if ('path' in listen) {
-      chmodSync(listen.path, 0o600);
+    let access: string;
+    if (isUnixListen(listen)) {
+      this.socketFile = await listenUnixSocket(server, listen.path, { mode: listen.mode, group: listen.group });
       this.listenAddress = listen.path;
+      access = listen.readOnly ? 'read-only' : 'read-write';
     } else {
+      this.token = listen.tokenFile ? loadOrCreateToken(listen.tokenFile, listen.group) : undefined;
+      await new Promise<void>((resolve, reject) => {
+        const failed = (error: Error): void => reject(new ConfigError(`cannot listen on ${listen.host ?? '127.0.0.1'}:${listen.port}: ${error.message}`));
+        server.once('error', failed);
+        server.listen(listen.port, listen.host ?? '127.0.0.1', () => {
+          server.off('error', failed);
+          resolve();
+        });
+      });
       const address = server.address() as AddressInfo;
-      this.listenAddress = `${address.address}:${address.port}`;
+      this.listenAddress = address.family === 'IPv6' ? `[${address.address}]:${address.port}` : `${address.address}:${address.port}`;
+      access = this.token ? 'read, write after auth' : 'read-only';
     }
     this.server = server;
-    this.logger.info('control.listening', { address: this.listenAddress });
+    this.logger.info('control.listening', { address: this.listenAddress, access, maxConnections: this.limits.maxConnections });
   }
 
   async stop(): Promise<void> {
-    for (const socket of this.sockets) socket.destroy();
-    this.sockets.clear();
+    await this.starting?.catch(() => undefined);
     const server = this.server;
     this.server = undefined;
+    for (const connection of [...this.connections]) this.drop(connection);
+    this.stopSweeping();
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
-    if ('path' in this.listen) rmSync(this.listen.path, { force: true });
+    this.socketFile?.remove();
+    this.socketFile = undefined;
   }
 
-  private serve(socket: Socket): void {
-    this.sockets.add(socket);
-    socket.on('close', () => this.sockets.delete(socket));
-    socket.on('error', () => socket.destroy());
-    socket.setNoDelay(true);
-    socket.write(`${CONTROL_SOCKET_GREETING}\r\n`);
-    let buffer: Buffer = Buffer.alloc(0);
-    let closed = false;
-    socket.on('data', (chunk: Buffer) => {
-      if (closed) return;
-      buffer = buffer.length === 0 ? chunk : Buffer.concat([buffer, chunk]);
-      for (;;) {
-        const newline = buffer.indexOf(0x0a);
-        if (newline < 0) {
-          if (buffer.length > MAX_LINE) socket.destroy();
-          return;
-        }
-        const line = buffer.toString('latin1', 0, newline).replace(/\r$/, '');
-        const words = line.trim().split(/\s+/).filter(Boolean);
-        let consumed = newline + 1;
-        let data: string | undefined;
-        const command = words[0]?.toUpperCase();
-        if ((command === 'WRITEDATA' || command === 'READDATA' || command === 'SETDATA') && words.length === 3 && /^\d+$/.test(words[2]!)) {
-          const length = Number(words[2]);
-          if (length > MAX_DATA) {
-            socket.destroy();
-            return;
-          }
-          if (buffer.length < consumed + length) return; // wait for the data bytes
-          data = buffer.toString('latin1', consumed, consumed + length);
-          consumed += length;
-        }
-        buffer = buffer.subarray(consumed);
-        if (words.length === 0) continue;
-        const reply = this.execute(words, line, data);
-        socket.write(formatReply(reply));
-        if (command === 'QUIT' || command === 'CLOSE') {
-          closed = true;
-          socket.end();
-          return;
-        }
-      }
+  private registerMetrics(registry: Registry): void {
+    // A daemon restarted in one process makes a new port on the same registry: the new one's series replace the old.
+    for (const name of ['xianet_control_refusals_total', 'xianet_control_connections', 'xianet_control_buffered_bytes']) registry.removeSingleMetric(name);
+    this.refusals.register(registry, 'xianet_control_refusals_total', 'Control-port connections and requests refused or shed, by resource and reason');
+    const connections = (): number => this.connections.size;
+    const buffered = (): number => this.buffered;
+    new Gauge({
+      name: 'xianet_control_connections',
+      help: 'Open control-port connections',
+      registers: [registry],
+      collect() {
+        this.set(connections());
+      },
+    });
+    new Gauge({
+      name: 'xianet_control_buffered_bytes',
+      help: 'Bytes the control port holds for requests not yet complete, all connections',
+      registers: [registry],
+      collect() {
+        this.set(buffered());
+      },
     });
   }
 
-  /** Runs one command line; never throws. */
-  execute(words: string[], line: string, data?: string): Reply {
-    const command = words[0]!.toUpperCase();
-    const argument = (): string => {
-      // Everything after the handler name, as Click passes it.
-      const match = /^\s*\S+\s+\S+\s?(.*)$/.exec(line);
-      return match ? match[1]! : '';
+  private refuse(resource: string, reason: RefusalReason, detail: Record<string, unknown> = {}): void {
+    this.refusals.refuse(resource, reason);
+    // Counted always; logged at most about once a second, so a flood does not flood the journal.
+    if (this.warnings.take()) this.logger.warn('control.refused', { resource, reason, ...detail });
+  }
+
+  private accept(socket: Socket): void {
+    if (!this.server) {
+      socket.destroy();
+      return;
+    }
+    if (this.connections.size >= this.limits.maxConnections) {
+      let quietest: Connection | undefined;
+      for (const connection of this.connections) if (!quietest || connection.lastActive < quietest.lastActive) quietest = connection;
+      if (quietest) {
+        this.refuse('connection', 'cap', { connections: this.connections.size });
+        this.drop(quietest);
+      }
+    }
+    const unix = isUnixListen(this.listen);
+    const connection: Connection = {
+      socket,
+      reader: new ClickCommandReader({ maxLineBytes: this.limits.maxLineBytes, maxDataBytes: this.limits.maxDataBytes }),
+      session: new ClickControlSession(this.namespace, {
+        writable: unix && !(this.listen as UnixControlListen).readOnly,
+        token: this.token,
+        maxDataBytes: this.limits.maxDataBytes,
+        onWrite: (handler, data) => this.logger.debug('control.write', { handler, argument: data.slice(0, 200) }),
+        onRefusal: (resource, reason) => this.refuse(resource, reason),
+      }),
+      lastActive: now(),
+      requestSince: undefined,
+      counted: 0,
+      ended: false,
+      quitting: false,
+      draining: false,
     };
-    switch (command) {
-      case 'READ':
-      case 'GET':
-      case 'WRITE':
-      case 'SET':
-        if (words.length < 2) return single(ClickStatus.SYNTAX, 'Wrong number of arguments');
-        return this.call(command[0] === 'R' || command[0] === 'G' ? 'read' : 'write', words[1]!, argument());
-      case 'READDATA':
-      case 'WRITEDATA':
-      case 'SETDATA':
-        if (words.length !== 3) return single(ClickStatus.SYNTAX, 'Wrong number of arguments');
-        if (data === undefined) return single(ClickStatus.SYNTAX, `Syntax error in '${command}'`);
-        return this.call(command[0] === 'R' ? 'read' : 'write', words[1]!, data);
-      case 'CHECKREAD':
-      case 'CHECKWRITE': {
-        if (words.length !== 2) return single(ClickStatus.SYNTAX, 'Wrong number of arguments');
-        const write = command === 'CHECKWRITE';
-        const found = this.find(words[1]!);
-        if ('reply' in found) return found.reply;
-        const ok = write ? found.write !== undefined : found.read !== undefined;
-        if (!ok) return single(ClickStatus.NO_SUCH_HANDLER, `Handler '${words[1]}' not ${write ? 'writable' : 'readable'}`);
-        return single(ClickStatus.OK, `${write ? 'Write' : 'Read'} handler '${words[1]}' OK`);
-      }
-      case 'LLRPC':
-        return single(ClickStatus.UNIMPLEMENTED, `Cannot call LLRPC '${words[1] ?? ''}' remotely`);
-      case 'QUIT':
-      case 'CLOSE':
-        return single(ClickStatus.OK, 'Goodbye!');
-      case 'HELP':
-        return {
-          lines: [
-            [200, 'Commands supported:'],
-            [200, 'READ handler [arg...]   call read handler, return DATA'],
-            [200, 'READDATA handler len    call read handler with len data bytes, return DATA'],
-            [200, 'WRITE handler [arg...]  call write handler'],
-            [200, 'WRITEDATA handler len   call write handler, pass len data bytes'],
-            [200, 'CHECKREAD handler       check if read handler is valid'],
-            [200, 'CHECKWRITE handler      check if write handler is valid'],
-            [200, 'QUIT                    close connection'],
-          ],
-        };
-      default:
-        return single(ClickStatus.UNIMPLEMENTED, `Command '${command}' unimplemented`);
-    }
+    this.connections.add(connection);
+    this.startSweeping();
+    socket.setNoDelay(true);
+    socket.on('error', () => this.drop(connection));
+    socket.on('close', () => this.drop(connection));
+    socket.on('data', (chunk: Buffer) => {
+      if (connection.quitting) return;
+      connection.reader.push(chunk);
+      this.pump(connection);
+      this.account(connection);
+    });
+    socket.on('end', () => {
+      if (connection.quitting) return;
+      connection.ended = true;
+      connection.reader.end();
+      this.pump(connection);
+      this.account(connection);
+    });
+    socket.write(`${CONTROL_SOCKET_GREETING}\r\n`);
   }
 
-  private call(kind: 'read' | 'write', name: string, argument: string): Reply {
-    const found = this.find(name);
-    if ('reply' in found) return found.reply;
-    const handlerName = name;
-    if (kind === 'read') {
-      if (!found.read) return single(ClickStatus.PERMISSION, `Handler '${handlerName}' write-only`);
-      try {
-        const data = found.read();
-        return { lines: [[ClickStatus.OK, `Read handler '${handlerName}' OK`]], data };
-      } catch (error) {
-        return handlerError('Read', handlerName, error);
-      }
-    }
-    if (!found.write) return single(ClickStatus.PERMISSION, `Handler '${handlerName}' read-only`);
-    try {
-      found.write(argument.trim());
-      this.logger.debug('control.write', { handler: handlerName, argument: argument.trim() });
-      return single(ClickStatus.OK, `Write handler '${handlerName}' OK`);
-    } catch (error) {
-      return handlerError('Write', handlerName, error);
-    }
-  }
-
-  /** Resolves "element.handler" (or a root handler) to its read/write functions. */
-  private find(fullName: string): { read?: () => string; write?: (argument: string) => void } | { reply: Reply } {
-    const dot = fullName.lastIndexOf('.');
-    const element = dot < 0 ? '' : fullName.slice(0, dot);
-    const handler = dot < 0 ? fullName : fullName.slice(dot + 1);
-    const prefix = `${this.node.name}/xrc/n/proc/rt_`;
-    if (element === '') {
-      if (handler === 'list') return { read: () => this.elementList() };
-      if (handler === 'version') return { read: () => 'xmig-0.1.0\n' };
-      return { reply: single(ClickStatus.NO_SUCH_HANDLER, `No handler named '${fullName}'`) };
-    }
-    if (element.startsWith(prefix)) {
-      const typeName = element.slice(prefix.length);
-      const type = (TABLE_TYPES as readonly string[]).includes(typeName) ? parseXidTypeName(typeName) : undefined;
-      if (type === undefined) return { reply: single(ClickStatus.NO_SUCH_ELEMENT, `No element named '${element}'`) };
-      switch (handler) {
-        case 'list':
-          return { read: () => this.listRoutes(type) };
-        case 'add4':
-        case 'set4':
-          return { write: (argument) => this.setRoute(type, argument, handler === 'add4') };
-        case 'add':
-        case 'set':
-          return { write: (argument) => this.setRouteOld(type, argument, handler === 'add') };
-        case 'remove':
-          return { write: (argument) => this.removeRoute(type, argument) };
-        default:
-          return { reply: single(ClickStatus.NO_SUCH_HANDLER, `No handler named '${fullName}'`) };
-      }
-    }
-    if (element === `${this.node.name}/xrc`) {
-      const node = this.node;
-      const reads: Partial<Record<string, () => string>> = {
-        hid: () => `${node.hid}\n`,
-        ad: () => (node.ad ? `${node.ad}\n` : ''),
-        address: () => `${node.address().toString()}\n`,
-        counters: () => `${JSON.stringify(node.counters)}\n`,
-        neighbors: () =>
-          node.neighbors
-            .list()
-            .map((n) => `${n.hid},${n.port},${n.address},${n.role ?? ''},${n.ad?.toString() ?? ''}\n`)
-            .join(''),
-      };
-      const read = Object.hasOwn(reads, handler) ? reads[handler] : undefined;
-      if (read) return { read };
-      return { reply: single(ClickStatus.NO_SUCH_HANDLER, `No handler named '${fullName}'`) };
-    }
-    return { reply: single(ClickStatus.NO_SUCH_ELEMENT, `No element named '${element}'`) };
-  }
-
-  private elementList(): string {
-    const names = [...TABLE_TYPES.map((t) => `${this.node.name}/xrc/n/proc/rt_${t}`), `${this.node.name}/xrc`];
-    return `${names.length}\n${names.join('\n')}\n`;
-  }
-
-  private listRoutes(type: number): string {
-    const table = this.node.routes.table(type);
-    const line = (xid: string, entry: { port: number; nextHop: Xid | undefined; flags: number }): string =>
-      `${xid},${entry.port},${entry.nextHop?.toString() ?? ''},${entry.flags}\n`;
-    const fallback = table.defaultRoute;
-    let text = fallback ? line('-', fallback) : line('-', { port: Port.FALLBACK, nextHop: undefined, flags: 0 });
-    for (const entry of table.list()) if (entry.xid) text += line(entry.xid.toString(), entry);
-    return text;
-  }
-
-  private parseXid(text: string, type: number, what: string, argument: string): Xid {
-    let xid: Xid;
-    try {
-      xid = Xid.parse(text);
-    } catch {
-      throw new HandlerError(`invalid ${what}: ${argument}`);
-    }
-    if (what === 'XID' && xid.type !== type) {
-      throw new HandlerError(`invalid XID: ${text} is not an ${xidTypeName(type)}`);
-    }
-    return xid;
-  }
-
-  private setRoute(type: number, argument: string, addOnly: boolean): void {
-    const args = argument.split(',').map((a) => a.trim());
-    if (args.length < 2 || args.length > 4 || args[0] === '') throw new HandlerError(`invalid route: ${argument}`);
-    const port = parseInteger(args[1]!);
-    if (port === undefined) throw new HandlerError(`invalid port: ${argument}`);
-    let flags = 0;
-    if (args.length === 4) {
-      const parsed = parseInteger(args[3]!);
-      if (parsed === undefined || parsed < 0) throw new HandlerError(`invalid flags: ${argument}`);
-      flags = parsed;
-    }
-    const nextHopText = args[2] ?? '';
-    const nextHop = nextHopText === '' ? undefined : this.parseXid(nextHopText, XidType.HID, 'next hop xid', argument);
-    if (port >= 0 && !this.node.interface(port)) throw new HandlerError(`invalid port: ${argument} (no interface ${port})`);
-    const table = this.node.routes.table(type);
-    if (args[0] === '-') {
-      if (addOnly && table.defaultRoute) throw new HandlerError('duplicate default route: -');
-      if (port === Port.FALLBACK) {
-        this.node.routes.remove(type, undefined);
+  /** Runs the complete requests a connection has, as long as its client reads the replies. */
+  private pump(connection: Connection): void {
+    const { socket, reader } = connection;
+    while (!connection.quitting && this.connections.has(connection)) {
+      if (socket.writableNeedDrain) {
+        if (!connection.draining) {
+          connection.draining = true;
+          socket.pause();
+          socket.once('drain', () => {
+            connection.draining = false;
+            socket.resume();
+            this.pump(connection);
+            this.account(connection);
+          });
+        }
         return;
       }
-      this.node.routes.set(type, { xid: undefined, port, nextHop, flags, origin: 'control' });
+      const request = reader.next();
+      if (!request) break;
+      connection.lastActive = now();
+      connection.requestSince = undefined;
+      const reply = connection.session.execute(request);
+      if (reply.text) socket.write(reply.text, 'latin1');
+      if (reply.quit) {
+        this.finish(connection);
+        return;
+      }
+    }
+    if (connection.ended && !connection.quitting && this.connections.has(connection)) {
+      this.finish(connection);
       return;
     }
-    const xid = this.parseXid(args[0]!, type, 'XID', args[0]!);
-    if (addOnly && table.get(xid)) throw new HandlerError(`duplicate XID: ${args[0]}`);
-    const entry: RouteEntry = { xid, port, nextHop, flags, origin: 'control' };
-    this.node.routes.set(type, entry);
+    connection.requestSince = reader.inRequest ? (connection.requestSince ?? now()) : undefined;
   }
 
-  private setRouteOld(type: number, argument: string, addOnly: boolean): void {
-    const [xid, portText] = argument.trim().split(/\s+/);
-    if (!xid) return;
-    if (portText === undefined || parseInteger(portText) === undefined) throw new HandlerError(`invalid port: ${portText ?? ''}`);
-    this.setRoute(type, `${xid},${portText},,0`, addOnly);
+  /**
+   * After QUIT, or once the client's input is over: the replies go out, then the
+   * connection closes, as Click closes it after flushing. What the client still sends
+   * is read and dropped meanwhile, so nothing is left unread when it closes.
+   */
+  private finish(connection: Connection): void {
+    connection.quitting = true;
+    connection.reader.discard();
+    const { socket } = connection;
+    if (socket.isPaused()) socket.resume();
+    socket.end(() => this.drop(connection));
   }
 
-  private removeRoute(type: number, argument: string): void {
-    const text = argument.trim();
-    if (text === '') return;
-    if (text === '-') {
-      this.node.routes.remove(type, undefined);
-      return;
+  /** Keeps the total of held bytes, and sheds the largest holder when it passes the budget. */
+  private account(connection: Connection): void {
+    if (this.connections.has(connection)) {
+      this.buffered += connection.reader.buffered - connection.counted;
+      connection.counted = connection.reader.buffered;
     }
-    const xid = this.parseXid(text, type, 'XID', text);
-    if (!this.node.routes.remove(type, xid)) throw new HandlerError(`nonexistent XID: ${text}`);
+    while (this.buffered > this.limits.maxBufferedBytes) {
+      let largest: Connection | undefined;
+      for (const c of this.connections) if (!largest || c.counted > largest.counted) largest = c;
+      if (!largest) break;
+      this.refuse('connection', 'budget', { bytes: largest.counted, total: this.buffered });
+      this.drop(largest);
+    }
   }
-}
 
-function parseInteger(text: string): number | undefined {
-  return /^[-+]?\d+$/.test(text) ? Number(text) : undefined;
-}
-
-function single(code: number, message: string): Reply {
-  return { lines: [[code, message]] };
-}
-
-function handlerError(kind: 'Read' | 'Write', handler: string, error: unknown): Reply {
-  const message = error instanceof Error ? error.message : String(error);
-  return {
-    lines: [
-      [ClickStatus.HANDLER_ERROR, `${kind} handler '${handler}' error:`],
-      [ClickStatus.HANDLER_ERROR, message],
-    ],
-  };
-}
-
-function formatReply(reply: Reply): string {
-  const text = reply.lines
-    .map(([code, message], i) => `${code}${i < reply.lines.length - 1 ? '-' : ' '}${printable(message)}\r\n`)
-    .join('');
-  return reply.data === undefined ? text : `${text}DATA ${Buffer.byteLength(reply.data, 'latin1')}\r\n${reply.data}`;
-}
-
-/** Click's String::printable: control characters escaped so one message stays one line. */
-function printable(message: string): string {
-  let out = '';
-  for (const c of message) {
-    const code = c.charCodeAt(0);
-    out += code < 0x20 || code === 0x7f ? `\\${code.toString(8).padStart(3, '0')}` : c;
+  private drop(connection: Connection): void {
+    if (!this.connections.delete(connection)) return;
+    this.buffered -= connection.counted;
+    connection.counted = 0;
+    connection.socket.destroy();
+    if (this.connections.size === 0) this.stopSweeping();
   }
-  return out;
+
+  private startSweeping(): void {
+    if (this.sweeper) return;
+    const every = Math.max(5, Math.min(this.limits.idleTimeoutMs, this.limits.commandTimeoutMs) / 4);
+    this.sweeper = setInterval(() => this.sweep(), every);
+  }
+
+  private stopSweeping(): void {
+    clearInterval(this.sweeper);
+    this.sweeper = undefined;
+  }
+
+  /** Closes connections idle too long, or whose request has not completed in time. */
+  private sweep(): void {
+    const time = now();
+    for (const connection of [...this.connections]) {
+      const since = connection.requestSince;
+      if (since !== undefined ? time - since > this.limits.commandTimeoutMs : time - connection.lastActive > this.limits.idleTimeoutMs) {
+        this.refuse('connection', 'timeout', { request: since !== undefined });
+        this.drop(connection);
+      }
+    }
+  }
 }

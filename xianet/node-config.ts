@@ -5,6 +5,7 @@
 import { z } from '../shared/config.js';
 import { Dag } from '../shared/dag.js';
 import { Xid } from '../shared/xid.js';
+import { DEFAULT_CONTROL_SOCKET, isLoopbackHost, type ControlLimits, type ControlListen } from './click-control-port.js';
 import { impairmentSchema } from './link-impairment.js';
 
 const xidText = z.string().refine(
@@ -62,10 +63,67 @@ export const staticRouteSchema = z.object({
   flags: z.number().int().min(0).default(0),
 });
 
-const listenSchema = z.union([
-  z.object({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535) }),
-  z.object({ path: z.string().min(1) }),
-]);
+/** Socket file modes as JSON allows: "0660" / "660", or a number (432 = 0o660). */
+const modeSchema = z
+  .union([z.string().regex(/^0?[0-7]{3}$/, 'an octal mode such as "0660"'), z.number().int().min(0).max(0o777)])
+  .transform((mode) => (typeof mode === 'string' ? Number.parseInt(mode, 8) : mode))
+  .refine((mode) => (mode & 0o007) === 0, 'the mode must give others nothing (connecting needs write permission: o+w lets every local user write routes)');
+
+const groupSchema = z.union([z.string().min(1), z.number().int().min(0)]);
+
+const controlLimitsSchema = z
+  .object({
+    maxConnections: z.number().int().min(1).max(65_536),
+    idleTimeoutMs: z.number().int().min(10),
+    commandTimeoutMs: z.number().int().min(10),
+    maxLineBytes: z.number().int().min(256),
+    maxDataBytes: z.number().int().min(256),
+    maxBufferedBytes: z.number().int().min(4096),
+    maxOutputBytes: z.number().int().min(4096),
+  })
+  .partial()
+  .strict();
+
+/**
+ * The control port: a Unix socket (`path`, default /run/xmig/control.sock, `mode` 0660,
+ * `group`), or TCP on loopback only (`host`, `port`; writes after `auth` with the
+ * contents of `tokenFile`, read-only without one). See click-control-port.ts.
+ */
+export const controlPortSchema = z
+  .object({
+    path: z.string().min(1).optional(),
+    mode: modeSchema.optional(),
+    group: groupSchema.optional(),
+    readOnly: z.boolean().optional(),
+    host: z.string().min(1).optional(),
+    port: z.number().int().min(0).max(65535).optional(),
+    tokenFile: z.string().min(1).optional(),
+    limits: controlLimitsSchema.optional(),
+  })
+  .strict()
+  .superRefine((value, context) => {
+    const tcp = value.port !== undefined || value.host !== undefined || value.tokenFile !== undefined;
+    if (!tcp) return;
+    if (value.port === undefined) context.addIssue({ code: 'custom', path: ['port'], message: 'a TCP control port needs "port" (or give "path" for a Unix socket)' });
+    if (value.path !== undefined) context.addIssue({ code: 'custom', path: ['path'], message: 'either "path" (a Unix socket) or "host"/"port" (TCP), not both' });
+    if (value.mode !== undefined) context.addIssue({ code: 'custom', path: ['mode'], message: '"mode" is for a Unix socket' });
+    if (value.readOnly !== undefined) context.addIssue({ code: 'custom', path: ['readOnly'], message: 'TCP is read-only unless "tokenFile" is given' });
+    const host = value.host ?? '127.0.0.1';
+    if (!isLoopbackHost(host)) {
+      context.addIssue({
+        code: 'custom',
+        path: ['host'],
+        message: `"${host}" is not a loopback address: on TCP the control port listens on loopback only (127.0.0.1, ::1); give a Unix socket a group to let other users in`,
+      });
+    }
+  })
+  .transform((value): ControlPortConfig => {
+    const common = { ...(value.group !== undefined && { group: value.group }), ...(value.limits && { limits: value.limits }) };
+    if (value.port === undefined) return { path: value.path ?? DEFAULT_CONTROL_SOCKET, mode: value.mode ?? 0o660, readOnly: value.readOnly ?? false, ...common };
+    return { host: value.host ?? '127.0.0.1', port: value.port, ...(value.tokenFile && { tokenFile: value.tokenFile }), ...common };
+  });
+
+export type ControlPortConfig = ControlListen & { limits?: Partial<ControlLimits> };
 
 export const nodeConfigSchema = z.object({
   name: z.string().min(1).regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, "_", "." and "-" only'),
@@ -83,8 +141,8 @@ export const nodeConfigSchema = z.object({
   nameServer: dagText.optional(),
   interfaces: z.array(interfaceSchema).min(1),
   routes: z.array(staticRouteSchema).default([]),
-  /** Click ControlSocket-compatible control port. */
-  controlPort: listenSchema.optional(),
+  /** Click ControlSocket-compatible control port (none if absent; `{}` is the Unix socket at its default path). */
+  controlPort: controlPortSchema.optional(),
   /** Unix socket of the application API. */
   apiSocket: z.string().optional(),
   metrics: z.object({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535) }).optional(),

@@ -107,7 +107,8 @@ export class NodeDaemon {
       await this.stack.start();
       this.installStaticRoutes();
       if (this.config.controlPort) {
-        this.controlPort = new ClickControlPort(this.node, this.config.controlPort, this.logger);
+        const { limits, ...listen } = this.config.controlPort;
+        this.controlPort = new ClickControlPort(this.node, listen, { limits, logger: this.logger, registry: this.registry });
         await this.controlPort.start();
       }
       if (this.config.apiSocket) {

@@ -18,7 +18,7 @@ export interface UdpLayoutOptions {
   addresses?: Record<string, string>;
   beaconIntervalMs?: number;
   helloIntervalMs?: number;
-  /** Control ports on loopback from this port (default basePort + 500), one per node. */
+  /** Control ports on TCP loopback from this port, one per node (read-only: TCP writes need a token); default a Unix socket per node in `dir`. */
   controlBasePort?: number;
   logLevel?: NodeConfig['logLevel'];
   /** Every interface's IP MTU (default: what the system says of the bind address's interface). */
@@ -35,7 +35,7 @@ export interface UdpLayout {
 
 export function udpLayout(topology: Topology, options: UdpLayoutOptions): UdpLayout {
   const basePort = options.basePort ?? 17000;
-  const controlBase = options.controlBasePort ?? basePort + 500;
+  const controlBase = options.controlBasePort;
   const shared = options.addresses !== undefined;
   const endpoint = new Map<string, { host: string; port: number }>();
   let next = basePort;
@@ -85,7 +85,10 @@ export function udpLayout(topology: Topology, options: UdpLayoutOptions): UdpLay
         };
       }),
       routes: [],
-      controlPort: { host: '127.0.0.1', port: controlBase + index },
+      controlPort:
+        controlBase === undefined
+          ? { path: join(options.dir, `${node.name}.ctl`), mode: 0o660, readOnly: false }
+          : { host: '127.0.0.1', port: controlBase + index },
       apiSocket: join(options.dir, `${node.name}.sock`),
       plugins: [],
       logLevel: options.logLevel ?? 'info',

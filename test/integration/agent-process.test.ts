@@ -36,12 +36,12 @@ beforeAll(async () => {
   }
   await Promise.all(processes.map((p) => p.waitForLog('node.ready')));
   const vm = layout.configs.get('VM')!;
-  const control = vm.controlPort as { host: string; port: number };
+  const control = vm.controlPort as { path: string };
   writeFileSync(
     join(dir, 'agent.json'),
     JSON.stringify({
       api: vm.apiSocket,
-      control: `${control.host}:${control.port}`,
+      control: control.path,
       router: 'VM',
       keyFile: vm.keyFile,
       stateFile: join(dir, 'agent-state.json'),
