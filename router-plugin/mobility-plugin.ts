@@ -93,10 +93,12 @@ export class MobilityPlugin {
 
   async start(): Promise<void> {
     const info = await this.options.api.info();
-    this.hid = info.hid;
-    this.ad = info.ad;
+    // Beside an xia-core Click router the router is Click: its HID and AD are what its tables say.
+    const [hid, ad] = await Promise.all([this.options.routes.ownXid?.('HID'), this.options.routes.ownXid?.('AD')]);
+    this.hid = hid ? Xid.parse(hid) : info.hid;
+    this.ad = ad ? Xid.parse(ad) : info.ad;
     if (!this.options.identity.xid(XidType.HID).equals(this.hid)) {
-      throw new Error(`the plugin's key is not the key of router ${info.name} (${info.hid})`);
+      throw new Error(`the plugin's key is not the key of router ${info.name} (${this.hid})`);
     }
     this.socket = await this.options.api.bindDatagram(WellKnownSid.MOBILITY);
     this.socket.onMessage((datagram) => {

@@ -80,7 +80,7 @@ export class NodeDaemon {
     return this.stack.node;
   }
 
-  /** The control port's address ("127.0.0.1:7100" or a socket path), once started. */
+  /** The control port's address (a socket path, or "127.0.0.1:7777" on TCP), once started. */
   get controlAddress(): string | undefined {
     return this.controlPort?.address;
   }
