@@ -70,8 +70,6 @@ class Connection {
   private pending: Pending | undefined;
   private greetingWaiter: { resolve(): void; reject(error: Error): void } | undefined;
   failure: Error | undefined;
-  /** Requests completed on this connection. */
-  used = 0;
   /** Settles when the socket is closed for good. */
   readonly closed: Promise<void>;
 
@@ -112,7 +110,6 @@ class Connection {
       const reply = this.parser.takeReply(pending.expectData);
       if (!reply) return;
       this.pending = undefined;
-      this.used++;
       pending.resolve(reply);
     } catch (error) {
       this.fail(error instanceof Error ? error : new Error(String(error)));
