@@ -178,4 +178,6 @@ export const WellKnownSid = {
   MOBILITY: wellKnownSid('1110000000000000000000000000000000001114'),
   /** xmig's own: where `xmig recv` listens for a migration by default. */
   MIGRATION: wellKnownSid('1110000000000000000000000000000000001115'),
+  /** xmig's own: where `xmig disk-target` takes a disk migration's control and NBD streams. */
+  DISK: wellKnownSid('1110000000000000000000000000000000001116'),
 } as const;
