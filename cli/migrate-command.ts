@@ -9,7 +9,10 @@
 import { writeFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { XmigError } from '../shared/errors.js';
-import { migrate, type MigrateTransport, type MigrationReport, type MigrationSample, type TimeoutAction } from '../mover/migrate.js';
+import { migrate, type MigrateOptions, type MigrateTransport, type MigrationReport, type MigrationSample, type TimeoutAction } from '../mover/migrate.js';
+import { diskTargetAddress, type DiskSample } from '../mover/disk-migration.js';
+import { NodeClient } from '../xianet/api/api-client.js';
+import { resolveTarget } from './resolve-target.js';
 import { pruneStatuses, readStatuses, type MigrationStatus } from '../mover/migration-status.js';
 import { migrationSvg } from '../mover/report-svg.js';
 import { DEFAULT_API_SOCKET } from './defaults.js';
@@ -23,6 +26,9 @@ interface MigrateFlags {
   to: string;
   transport: MigrateTransport;
   disk?: boolean;
+  diskTo?: string;
+  diskDevice?: string;
+  diskMaxBandwidth?: number;
   api: string;
   maxBandwidth?: number;
   downtimeLimit: number;
@@ -51,6 +57,16 @@ export function progressLine(s: MigrationSample): string {
   return `${s.status} pass ${s.passes}: ${percent}% of RAM copied (${mib(s.remaining)} of ${mib(s.total)} MiB left), ${mib(s.transferred)} MiB sent, ${(s.rateBytesPerSecond / MIB).toFixed(1)} MiB/s`;
 }
 
+/**
+ * The line shown while the disk is mirrored: how much of what there is to copy (QEMU's own
+ * measure: the allocated regions, and what the guest rewrites meanwhile), what went on the
+ * wire, the rate.
+ */
+export function diskProgressLine(s: DiskSample): string {
+  const percent = s.total > 0 ? Math.floor((s.mirrored * 100) / s.total) : 0;
+  return `mirror-sync: ${percent}% copied (${mib(s.mirrored)} of ${mib(s.total)} MiB to copy), ${mib(s.wireBytes)} MiB on the wire, ${(s.rateBytesPerSecond / MIB).toFixed(1)} MiB/s`;
+}
+
 /** The one-line summary: MiB and MiB/s throughout; QEMU's passes, the mover's rounds apart. */
 export function summaryLine(r: MigrationReport): string {
   const parts = [
@@ -62,6 +78,14 @@ export function summaryLine(r: MigrationReport): string {
     `${((r.meanRateBytesPerSecond ?? 0) / MIB).toFixed(1)} MiB/s`,
   ];
   if (r.mover) parts.push(`mover: ${mib(r.mover.bytes)} MiB in ${r.mover.rounds ?? '-'} rounds, ${r.mover.reconnects ?? 0} reconnects`);
+  if (r.disk) {
+    const sync = r.disk.phases.find((p) => p.phase === 'mirror-sync');
+    const sw = r.disk.phases.find((p) => p.phase === 'switchover');
+    parts.push(
+      `disk of ${mib(r.disk.bytes)} MiB: ${mib(r.disk.mirroredBytes)} MiB mirrored, ${mib(r.disk.wire.toTarget)} MiB on the wire` +
+        `${sync?.endMs !== undefined ? `, synced in ${sync.endMs - sync.startMs} ms` : ''}${sw?.endMs !== undefined ? `, switchover ${sw.endMs - sw.startMs} ms` : ''}`,
+    );
+  }
   return `${parts.join(', ')}${r.error ? ` — ${r.error}` : ''}`;
 }
 
@@ -115,7 +139,10 @@ export function migrateCommand(): Command {
     .option('--qmp <socket>', "the source QEMU's QMP socket (required)")
     .option('--to <target>', 'xia: the receiver DAG or name; tcp, qemu-tcp: host:port (required)')
     .addOption(new Option('-t, --transport <kind>', 'xia (exec: xmig send over XIA), tcp (exec: xmig send over TCP), qemu-tcp (QEMU tcp:)').choices(['xia', 'tcp', 'qemu-tcp']).default('xia'))
-    .option('--disk', 'block migration: move the disk too')
+    .option('--disk', 'full migration: mirror the disk too, to xmig disk-target on the destination host, over xianet')
+    .option('--disk-to <target>', 'where xmig disk-target listens: a DAG or name (default: the --to host, on the disk SID)')
+    .option('--disk-device <name>', 'which disk, if the VM has several: device id, qdev path, drive id or node name')
+    .option('--disk-max-bandwidth <MiB/s>', 'cap the disk mirror rate (default: no cap)', positive('--disk-max-bandwidth'))
     .option('--api <socket>', 'the local node API socket (xia)', DEFAULT_API_SOCKET)
     .option('--max-bandwidth <MiB/s>', 'cap the migration rate (default: no cap)', positive('--max-bandwidth'))
     .option('--downtime-limit <ms>', 'longest stop-and-copy pause QEMU may take', positive('--downtime-limit'), 300)
@@ -136,6 +163,7 @@ Examples:
   xmig migrate --qmp /run/vm.qmp --to vm-dest.hostB --report m.json
   xmig migrate --qmp /run/vm.qmp --to 'RE AD:… HID:… SID:…' --timeout 60 --timeout-action abort
   xmig migrate --qmp /run/vm.qmp --transport qemu-tcp --to 10.0.0.2:4444 --auto-converge --compress xbzrle
+  xmig migrate --qmp /run/vm.qmp --to vm-dest.hostB --disk      (xmig disk-target runs on host B)
   xmig migrate status
 
 Exit status: 0 completed, 130 interrupted (Ctrl-C), 1 failed or aborted by --timeout.`,
@@ -166,15 +194,36 @@ Exit status: 0 completed, 130 interrupted (Ctrl-C), 1 failed or aborted by --tim
       };
       process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
       let report: MigrationReport;
+      let api: NodeClient | undefined;
       try {
+        let disk: MigrateOptions['disk'];
+        if (options.disk) {
+          // The disk goes over xianet whatever carries the RAM: it needs the node and the target's DAG.
+          api = await NodeClient.connect(options.api);
+          if (!options.diskTo && options.transport !== 'xia') throw new XmigError('ERR_CONFIG', `--disk with --transport ${options.transport}: say where xmig disk-target listens with --disk-to`);
+          const target = options.diskTo ? await resolveTarget(options.diskTo, api) : diskTargetAddress(await resolveTarget(options.to, api));
+          disk = { api, target, device: options.diskDevice, maxBandwidth: options.diskMaxBandwidth === undefined ? undefined : options.diskMaxBandwidth * MIB };
+        }
         report = await migrate({
           signal: cancel.signal,
           abandon: abandon.signal,
           qmp: options.qmp,
           to: options.to,
           transport: options.transport,
-          disk: options.disk,
+          disk,
           api: options.api,
+          onDiskProgress: (s) => {
+            if (!showProgress) return;
+            if (bar) {
+              const copied = s.total > 0 ? s.mirrored / s.total : 0;
+              if (!barStarted) bar.start(1, copied, { line: diskProgressLine(s) });
+              else bar.update(copied, { line: diskProgressLine(s) });
+              barStarted = true;
+            } else if (s.t - lastLineAt >= 1000) {
+              lastLineAt = s.t;
+              process.stderr.write(`migrate: ${diskProgressLine(s)}\n`);
+            }
+          },
           maxBandwidth: options.maxBandwidth === undefined ? undefined : options.maxBandwidth * MIB,
           downtimeLimitMs: options.downtimeLimit,
           autoConverge: options.autoConverge,
@@ -200,6 +249,7 @@ Exit status: 0 completed, 130 interrupted (Ctrl-C), 1 failed or aborted by --tim
       } finally {
         process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
         if (barStarted) bar?.stop();
+        await api?.close();
       }
       if (options.report) {
         writeFileSync(options.report, `${JSON.stringify(report, null, 2)}\n`);

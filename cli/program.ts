@@ -29,6 +29,7 @@ const COMMANDS: Record<string, CommandModule> = {
   recv: async () => [(await import('./mover-commands.js')).recvCommand()],
   lab: async () => [(await import('./lab-command.js')).labCommand()],
   migrate: async () => [(await import('./migrate-command.js')).migrateCommand()],
+  'disk-target': async () => [(await import('./disk-target-command.js')).diskTargetCommand()],
 };
 
 /** The command tree: every subcommand, or only `name`'s when it is one of them. */

@@ -52,6 +52,24 @@ describe('migrationSvg', () => {
     expect(migrationSvg({ ...report, forcedSwitchoverAtMs: 1200 })).toContain('switchover forced');
   });
 
+  it('draws a full migration\'s disk: its phases along the top and the tunnel rate', () => {
+    const MIB = 1 << 20;
+    const svg = migrationSvg({
+      ...report,
+      disk: {
+        status: 'completed', device: 'vda', node: 'disk0', format: 'qcow2', file: '/a', bytes: 256 * MIB, mirroredBytes: 256 * MIB, wire: { toTarget: 17 * MIB, fromTarget: 0, connections: 1 }, copyMode: 'write-blocking',
+        target: { address: 'DAG', node: 'disk0', format: 'qcow2', file: '/b', bytes: 256 * MIB },
+        phases: [{ phase: 'mirror-sync', startMs: 0, endMs: 800 }, { phase: 'ready', startMs: 800, endMs: 810 }, { phase: 'ram', startMs: 810, endMs: 1900 }, { phase: 'switchover', startMs: 1900, endMs: 1950 }, { phase: 'complete', startMs: 1950, endMs: 2000 }],
+        samples: [{ t: 200, mirrored: 64 * MIB, total: 256 * MIB, wireBytes: 4 * MIB, rateBytesPerSecond: 20 * MIB }, { t: 800, mirrored: 256 * MIB, total: 256 * MIB, wireBytes: 17 * MIB, rateBytesPerSecond: 22 * MIB }],
+      },
+    });
+    for (const phase of ['mirror-sync', 'ram']) expect(svg).toContain(`>${phase}</text>`);
+    expect(svg).toContain('<title>disk switchover: 50 ms</title>');
+    expect(svg).toContain('disk: NBD bytes on the tunnel (MiB/s)');
+    expect(svg).toContain('disk 256.0 MiB mirrored, 17.0 MiB on the wire');
+    expect(svg.match(/<polyline/g)).toHaveLength(3);
+  });
+
   it('draws a failed migration without samples', () => {
     expect(migrationSvg({ status: 'failed', transport: 'tcp', startedAt: 0, elapsedMs: 10, samples: [] })).toContain('tcp: failed · total - ms');
   });

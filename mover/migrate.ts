@@ -6,12 +6,23 @@
  * and parameters, migration-watch.ts follows the migration and carries out a cancel
  * or a timeout, migration-status.ts publishes its progress for `xmig migrate status`.
  * Whatever happens, the source VM is left running unless the migration completed.
+ *
+ * With a disk (full migration), disk-migration.ts mirrors it to `xmig disk-target` on
+ * the destination host first, over an NBD tunnel on xianet; the RAM migration starts
+ * once the mirror is ready and write-blocking, and at the switchover (QEMU stopped
+ * before the device state: pause-before-switchover) the mirror completes and the
+ * destination takes its disk back before QEMU goes on. Time 0 of a full migration is
+ * the start of the mirror.
  */
 import { readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { XmigError, errorMessage } from '../shared/errors.js';
+import { silentLogger, type Logger } from '../shared/logger.js';
 import { XMIG_NODE_FLAGS } from '../shared/node-flags.js';
+import type { NodeApi } from '../xianet/api/node-api.js';
+import type { Dag } from '../shared/dag.js';
+import { DiskMigration, type DiskReport, type DiskSample } from './disk-migration.js';
 import { tuneMigration, type AppliedTuning, type MigrationTuning } from './migration-params.js';
 import { statusFileFor, writeStatus, type MigrationStatus } from './migration-status.js';
 import { watchMigration, type MigrationSample, type QueryMigrate, type TimeoutAction } from './migration-watch.js';
@@ -28,8 +39,21 @@ export interface MigrateOptions {
   /** xia: a DAG or name; tcp and qemu-tcp: host:port. */
   to: string;
   transport: MigrateTransport;
-  /** Block migration (the disk too). */
-  disk?: boolean;
+  /**
+   * Full migration: the disk too, mirrored to `xmig disk-target` at `target` (its disk SID
+   * on the destination host) through `api`, the local node. The caller owns `api`.
+   */
+  disk?: {
+    api: NodeApi;
+    target: Dag;
+    /** Which disk, if the VM has several. */
+    device?: string;
+    /** The mirror's rate cap (bytes/s). */
+    maxBandwidth?: number;
+  };
+  /** Called while the disk is mirrored, about every `pollMs`. */
+  onDiskProgress?: (sample: DiskSample) => void;
+  logger?: Logger;
   /** Bytes per second (QEMU 7.2 caps at 32 MiB/s otherwise); default 10 GiB/s, i.e. no cap. */
   maxBandwidth?: number;
   /** Longest pause QEMU may take for the final stop-and-copy (default 300 ms). */
@@ -60,7 +84,7 @@ export interface MigrationReport {
   transport: MigrateTransport;
   /** Why it did not complete: the mover's own words first (QEMU only sees a broken pipe), then QEMU's. */
   error?: string;
-  /** What cancelled it, and when (ms after the migration was issued). */
+  /** What cancelled it, and when (ms after the migration was issued; with a disk, after the mirror started). */
   cancelReason?: 'signal' | 'timeout';
   cancelledAtMs?: number;
   /** The timeout forced the switchover (downtime limit raised past what was left), at this ms. */
@@ -95,8 +119,13 @@ export interface MigrationReport {
   throttlePercent?: number;
   tuning?: Pick<AppliedTuning, 'capabilities' | 'parameters'>;
   mover?: SendReport & { transport: string; error?: string };
+  /** Full migration: the disk's own figures and phases (bytes mirrored and on the wire apart from RAM's). */
+  disk?: DiskReport;
   samples: MigrationSample[];
 }
+
+/** How long a disk stream (control or NBD) may hear nothing from the disk target before it is lost. */
+const DISK_STREAM_OUTAGE_MS = 15_000;
 
 const DEFAULT_XMIG = [process.execPath, ...XMIG_NODE_FLAGS, new URL('../bin/xmig.js', import.meta.url).pathname].join(' ');
 
@@ -114,19 +143,40 @@ export async function migrate(options: MigrateOptions): Promise<MigrationReport>
   const qmp = await QmpClient.connect(options.qmp);
   const statsFile = join(tmpdir(), `xmig-send-${process.pid}-${Date.now()}.json`);
   const statusFile = options.statusFile ?? statusFileFor(options.qmp);
+  const logger = options.logger ?? silentLogger();
   let tuning: AppliedTuning | undefined;
+  let disk: DiskMigration | undefined;
+  let diskReport: DiskReport | undefined;
+  const finishDisk = async (status: DiskReport['status'], error?: string): Promise<void> => {
+    const d = disk;
+    disk = undefined;
+    if (d) diskReport = await d.finish(status, error);
+  };
   try {
     const version = await qmp.execute<{ qemu: { major: number; minor: number; micro: number } }>('query-version');
     const qemuVersion = `${version.qemu.major}.${version.qemu.minor}.${version.qemu.micro}`;
-    if (options.disk && version.qemu.major >= 9) {
-      // QEMU 9.1 removed `blk` block migration; the disk goes by blockdev-mirror + NBD there.
-      throw new XmigError('ERR_MIGRATION', `QEMU ${qemuVersion} has no block migration (blk); use the disk mirror`);
+    if (options.disk) {
+      // Before anything moves: the VM has a disk, the target takes one of its size, QEMU opens it.
+      const { api, target } = options.disk;
+      disk = await DiskMigration.prepare({
+        qmp,
+        where: `--disk: the source VM (QMP ${options.qmp})`,
+        device: options.disk.device,
+        // Idle for long stretches (a quiet guest writes nothing once the mirror is ready): the
+        // outage timeout must be well past STREAM's 5 s keepalive, or a quiet stream times out.
+        connect: () => api.connect(target, { connectTimeoutMs: 5000, outageTimeoutMs: DISK_STREAM_OUTAGE_MS }),
+        address: target.toString(),
+        maxBandwidth: options.disk.maxBandwidth,
+        logger,
+      });
     }
     const wanted: MigrationTuning = {
       maxBandwidth: options.maxBandwidth,
       downtimeLimitMs: options.downtimeLimitMs ?? 300,
       autoConverge: options.autoConverge,
       ...(options.xbzrleCacheBytes ? { xbzrle: { cacheBytes: options.xbzrleCacheBytes } } : {}),
+      // Set either way: a VM left with it on by a crashed run would hang at every switchover.
+      pauseBeforeSwitchover: disk !== undefined,
     };
     tuning = await tuneMigration(qmp, wanted);
     const startedAt = Date.now();
@@ -156,21 +206,47 @@ export async function migrate(options: MigrateOptions): Promise<MigrationReport>
       }
     };
     publish({});
-    await qmp.execute('migrate', { uri: migrationUri(options, statsFile), ...(options.disk ? { blk: true } : {}) });
-    const watched = await watchMigration(qmp, started, {
-      pollMs: options.pollMs,
-      signal: options.signal,
-      abandon: options.abandon,
-      timeoutMs: options.timeoutMs,
-      timeoutAction: options.timeoutAction,
-      onSample: (sample) => {
-        options.onProgress?.(sample);
-        publish({ status: sample.status, passes: sample.passes, transferredBytes: sample.transferred, remainingBytes: sample.remaining, totalBytes: sample.total, rateBytesPerSecond: Math.round(sample.rateBytesPerSecond) });
-      },
-    });
+    const base = { transport: options.transport, qemuVersion, startedAt, tuning: { capabilities: tuning.capabilities, parameters: tuning.parameters } };
+    if (disk) {
+      const ended = await syncDisk(disk, started, options, (sample) => {
+        options.onDiskProgress?.(sample);
+        publish({ status: 'mirror-sync', disk: { phase: 'mirror-sync', mirroredBytes: sample.mirrored, totalBytes: sample.total, wireBytes: sample.wireBytes } });
+      });
+      if (ended) {
+        await finishDisk(ended.status, ended.error);
+        const report: MigrationReport = { ...base, ...ended, elapsedMs: Math.round(performance.now() - started), disk: diskReport, samples: [] };
+        publish({ status: report.status, error: report.error, finished: true });
+        return report;
+      }
+    }
+    const diskFailed = new AbortController();
+    disk?.onFailure((reason) => diskFailed.abort(new XmigError('ERR_MIGRATION', reason)));
+    const diskSampler = disk ? setInterval(() => void disk?.sample().catch(() => undefined), options.pollMs ?? 250) : undefined;
+    disk?.ramStarted();
+    const d = disk;
+    let watched;
+    try {
+      await qmp.execute('migrate', { uri: migrationUri(options, statsFile) });
+      watched = await watchMigration(qmp, started, {
+        pollMs: options.pollMs,
+        signal: options.signal,
+        abandon: options.abandon,
+        timeoutMs: options.timeoutMs,
+        timeoutAction: options.timeoutAction,
+        ...(d ? { onPreSwitchover: () => d.switchover(), failure: diskFailed.signal } : {}),
+        onSample: (sample) => {
+          options.onProgress?.(sample);
+          publish({ status: sample.status, passes: sample.passes, transferredBytes: sample.transferred, remainingBytes: sample.remaining, totalBytes: sample.total, rateBytesPerSecond: Math.round(sample.rateBytesPerSecond) });
+        },
+      });
+    } finally {
+      clearInterval(diskSampler);
+    }
     const info = watched.info;
     let ended = (watched.abandoned ? 'cancelled' : info.status) as MigrationReport['status'];
     if (ended !== 'completed' && ended !== 'failed' && ended !== 'cancelled') ended = 'failed';
+    // Cancelled because the disk failed: that is a failure, and the disk's reason is the reason.
+    if (ended !== 'completed' && watched.failure !== undefined) ended = 'failed';
     const elapsedMs = Math.round((watched.completedAtMs ?? performance.now() - started));
     const stop = qmp.events.find((e) => e.event === 'STOP' && e.timestamp);
     let mover: MigrationReport['mover'];
@@ -181,7 +257,8 @@ export async function migrate(options: MigrateOptions): Promise<MigrationReport>
     }
     const bytes = Math.max(0, ...watched.samples.map((s) => s.transferred));
     const last = watched.samples[watched.samples.length - 1];
-    const error = ended === 'completed' ? undefined : (mover?.error ?? info['error-desc'] ?? (watched.cancelReason === 'timeout' ? `not completed within ${options.timeoutMs} ms` : undefined));
+    const error = ended === 'completed' ? undefined : (watched.failure ?? mover?.error ?? info['error-desc'] ?? (watched.cancelReason === 'timeout' ? `not completed within ${options.timeoutMs} ms` : undefined));
+    await finishDisk(ended, error);
     const report: MigrationReport = {
       status: ended,
       transport: options.transport,
@@ -206,11 +283,13 @@ export async function migrate(options: MigrateOptions): Promise<MigrationReport>
       ...(last?.throttlePercent !== undefined ? { throttlePercent: last.throttlePercent } : {}),
       tuning: { capabilities: tuning.capabilities, parameters: tuning.parameters },
       mover,
+      ...(diskReport ? { disk: diskReport } : {}),
       samples: watched.samples,
     };
     publish({ status: report.status, downtimeMs: report.downtimeMs, forcedSwitchover: watched.forcedSwitchoverAtMs !== undefined, error: report.error, finished: true });
     return report;
   } catch (error) {
+    await finishDisk('failed', errorMessage(error)).catch(() => undefined);
     if (error instanceof XmigError) throw error;
     throw new XmigError('ERR_MIGRATION', `migration failed: ${errorMessage(error)}`, { cause: error });
   } finally {
@@ -218,5 +297,38 @@ export async function migrate(options: MigrateOptions): Promise<MigrationReport>
     await tuning?.restore().catch(() => undefined);
     rmSync(statsFile, { force: true });
     await qmp.close();
+  }
+}
+
+/**
+ * The disk's first phase: mirrored until ready. Returns how the migration ended if it
+ * ended here (cancelled by the signal or the timeout, or the mirror failed); undefined
+ * when the RAM migration may start.
+ */
+async function syncDisk(
+  disk: DiskMigration,
+  started: number,
+  options: MigrateOptions,
+  onSample: (sample: DiskSample) => void,
+): Promise<Pick<MigrationReport, 'status' | 'error' | 'cancelReason' | 'cancelledAtMs'> | undefined> {
+  const stop = new AbortController();
+  const onSignal = (): void => stop.abort('signal');
+  options.signal?.addEventListener('abort', onSignal, { once: true });
+  if (options.signal?.aborted) onSignal();
+  // A timeout while the disk is still being copied cannot be met by forcing a switchover: it aborts.
+  const timer = options.timeoutMs !== undefined ? setTimeout(() => stop.abort('timeout'), Math.max(0, options.timeoutMs - (performance.now() - started))) : undefined;
+  try {
+    await disk.sync(started, stop.signal, onSample, options.pollMs);
+    return undefined;
+  } catch (error) {
+    const at = Math.round(performance.now() - started);
+    if (stop.signal.aborted) {
+      const reason = stop.signal.reason as 'signal' | 'timeout';
+      return { status: 'cancelled', cancelReason: reason, cancelledAtMs: at, ...(reason === 'timeout' ? { error: `the disk was not mirrored within ${options.timeoutMs} ms` } : {}) };
+    }
+    return { status: 'failed', error: errorMessage(error) };
+  } finally {
+    clearTimeout(timer);
+    options.signal?.removeEventListener('abort', onSignal);
   }
 }

@@ -15,6 +15,11 @@ export interface MigrationTuning {
   autoConverge?: boolean;
   /** XBZRLE: send changed pages as deltas against a cache of pages sent before. */
   xbzrle?: { cacheBytes: number };
+  /**
+   * Stop before the device state and wait for migrate-continue (pre-switchover): the
+   * disk mirror completes there, with the VM stopped.
+   */
+  pauseBeforeSwitchover?: boolean;
 }
 
 /** "No cap": QEMU's parameter is a u64 of bytes/s; 10 GiB/s is far beyond any path here. */
@@ -45,6 +50,7 @@ export async function tuneMigration(qmp: QmpClient, tuning: MigrationTuning): Pr
   const wanted: Capability[] = [{ capability: 'events', state: true }];
   if (tuning.autoConverge !== undefined) wanted.push({ capability: 'auto-converge', state: tuning.autoConverge });
   if (tuning.xbzrle) wanted.push({ capability: 'xbzrle', state: true });
+  if (tuning.pauseBeforeSwitchover !== undefined) wanted.push({ capability: 'pause-before-switchover', state: tuning.pauseBeforeSwitchover });
   for (const c of wanted) {
     if (!known.has(c.capability)) throw new Error(`this QEMU has no migration capability "${c.capability}"`);
   }

@@ -32,6 +32,8 @@ export interface MigrationStatus {
   downtimeMs?: number;
   forcedSwitchover?: boolean;
   error?: string;
+  /** Full migration: where the disk's mirror is (status 'mirror-sync' while it is copied). */
+  disk?: { phase: string; mirroredBytes: number; totalBytes: number; wireBytes: number };
   finished: boolean;
 }
 

@@ -69,6 +69,13 @@ export interface WatchOptions {
   timeoutMs?: number;
   timeoutAction?: TimeoutAction;
   onSample?: (sample: MigrationSample, info: QueryMigrate) => void;
+  /**
+   * QEMU has stopped the VM before its device state (pause-before-switchover): run this,
+   * then let QEMU go on (migrate-continue). If it fails, the migration is cancelled.
+   */
+  onPreSwitchover?: () => Promise<void>;
+  /** Something the migration depends on failed (the disk mirror): cancel it; its reason is the failure. */
+  failure?: AbortSignal;
 }
 
 export interface WatchResult {
@@ -81,6 +88,11 @@ export interface WatchResult {
   forcedSwitchoverAtMs?: number;
   /** The watch was abandoned before QEMU said how it ended. */
   abandoned: boolean;
+  /** Why the migration was cancelled other than by the caller: `failure`, or onPreSwitchover failing. */
+  failure?: string;
+  /** ms when the VM stopped before its device state, and when it was let go on. */
+  preSwitchoverAtMs?: number;
+  continuedAtMs?: number;
 }
 
 const ENDED = new Set(['completed', 'failed', 'cancelled']);
@@ -99,6 +111,33 @@ export async function watchMigration(qmp: QmpClient, startedAt: number, options:
   const onAbort = (): void => cancel('signal');
   options.signal?.addEventListener('abort', onAbort, { once: true });
   if (options.signal?.aborted) onAbort();
+  const fail = (reason: string): void => {
+    if (result.failure !== undefined || result.cancelledAtMs !== undefined) return;
+    result.failure = reason;
+    void qmp.execute('migrate_cancel').catch(() => undefined);
+  };
+  const onFailure = (): void => {
+    const reason = options.failure?.reason;
+    fail(reason instanceof Error ? reason.message : String(reason ?? 'failed'));
+  };
+  options.failure?.addEventListener('abort', onFailure, { once: true });
+  if (options.failure?.aborted) onFailure();
+  // Acted on at QEMU's event, not at the next poll: the VM is stopped while we wait.
+  const preSwitchover = (): void => {
+    if (result.preSwitchoverAtMs !== undefined || !options.onPreSwitchover) return;
+    result.preSwitchoverAtMs = elapsed();
+    options
+      .onPreSwitchover()
+      .then(async () => {
+        if (result.failure !== undefined || result.cancelledAtMs !== undefined) return;
+        await qmp.execute('migrate-continue', { state: 'pre-switchover' });
+        result.continuedAtMs = elapsed();
+      })
+      .catch((error: unknown) => fail(error instanceof Error ? error.message : String(error)));
+  };
+  const offEvent = qmp.onEvent((event) => {
+    if (event.event === 'MIGRATION' && event.data?.['status'] === 'pre-switchover') preSwitchover();
+  });
   let wake: (() => void) | undefined;
   const onAbandon = (): void => wake?.();
   options.abandon?.addEventListener('abort', onAbandon, { once: true });
@@ -127,6 +166,7 @@ export async function watchMigration(qmp: QmpClient, startedAt: number, options:
       };
       result.samples.push(sample);
       options.onSample?.(sample, info);
+      if (info.status === 'pre-switchover') preSwitchover();
       if (info.status === 'completed') result.completedAtMs ??= t;
       // QEMU sets `completed` a moment before it fills in total-time and downtime.
       if (info.status === 'completed' && !info['total-time'] && settle++ < 50) {
@@ -151,6 +191,8 @@ export async function watchMigration(qmp: QmpClient, startedAt: number, options:
       wake = undefined;
     }
   } finally {
+    offEvent();
+    options.failure?.removeEventListener('abort', onFailure);
     options.signal?.removeEventListener('abort', onAbort);
     options.abandon?.removeEventListener('abort', onAbandon);
   }

@@ -33,6 +33,7 @@ export class QmpClient {
   private queue: Promise<unknown> = Promise.resolve();
   readonly events: QmpEvent[] = [];
   private readonly eventListeners = new Set<(event: QmpEvent) => void>();
+  private readonly closeListeners = new Set<(error: Error) => void>();
   private greeted: (() => void) | undefined;
   private closed: Error | undefined;
 
@@ -66,8 +67,24 @@ export class QmpClient {
   }
 
   private failAll(error: Error): void {
+    const first = this.closed === undefined;
     this.closed ??= error;
     for (const p of this.pending.splice(0)) p.reject(error);
+    if (first) for (const listener of this.closeListeners) listener(error);
+  }
+
+  /** The monitor is gone (QEMU exited, or the connection failed): `listener` hears why, once. */
+  onClose(listener: (error: Error) => void): () => void {
+    if (this.closed) {
+      listener(this.closed);
+      return () => undefined;
+    }
+    this.closeListeners.add(listener);
+    return () => this.closeListeners.delete(listener);
+  }
+
+  get isClosed(): boolean {
+    return this.closed !== undefined;
   }
 
   private onData(text: string): void {

@@ -3,7 +3,9 @@
  * measured between samples (MiB/s, left axis), the RAM still to send (MiB, right axis),
  * QEMU's passes over RAM, the stop-and-copy downtime, ping gaps when the caller has
  * them (the lab does), and how it ended — a cancel or a forced switchover is drawn
- * where it happened, and a run that did not complete says so in its colour.
+ * where it happened, and a run that did not complete says so in its colour. A full
+ * migration adds the disk: its phases as a band along the top (mirror sync, ready,
+ * RAM, switchover, complete) and the rate of NBD bytes on the tunnel as its own curve.
  */
 import type { MigrationReport } from './migrate.js';
 
@@ -23,6 +25,7 @@ function niceStep(max: number, count: number): number {
 }
 
 const STATUS_COLOUR: Record<MigrationReport['status'], string> = { completed: '#188038', failed: '#c5221f', cancelled: '#e37400' };
+const PHASE_COLOUR: Record<string, string> = { 'mirror-sync': '#a8dab5', ready: '#fde293', ram: '#aecbfa', switchover: '#f28b82', complete: '#d7aefb' };
 
 export function migrationSvg(report: MigrationReport, title = 'xmig migration', extras: TimelineExtras = {}): string {
   const width = 760;
@@ -34,8 +37,10 @@ export function migrationSvg(report: MigrationReport, title = 'xmig migration', 
   const plotW = width - left - right;
   const plotH = height - top - bottom;
   const samples = report.samples;
-  const tMax = Math.max(report.elapsedMs, report.totalTimeMs ?? 0, samples[samples.length - 1]?.t ?? 0, 1);
-  const rateMax = Math.max(1, ...samples.map((s) => s.rateBytesPerSecond / MIB));
+  const disk = report.disk;
+  const diskSamples = disk?.samples ?? [];
+  const tMax = Math.max(report.elapsedMs, report.totalTimeMs ?? 0, samples[samples.length - 1]?.t ?? 0, diskSamples[diskSamples.length - 1]?.t ?? 0, ...(disk?.phases ?? []).map((p) => p.endMs ?? p.startMs), 1);
+  const rateMax = Math.max(1, ...samples.map((s) => s.rateBytesPerSecond / MIB), ...diskSamples.map((s) => s.rateBytesPerSecond / MIB));
   const remainingMax = Math.max(1, ...samples.map((s) => s.remaining / MIB));
   const x = (t: number): number => left + (plotW * Math.min(Math.max(t, 0), tMax)) / tMax;
   const y = (v: number, max: number): number => top + plotH * (1 - v / max);
@@ -76,6 +81,19 @@ export function migrationSvg(report: MigrationReport, title = 'xmig migration', 
     }
   }
 
+  // The disk's phases along the top, and its tunnel rate.
+  for (const phase of disk?.phases ?? []) {
+    const from = x(phase.startMs);
+    const to = x(phase.endMs ?? tMax);
+    const ms = (phase.endMs ?? tMax) - phase.startMs;
+    parts.push(`<rect x="${from.toFixed(1)}" y="${top + 2}" width="${Math.max(1, to - from).toFixed(1)}" height="8" fill="${PHASE_COLOUR[phase.phase] ?? '#ccc'}"><title>disk ${phase.phase}: ${ms} ms</title></rect>`);
+    if (to - from > 40) parts.push(`<text x="${((from + to) / 2).toFixed(1)}" y="${top + 22}" text-anchor="middle" fill="#5f6368">${escape(phase.phase)}</text>`);
+  }
+  if (diskSamples.length > 0) {
+    const rate = diskSamples.map((s) => `${x(s.t).toFixed(1)},${y(s.rateBytesPerSecond / MIB, rateMax).toFixed(1)}`).join(' ');
+    parts.push(`<polyline points="${rate}" fill="none" stroke="#188038" stroke-width="2"><title>disk: NBD bytes on the tunnel (MiB/s)</title></polyline>`);
+  }
+
   // The curves.
   if (samples.length > 0) {
     const remaining = samples.map((s) => `${x(s.t).toFixed(1)},${y(s.remaining / MIB, remainingMax).toFixed(1)}`).join(' ');
@@ -104,6 +122,7 @@ export function migrationSvg(report: MigrationReport, title = 'xmig migration', 
     `downtime ${report.downtimeMs ?? '-'} ms`,
     `${mib(report.bytes)} sent`,
     `${report.passes ?? '-'} passes`,
+    ...(disk ? [`disk ${mib(disk.mirroredBytes)} mirrored, ${mib(disk.wire.toTarget)} on the wire`] : []),
     ...(report.error ? [report.error] : []),
   ].join(' · ');
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">

@@ -2,12 +2,26 @@
  * The e2e test guest: the distribution's kernel and a busybox initramfs whose init
  * counts on the serial console and dirties memory every tick, so a migration has
  * pages to move again and the count shows whether the guest ran on without a gap.
+ *
+ * With a disk (XMIG_DISK=1, and the initramfs built with DISK_MODULES), the guest also
+ * mounts /dev/vda (ext4) at /data, prints the checksum of /data/before.bin, and writes a
+ * small file every tick, printing each one's checksum as written. On the command
+ * serial port (ttyS1) `finish` stops the writing, drops the page cache, prints the
+ * checksum of every file as read back from the disk, and unmounts: what the disk holds
+ * is then checked against what was written, and the image is clean for e2fsck.
  */
 import { spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { moduleLoadOrder, parseModulesDep } from '../../lab/image/module-order.js';
 
 export const COUNT_PREFIX = 'xmig-count';
+/** Disk lines: `xmig-disk-wrote <file> <sha1>` as written, `xmig-disk-check <file> <sha1>` as read back. */
+export const DISK_WROTE = 'xmig-disk-wrote';
+export const DISK_CHECK = 'xmig-disk-check';
+export const DISK_UNMOUNTED = 'xmig-disk-unmounted';
+/** The kernel modules the guest needs for an ext4 disk on virtio-blk (their dependencies come along). */
+export const DISK_MODULES = ['virtio_pci', 'virtio_blk', 'crc32c_generic', 'ext4'];
 /** Printed once the working set (XMIG_WSS_MB) is in place. */
 export const WSS_READY = 'xmig-wss-ready';
 
@@ -27,6 +41,39 @@ if [ -n "\${XMIG_WSS_MB}" ]; then
     /bin/busybox dd if=/tmp/wss-source of=/tmp/wss bs=1048576 conv=notrunc 2>/dev/null
     /bin/busybox usleep $((\${XMIG_WSS_PAUSE_MS:-1000} * 1000))
   done &
+fi
+if [ -n "\${XMIG_DISK}" ]; then
+  for m in $(/bin/busybox cat /modules/order); do /bin/busybox insmod /modules/$m; done
+  /bin/busybox mkdir -p /data
+  n=0
+  while [ ! -b /dev/vda ] && [ $n -lt 200 ]; do /bin/busybox usleep 100000; n=$((n+1)); done
+  if /bin/busybox mount -t ext4 /dev/vda /data; then echo "xmig-disk-mounted"; else echo "xmig-disk-mount-failed"; fi
+  echo "${DISK_CHECK} before.bin $(/bin/busybox sha1sum /data/before.bin | /bin/busybox cut -d' ' -f1)"
+  (
+    j=0
+    while [ ! -e /tmp/disk-stop ]; do
+      /bin/busybox dd if=/dev/urandom of=/data/during-$j.bin bs=16384 count=4 2>/dev/null
+      /bin/busybox sync
+      echo "${DISK_WROTE} during-$j.bin $(/bin/busybox sha1sum /data/during-$j.bin | /bin/busybox cut -d' ' -f1)"
+      j=$((j+1))
+      /bin/busybox usleep 200000
+    done
+    /bin/busybox touch /tmp/disk-stopped
+  ) &
+  (
+    /bin/busybox stty -F /dev/ttyS1 -echo clocal 2>/dev/null
+    while read -r command < /dev/ttyS1; do
+      [ "$command" = finish ] || continue
+      /bin/busybox touch /tmp/disk-stop
+      while [ ! -e /tmp/disk-stopped ]; do /bin/busybox usleep 50000; done
+      /bin/busybox sync
+      echo 3 > /proc/sys/vm/drop_caches
+      for f in /data/*.bin; do
+        echo "${DISK_CHECK} $(/bin/busybox basename $f) $(/bin/busybox sha1sum $f | /bin/busybox cut -d' ' -f1)"
+      done
+      if /bin/busybox umount /data; then echo "${DISK_UNMOUNTED}"; else echo "xmig-disk-umount-failed"; fi
+    done
+  ) &
 fi
 i=0
 while true; do
@@ -52,14 +99,48 @@ export function serialCounts(file: string): number[] {
 export { findBusybox, findKernel } from '../../lab/image/host-inputs.js';
 export { QEMU_REMEDY, qemuMajor } from '../../lab/qemu-command.js';
 
-/** Builds the initramfs (newc cpio) in `dir` and returns its path. */
-export function buildInitramfs(dir: string, busybox: string): string {
+/** What the guest said about its disk's files: as written, and as read back from the disk. */
+export function diskLines(file: string, prefix: typeof DISK_WROTE | typeof DISK_CHECK): Map<string, string> {
+  const lines = new Map<string, string>();
+  for (const m of serialLog(file).matchAll(new RegExp(`${prefix} (\\S+) ([0-9a-f]{40})`, 'g'))) lines.set(m[1]!, m[2]!);
+  return lines;
+}
+
+/** The kernel release of a /boot/vmlinuz-<release>. */
+export function kernelRelease(kernel: string): string {
+  return kernel.replace(/^.*\/vmlinuz-/, '');
+}
+
+/**
+ * The module files for `names` with their dependencies, in load order, from the kernel's
+ * modules.dep (the lab's reading of it); undefined if this kernel has no such modules here.
+ */
+export function moduleFiles(release: string, names: readonly string[]): string[] | undefined {
+  const base = join('/lib/modules', release);
+  if (!existsSync(join(base, 'modules.dep'))) return undefined;
+  let order: string[];
+  try {
+    order = moduleLoadOrder(parseModulesDep(readFileSync(join(base, 'modules.dep'), 'utf8')), names);
+  } catch {
+    return undefined;
+  }
+  if (order.some((path) => !/\.ko$/.test(path))) return undefined; // compressed: busybox insmod cannot load them
+  return order.map((path) => join(base, path));
+}
+
+/** Builds the initramfs (newc cpio) in `dir` and returns its path; `modules` (in load order) go into /modules. */
+export function buildInitramfs(dir: string, busybox: string, modules: readonly string[] = []): string {
   const root = join(dir, 'root');
   mkdirSync(join(root, 'bin'), { recursive: true });
   mkdirSync(join(root, 'dev'), { recursive: true });
   copyFileSync(busybox, join(root, 'bin', 'busybox'));
   chmodSync(join(root, 'bin', 'busybox'), 0o755);
   writeFileSync(join(root, 'init'), INIT, { mode: 0o755 });
+  if (modules.length) {
+    mkdirSync(join(root, 'modules'), { recursive: true });
+    for (const module of modules) copyFileSync(module, join(root, 'modules', module.replace(/^.*\//, '')));
+    writeFileSync(join(root, 'modules', 'order'), `${modules.map((m) => m.replace(/^.*\//, '')).join('\n')}\n`);
+  }
   const image = join(dir, 'initramfs.cpio');
   const result = spawnSync('sh', ['-c', `cd "${root}" && find . | cpio -o -H newc --quiet > "${image}"`], { encoding: 'utf8' });
   if (result.status !== 0) throw new Error(`cpio failed: ${result.stderr}`);
@@ -77,6 +158,10 @@ export interface QemuArgs {
   incoming?: string;
   /** NAME=value words for the kernel command line, which reach init as environment. */
   guestEnv?: Record<string, string | number>;
+  /** The guest's disk: an image as virtio-blk (vda). */
+  disk?: { image: string; format: string };
+  /** A Unix socket on the guest's second serial port (ttyS1), where it takes commands. */
+  commandSocket?: string;
 }
 
 /** The same machine on both ends (as migration requires), under TCG: /dev/kvm does not boot guests here. */
@@ -93,6 +178,8 @@ export function qemuArgs(args: QemuArgs): string[] {
     '-serial', `file:${args.serialLog}`,
     '-qmp', `unix:${args.qmpSocket},server=on,wait=off`,
     ...(args.observerSocket ? ['-qmp', `unix:${args.observerSocket},server=on,wait=off`] : []),
+    ...(args.commandSocket ? ['-serial', `unix:${args.commandSocket},server=on,wait=off`] : []),
+    ...(args.disk ? ['-blockdev', `driver=${args.disk.format},node-name=disk0,file.driver=file,file.filename=${args.disk.image}`, '-device', 'virtio-blk-pci,drive=disk0,id=vda'] : []),
     ...(args.incoming ? ['-incoming', args.incoming] : []),
   ];
 }

@@ -20,6 +20,8 @@ export interface XmigProcess {
   readonly logs: Array<Record<string, unknown>>;
   readonly stderr: string[];
   waitForLog(event: string, timeoutMs?: number): Promise<Record<string, unknown>>;
+  /** Resolves with the exit code when the process ends by itself. */
+  readonly exited: Promise<number | null>;
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
@@ -51,6 +53,7 @@ export function startXmig(args: string[], options: { env?: NodeJS.ProcessEnv; pr
     child,
     logs,
     stderr,
+    exited,
     waitForLog(event, timeoutMs = 15_000) {
       return new Promise((resolve, reject) => {
         const check = (): void => {

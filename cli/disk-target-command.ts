@@ -1,0 +1,86 @@
+/**
+ * `xmig disk-target`: a thin shell over mover/disk-target.ts, run on the destination host
+ * next to the destination QEMU (started with -incoming and its own, empty, disk image).
+ * It serves one disk migration and exits: 0 once the destination has resumed on the
+ * migrated disk, 1 if the migration failed (the partial disk discarded). Ctrl-C or a
+ * stop aborts a migration in progress the same way. JSON log lines go to stdout.
+ */
+import { writeFileSync } from 'node:fs';
+import { Command, Option } from 'commander';
+import { createLogger, type LogLevel } from '../shared/logger.js';
+import { Xid, WellKnownSid } from '../shared/xid.js';
+import { NodeClient } from '../xianet/api/api-client.js';
+import { admitXiaFrom } from '../mover/connections.js';
+import { DiskTarget } from '../mover/disk-target.js';
+import { DEFAULT_API_SOCKET } from './defaults.js';
+import { ExitCode } from './exit-codes.js';
+import { resolveTarget } from './resolve-target.js';
+import { XidType } from '../shared/xid.js';
+import { XmigError } from '../shared/errors.js';
+
+interface DiskTargetFlags {
+  qmp: string;
+  api: string;
+  sid: string;
+  diskDevice?: string;
+  from?: string[];
+  discard: boolean;
+  stats?: string;
+  logLevel: LogLevel;
+}
+
+export function diskTargetCommand(): Command {
+  return new Command('disk-target')
+    .description("full migration, destination side: export the destination QEMU's disk to one migration's mirror over XIA, then give it back (or discard it)")
+    .requiredOption('--qmp <socket>', "the destination QEMU's QMP socket (a QEMU started with -incoming)")
+    .option('--api <socket>', 'the local node API socket', DEFAULT_API_SOCKET)
+    .option('--sid <sid>', 'the SID to listen on', WellKnownSid.DISK.toString())
+    .option('--disk-device <name>', 'which disk, if the VM has several: device id, qdev path, drive id or node name')
+    .option('--from <source...>', 'take the migration only from these source hosts: a DAG, name or HID')
+    .option('--no-discard', 'leave a failed migration\'s partial disk as it is (default: wipe it)')
+    .option('--stats <file>', 'write the outcome (JSON) here when done')
+    .addOption(new Option('--log-level <level>', 'log level (JSON lines on stdout)').choices(['error', 'warn', 'info', 'debug']).env('XMIG_LOG_LEVEL').default('info'))
+    .addHelpText(
+      'after',
+      `
+Examples (on the destination host, next to its QEMU):
+  qemu-img create -f qcow2 /var/lib/xmig/vm.qcow2 4G
+  qemu-system-x86_64 ... -drive file=/var/lib/xmig/vm.qcow2,format=qcow2,if=virtio \\
+    -qmp unix:/run/vm.qmp,server=on,wait=off -incoming 'exec:xmig recv'
+  xmig disk-target --qmp /run/vm.qmp
+and on the source host: xmig migrate --disk --qmp /run/vm.qmp --to <destination>
+
+Exit status: 0 the destination runs on the migrated disk, 1 the migration failed (disk discarded).`,
+    )
+    .action(async (options: DiskTargetFlags) => {
+      const logger = createLogger({ component: 'mover', level: options.logLevel });
+      const api = await NodeClient.connect(options.api);
+      const onSignal = (): void => void target.abort('disk-target stopped by a signal');
+      let target: DiskTarget;
+      try {
+        const admit = options.from ? admitXiaFrom(await Promise.all(options.from.map((f) => sourceHid(f, api)))) : undefined;
+        target = new DiskTarget({ qmp: options.qmp, api, sid: Xid.parse(options.sid), disk: options.diskDevice, admit, discard: options.discard, logger });
+        await target.start();
+        process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
+        logger.info('disk-target.listening', { address: await target.address() });
+        const outcome = await target.outcome;
+        await target.stop();
+        if (options.stats) writeFileSync(options.stats, `${JSON.stringify({ role: 'disk-target', ...outcome })}\n`);
+        if (outcome.status !== 'completed') {
+          process.stderr.write(`xmig disk-target: ${outcome.reason ?? 'failed'}${outcome.discarded ? ' (the partial disk was discarded)' : ''}\n`);
+          process.exitCode = ExitCode.FAILURE;
+        }
+      } finally {
+        process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+        await api.close();
+      }
+    });
+}
+
+/** A source named by its HID, its DAG or its name: the HID its streams come from. */
+async function sourceHid(text: string, api: NodeClient): Promise<Xid> {
+  if (/^HID:/i.test(text)) return Xid.parse(text);
+  const hid = (await resolveTarget(text, api)).find(XidType.HID);
+  if (!hid) throw new XmigError('ERR_CONFIG', `--from ${text}: its DAG has no HID`);
+  return hid;
+}
