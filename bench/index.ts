@@ -8,6 +8,7 @@ import { runChunkBench } from './chunk.js';
 import { runNoticeBench } from './notices.js';
 import { runMoverBench } from './mover.js';
 import { runQemuMigrationBench } from './qemu-migration.js';
+import { runDiskTransportBench } from './disk-transport.js';
 
 const benches: Record<string, () => Promise<object[]>> = {
   forwarding: () => runForwardingBench(),
@@ -16,6 +17,7 @@ const benches: Record<string, () => Promise<object[]>> = {
   notices: () => runNoticeBench(),
   mover: () => runMoverBench(),
   'qemu-migration': () => runQemuMigrationBench(),
+  'disk-transport': () => runDiskTransportBench(),
 };
 
 const wanted = process.argv.slice(2);
