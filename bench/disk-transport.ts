@@ -8,6 +8,9 @@
  *  - `chunks`: the mover's chunk path, `xmig send | xmig recv` (SHA-1-named chunks,
  *    fetched and verified), over the same xianet: what the disk's bytes would cost if
  *    they went as chunks. Clock: first byte in to last byte out;
+ *  - `nbd-tcp`: the TCP/IP baseline, `xmig migrate --disk --transport qemu-tcp`: QEMU's own
+ *    NBD over TCP on loopback to the export `xmig disk-target --nbd-listen` opens, no xmig
+ *    in the data path;
  *  - `nbd-local`: the mirror into the NBD export over a local Unix socket, no network:
  *    the most the NBD path can do here.
  *
@@ -15,6 +18,7 @@
  * XMIG_BENCH_DISK_MB (data, default 128; in a disk twice that size), XMIG_BENCH_RUNS (3).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import { randomFillSync } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -29,7 +33,7 @@ import { median } from './two-nodes.js';
 
 export interface DiskTransportResult {
   bench: 'disk-transport';
-  path: 'nbd-tunnel' | 'chunks' | 'nbd-local';
+  path: 'nbd-tunnel' | 'chunks' | 'nbd-tcp' | 'nbd-local';
   megabytes: number;
   runs: number;
   medianSeconds: number;
@@ -83,6 +87,32 @@ export async function runDiskTransportBench(options: { megabytes?: number; runs?
     for (const q of qemus.splice(0)) q.kill('SIGKILL');
   };
   const xmig = [process.execPath, ...XMIG_ARGV].join(' ');
+
+  const freePort = (): Promise<number> =>
+    new Promise((resolve) => {
+      const server = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = server.address() as AddressInfo;
+        server.close(() => resolve(port));
+      });
+    });
+
+  /** QEMU's own transports: tcp: for RAM, NBD over TCP for the disk, the disk target over TCP. */
+  const tcp = async (run: string): Promise<{ seconds: number }> => {
+    const { source, target } = images(run);
+    const [ram, control, nbd] = [await freePort(), await freePort(), await freePort()];
+    const sourceQmp = startQemu(`${run}-src`, source);
+    const destQmp = startQemu(`${run}-dst`, target, `tcp:127.0.0.1:${ram}`);
+    await (await connect(sourceQmp)).close();
+    const diskTarget = startXmig(['disk-target', '--qmp', destQmp, '--transport', 'tcp', '--listen', `127.0.0.1:${control}`, '--nbd-listen', `127.0.0.1:${nbd}`]);
+    await diskTarget.waitForLog('disk-target.listening', 30_000);
+    const result = await runXmig(['migrate', '--qmp', sourceQmp, '--transport', 'qemu-tcp', '--to', `127.0.0.1:${ram}`, '--disk', '--disk-to', `127.0.0.1:${control}`, '--json', '--no-progress'], 600_000);
+    stopAll();
+    await diskTarget.stop();
+    if (result.code !== 0) throw new Error(`nbd-tcp: ${result.stderr}${result.stdout}`);
+    const report = JSON.parse(result.stdout) as { disk: { phases: Array<{ phase: string; startMs: number; endMs: number }> } };
+    const sync = report.disk.phases.find((p) => p.phase === 'mirror-sync')!;
+    return { seconds: (sync.endMs - sync.startMs) / 1000 };
+  };
 
   const tunnel = async (run: string): Promise<{ seconds: number; wire: number }> => {
     const { source, target } = images(run);
@@ -138,7 +168,7 @@ export async function runDiskTransportBench(options: { megabytes?: number; runs?
     return { seconds };
   };
 
-  const times: Record<DiskTransportResult['path'], number[]> = { 'nbd-tunnel': [], chunks: [], 'nbd-local': [] };
+  const times: Record<DiskTransportResult['path'], number[]> = { 'nbd-tunnel': [], chunks: [], 'nbd-tcp': [], 'nbd-local': [] };
   const wires: number[] = [];
   try {
     for (let run = 0; run < runs; run++) {
@@ -146,6 +176,7 @@ export async function runDiskTransportBench(options: { megabytes?: number; runs?
       times['nbd-tunnel'].push(t.seconds);
       wires.push(t.wire);
       times.chunks.push((await chunks()).seconds);
+      times['nbd-tcp'].push((await tcp(`c${run}`)).seconds);
       times['nbd-local'].push((await local(`l${run}`)).seconds);
     }
   } finally {
@@ -154,7 +185,7 @@ export async function runDiskTransportBench(options: { megabytes?: number; runs?
     rmSync(dir, { recursive: true, force: true });
   }
   const chunkSeconds = median(times.chunks);
-  return (['nbd-tunnel', 'chunks', 'nbd-local'] as const).map((path) => {
+  return (['nbd-tunnel', 'chunks', 'nbd-tcp', 'nbd-local'] as const).map((path) => {
     const seconds = median(times[path]);
     return {
       bench: 'disk-transport',

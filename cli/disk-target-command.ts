@@ -10,8 +10,9 @@ import { Command, Option } from 'commander';
 import { createLogger, type LogLevel } from '../shared/logger.js';
 import { Xid, WellKnownSid } from '../shared/xid.js';
 import { NodeClient } from '../xianet/api/api-client.js';
-import { admitXiaFrom } from '../mover/connections.js';
-import { DiskTarget } from '../mover/disk-target.js';
+import { admitTcpFrom, admitXiaFrom, listenTcp } from '../mover/connections.js';
+import { DiskTarget, listenOnDiskSid } from '../mover/disk-target.js';
+import { parseSocketAddress } from '../xianet/udp-link.js';
 import { DEFAULT_API_SOCKET } from './defaults.js';
 import { ExitCode } from './exit-codes.js';
 import { resolveTarget } from './resolve-target.js';
@@ -20,6 +21,9 @@ import { XmigError } from '../shared/errors.js';
 
 interface DiskTargetFlags {
   qmp: string;
+  transport: 'xia' | 'tcp';
+  listen: string;
+  nbdListen?: string;
   api: string;
   sid: string;
   diskDevice?: string;
@@ -33,10 +37,13 @@ export function diskTargetCommand(): Command {
   return new Command('disk-target')
     .description("full migration, destination side: export the destination QEMU's disk to one migration's mirror over XIA, then give it back (or discard it)")
     .requiredOption('--qmp <socket>', "the destination QEMU's QMP socket (a QEMU started with -incoming)")
-    .option('--api <socket>', 'the local node API socket', DEFAULT_API_SOCKET)
+    .addOption(new Option('-t, --transport <kind>', 'xia: sources reach it on the disk SID and NBD goes through their tunnel; tcp: the TCP/IP baseline (with --listen, --nbd-listen)').choices(['xia', 'tcp']).default('xia'))
+    .option('--api <socket>', 'the local node API socket (xia)', DEFAULT_API_SOCKET)
+    .option('--listen <host:port>', 'where sources reach it (tcp)', '0.0.0.0:4445')
+    .option('--nbd-listen <host:port>', "export the disk on TCP here: QEMU's own NBD between the hosts, no tunnel (tcp)")
     .option('--sid <sid>', 'the SID to listen on', WellKnownSid.DISK.toString())
     .option('--disk-device <name>', 'which disk, if the VM has several: device id, qdev path, drive id or node name')
-    .option('--from <source...>', 'take the migration only from these source hosts: a DAG, name or HID')
+    .option('--from <source...>', 'take the migration only from these source hosts: a DAG, name or HID (xia), an IP address (tcp)')
     .option('--no-discard', 'leave a failed migration\'s partial disk as it is (default: wipe it)')
     .option('--stats <file>', 'write the outcome (JSON) here when done')
     .addOption(new Option('--log-level <level>', 'log level (JSON lines on stdout)').choices(['error', 'warn', 'info', 'debug']).env('XMIG_LOG_LEVEL').default('info'))
@@ -49,17 +56,24 @@ Examples (on the destination host, next to its QEMU):
     -qmp unix:/run/vm.qmp,server=on,wait=off -incoming 'exec:xmig recv'
   xmig disk-target --qmp /run/vm.qmp
 and on the source host: xmig migrate --disk --qmp /run/vm.qmp --to <destination>
+The TCP/IP baseline (QEMU's own transports, no xianet):
+  xmig disk-target --qmp /run/vm.qmp --transport tcp --listen 0.0.0.0:4445 --nbd-listen 0.0.0.0:10809
+  xmig migrate --disk --qmp /run/vm.qmp --transport qemu-tcp --to hostB:4444 --disk-to hostB:4445
 
 Exit status: 0 the destination runs on the migrated disk, 1 the migration failed (disk discarded).`,
     )
     .action(async (options: DiskTargetFlags) => {
       const logger = createLogger({ component: 'mover', level: options.logLevel });
-      const api = await NodeClient.connect(options.api);
+      const api = options.transport === 'xia' ? await NodeClient.connect(options.api) : undefined;
       const onSignal = (): void => void target.abort('disk-target stopped by a signal');
       let target: DiskTarget;
       try {
-        const admit = options.from ? admitXiaFrom(await Promise.all(options.from.map((f) => sourceHid(f, api)))) : undefined;
-        target = new DiskTarget({ qmp: options.qmp, api, sid: Xid.parse(options.sid), disk: options.diskDevice, admit, discard: options.discard, logger });
+        const tcp = parseSocketAddress(options.listen);
+        const listen = api ? listenOnDiskSid(api, Xid.parse(options.sid)) : () => listenTcp(tcp.host, tcp.port);
+        const admit = !options.from ? undefined : api ? admitXiaFrom(await Promise.all(options.from.map((f) => sourceHid(f, api)))) : admitTcpFrom(options.from);
+        if (options.nbdListen && api) throw new XmigError('ERR_CONFIG', '--nbd-listen is the TCP/IP baseline: use it with --transport tcp');
+        const nbdListen = options.nbdListen ? parseSocketAddress(options.nbdListen) : undefined;
+        target = new DiskTarget({ qmp: options.qmp, listen, nbdListen, disk: options.diskDevice, admit, discard: options.discard, logger });
         await target.start();
         process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
         logger.info('disk-target.listening', { address: await target.address() });
@@ -72,7 +86,7 @@ Exit status: 0 the destination runs on the migrated disk, 1 the migration failed
         }
       } finally {
         process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
-        await api.close();
+        await api?.close();
       }
     });
 }

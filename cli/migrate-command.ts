@@ -10,7 +10,9 @@ import { writeFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { XmigError } from '../shared/errors.js';
 import { migrate, type MigrateOptions, type MigrateTransport, type MigrationReport, type MigrationSample, type TimeoutAction } from '../mover/migrate.js';
-import { diskTargetAddress, type DiskSample } from '../mover/disk-migration.js';
+import { connectDiskTargetXia, diskTargetAddress, type DiskSample } from '../mover/disk-migration.js';
+import { connectTcp } from '../mover/connections.js';
+import { parseSocketAddress } from '../xianet/udp-link.js';
 import { NodeClient } from '../xianet/api/api-client.js';
 import { resolveTarget } from './resolve-target.js';
 import { pruneStatuses, readStatuses, type MigrationStatus } from '../mover/migration-status.js';
@@ -140,7 +142,7 @@ export function migrateCommand(): Command {
     .option('--to <target>', 'xia: the receiver DAG or name; tcp, qemu-tcp: host:port (required)')
     .addOption(new Option('-t, --transport <kind>', 'xia (exec: xmig send over XIA), tcp (exec: xmig send over TCP), qemu-tcp (QEMU tcp:)').choices(['xia', 'tcp', 'qemu-tcp']).default('xia'))
     .option('--disk', 'full migration: mirror the disk too, to xmig disk-target on the destination host, over xianet')
-    .option('--disk-to <target>', 'where xmig disk-target listens: a DAG or name (default: the --to host, on the disk SID)')
+    .option('--disk-to <target>', 'where xmig disk-target listens: a DAG or name (default: the --to host, on the disk SID); tcp, qemu-tcp: its host:port')
     .option('--disk-device <name>', 'which disk, if the VM has several: device id, qdev path, drive id or node name')
     .option('--disk-max-bandwidth <MiB/s>', 'cap the disk mirror rate (default: no cap)', positive('--disk-max-bandwidth'))
     .option('--api <socket>', 'the local node API socket (xia)', DEFAULT_API_SOCKET)
@@ -198,11 +200,18 @@ Exit status: 0 completed, 130 interrupted (Ctrl-C), 1 failed or aborted by --tim
       try {
         let disk: MigrateOptions['disk'];
         if (options.disk) {
-          // The disk goes over xianet whatever carries the RAM: it needs the node and the target's DAG.
-          api = await NodeClient.connect(options.api);
-          if (!options.diskTo && options.transport !== 'xia') throw new XmigError('ERR_CONFIG', `--disk with --transport ${options.transport}: say where xmig disk-target listens with --disk-to`);
-          const target = options.diskTo ? await resolveTarget(options.diskTo, api) : diskTargetAddress(await resolveTarget(options.to, api));
-          disk = { api, target, device: options.diskDevice, maxBandwidth: options.diskMaxBandwidth === undefined ? undefined : options.diskMaxBandwidth * MIB };
+          const common = { device: options.diskDevice, maxBandwidth: options.diskMaxBandwidth === undefined ? undefined : options.diskMaxBandwidth * MIB };
+          if (options.transport === 'xia') {
+            // Over xianet: the tunnel to the disk target on the destination's node.
+            api = await NodeClient.connect(options.api);
+            const target = options.diskTo ? await resolveTarget(options.diskTo, api) : diskTargetAddress(await resolveTarget(options.to, api));
+            disk = { ...common, connect: connectDiskTargetXia(api, target), address: target.toString() };
+          } else {
+            // The TCP/IP baseline: the disk target over TCP, and QEMU's own NBD to its export.
+            if (!options.diskTo) throw new XmigError('ERR_CONFIG', `--disk with --transport ${options.transport}: say where xmig disk-target listens (its --listen) with --disk-to host:port`);
+            const { host, port } = parseSocketAddress(options.diskTo);
+            disk = { ...common, connect: connectTcp(host, port), address: options.diskTo, nbdHost: host };
+          }
         }
         report = await migrate({
           signal: cancel.signal,

@@ -14,7 +14,7 @@ const text = fc.string({ maxLength: 60 });
 const message: fc.Arbitrary<DiskMessage> = fc.oneof(
   fc.record({ type: fc.constant(DiskMessageType.OPEN_CONTROL), session: bytes(16), sourceBytes: fc.maxSafeNat(), source: text }),
   fc.record({ type: fc.constant(DiskMessageType.OPEN_NBD), session: bytes(16) }),
-  fc.record({ type: fc.constant(DiskMessageType.TARGET), bytes: fc.maxSafeNat(), exportName: text, format: text, node: text, file: text }),
+  fc.record({ type: fc.constant(DiskMessageType.TARGET), bytes: fc.maxSafeNat(), exportName: text, format: text, node: text, file: text, nbd: text }),
   fc.record({ type: fc.constant(DiskMessageType.REFUSED), message: text }),
   fc.constant({ type: DiskMessageType.MIRRORED } as DiskMessage),
   fc.constant({ type: DiskMessageType.RELEASED } as DiskMessage),

@@ -13,7 +13,9 @@
  *
  *   1 OPEN_CONTROL  session(16) version(u8) sourceBytes(u64) source(str)
  *   2 OPEN_NBD      session(16) version(u8)
- *   3 TARGET        bytes(u64) export(str) format(str) node(str) file(str)   the disk on offer
+ *   3 TARGET        bytes(u64) export(str) format(str) node(str) file(str) nbd(str)   the disk on offer;
+ *                   nbd: '' to go through the tunnel, or host:port where the export listens
+ *                   on TCP (QEMU's own NBD between the hosts: the TCP/IP baseline)
  *   4 REFUSED       message(str)                   this migration cannot use the target
  *   5 MIRRORED      the mirror has concluded and the source has let go of the export
  *   6 RELEASED      the export is gone: the destination QEMU may take its disk
@@ -43,13 +45,13 @@ export const DISK_SESSION_LENGTH = 16;
 /** The frame layout: u32 length (of type + body), u8 type. */
 export const DiskFrameLayout = { LENGTH: 0, TYPE: 4, HEADER: 5 } as const;
 export const MAX_TEXT_BYTES = 4096;
-/** The largest frame there is: a TARGET with four texts at their longest. */
-export const MAX_DISK_FRAME = 1 + 8 + 4 * (2 + MAX_TEXT_BYTES);
+/** The largest frame there is: a TARGET with five texts at their longest. */
+export const MAX_DISK_FRAME = 1 + 8 + 5 * (2 + MAX_TEXT_BYTES);
 
 export type DiskMessage =
   | { type: typeof DiskMessageType.OPEN_CONTROL; session: Buffer; sourceBytes: number; source: string }
   | { type: typeof DiskMessageType.OPEN_NBD; session: Buffer }
-  | { type: typeof DiskMessageType.TARGET; bytes: number; exportName: string; format: string; node: string; file: string }
+  | { type: typeof DiskMessageType.TARGET; bytes: number; exportName: string; format: string; node: string; file: string; nbd: string }
   | { type: typeof DiskMessageType.REFUSED; message: string }
   | { type: typeof DiskMessageType.MIRRORED }
   | { type: typeof DiskMessageType.RELEASED }
@@ -76,7 +78,7 @@ export function encodeDiskMessage(message: DiskMessage): Buffer {
       w.fixed(message.session, DISK_SESSION_LENGTH).u8(DISK_PROTOCOL_VERSION);
       break;
     case DiskMessageType.TARGET:
-      w.u64(message.bytes).string(clip(message.exportName)).string(clip(message.format)).string(clip(message.node)).string(clip(message.file));
+      w.u64(message.bytes).string(clip(message.exportName)).string(clip(message.format)).string(clip(message.node)).string(clip(message.file)).string(clip(message.nbd));
       break;
     case DiskMessageType.REFUSED:
       w.string(clip(message.message));
@@ -123,7 +125,7 @@ export function decodeDiskMessage(type: number, body: Buffer): DiskMessage {
       message = { type, session: session(r) };
       break;
     case DiskMessageType.TARGET:
-      message = { type, bytes: r.u64('bytes'), exportName: text(r, 'export'), format: text(r, 'format'), node: text(r, 'node'), file: text(r, 'file') };
+      message = { type, bytes: r.u64('bytes'), exportName: text(r, 'export'), format: text(r, 'format'), node: text(r, 'node'), file: text(r, 'file'), nbd: text(r, 'nbd') };
       break;
     case DiskMessageType.REFUSED:
       message = { type, message: text(r, 'message') };

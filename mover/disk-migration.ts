@@ -22,10 +22,12 @@ import { XmigError, errorMessage } from '../shared/errors.js';
 import { silentLogger, type Logger } from '../shared/logger.js';
 import { disksOf, diskName, selectDisk, sizeMismatch, type BlockDisk } from './block-devices.js';
 import { DiskChannel } from './disk-channel.js';
-import { DiskMirror } from './disk-mirror.js';
+import { DiskMirror, type NbdServer } from './disk-mirror.js';
+import { parseSocketAddress } from '../xianet/udp-link.js';
 import { DiskMessageType, type DiskMessage } from './disk-messages.js';
 import { NbdTunnel } from './nbd-tunnel.js';
 import type { Dag } from '../shared/dag.js';
+import type { NodeApi } from '../xianet/api/node-api.js';
 import { WellKnownSid, XidType } from '../shared/xid.js';
 import type { QmpClient } from './qmp-client.js';
 
@@ -67,8 +69,10 @@ export interface DiskReport {
   target: { address: string; node: string; format: string; file: string; bytes: number };
   /** What the mirror copied, in QEMU's measure (see DiskSample.mirrored). */
   mirroredBytes: number;
-  /** NBD on the tunnel: towards the destination (requests and data) and back. */
+  /** NBD on the tunnel: towards the destination (requests and data) and back (zeroes: no tunnel, QEMU's NBD over TCP). */
   wire: { toTarget: number; fromTarget: number; connections: number };
+  /** How NBD went: through the tunnel over xianet, or QEMU's own NBD over TCP (the baseline). */
+  nbdPath: 'xia-tunnel' | 'tcp';
   /** write-blocking once ready, or background (QEMU without block-job-change). */
   copyMode: 'write-blocking' | 'background';
   phases: DiskPhase[];
@@ -85,6 +89,11 @@ export interface DiskMigrationOptions {
   connect: () => Promise<Duplex>;
   /** The disk target's address, for the report and errors. */
   address: string;
+  /**
+   * TCP/IP baseline: the host to reach the destination's NBD export on, where the target
+   * says it listens on every address (0.0.0.0 or ::) — the host the control connection went to.
+   */
+  nbdHost?: string;
   /** The mirror's rate cap (bytes/s); default none. */
   maxBandwidth?: number;
   /** How long the disk target may take to answer (default 15 s). */
@@ -100,6 +109,18 @@ export interface DiskMigrationOptions {
 export function diskTargetAddress(receiver: Dag): Dag {
   if (receiver.sink.type === XidType.SID) return receiver.withNode(receiver.length - 1, WellKnownSid.DISK);
   return receiver.append(WellKnownSid.DISK);
+}
+
+/** How long a disk stream (control or NBD) may hear nothing from the disk target before it is lost. */
+const DISK_STREAM_OUTAGE_MS = 15_000;
+
+/**
+ * Connections to the disk target over XIA. They are idle for long stretches (a quiet
+ * guest writes nothing once the mirror is ready): the outage timeout must be well past
+ * STREAM's 5 s keepalive, or a quiet stream times out.
+ */
+export function connectDiskTargetXia(api: NodeApi, target: Dag): () => Promise<Duplex> {
+  return () => api.connect(target, { connectTimeoutMs: 5000, outageTimeoutMs: DISK_STREAM_OUTAGE_MS });
 }
 
 export class DiskMigration {
@@ -164,8 +185,16 @@ export class DiskMigration {
       if (answer.type !== DiskMessageType.TARGET) throw new XmigError('ERR_MIGRATION', `the disk target answered ${answer.type}, not TARGET`);
       const mismatch = sizeMismatch(disk.bytes, answer.bytes, `${answer.node} (${answer.file})`);
       if (mismatch) throw new XmigError('ERR_CONFIG', mismatch);
-      await tunnel.start();
-      await mirror.attach(tunnel.path, answer.exportName);
+      let server: NbdServer;
+      if (answer.nbd) {
+        const { host, port } = parseSocketAddress(answer.nbd);
+        const anyAddress = host === '0.0.0.0' || host === '::' || host === '';
+        server = { type: 'inet', host: anyAddress ? (options.nbdHost ?? '127.0.0.1') : host, port };
+      } else {
+        await tunnel.start();
+        server = { type: 'unix', path: tunnel.path };
+      }
+      await mirror.attach(server, answer.exportName);
       logger.info('disk.prepared', { disk: diskName(disk), bytes: disk.bytes, target: options.address, format: answer.format });
       return new DiskMigration(options, disk, answer, control, tunnel, mirror, logger);
     } catch (error) {
@@ -302,6 +331,7 @@ export class DiskMigration {
       target: { address: this.options.address, node: this.target.node, format: this.target.format, file: this.target.file, bytes: this.target.bytes },
       mirroredBytes: this.mirrored,
       wire: { toTarget: wire.toTarget, fromTarget: wire.fromTarget, connections: wire.connections },
+      nbdPath: this.target.nbd ? 'tcp' : 'xia-tunnel',
       copyMode: this.copyMode,
       phases: this.phases,
       samples: this.samples,

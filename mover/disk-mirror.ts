@@ -24,6 +24,9 @@ import { XmigError, errorMessage } from '../shared/errors.js';
 import { QmpError, type QmpClient, type QmpEvent } from './qmp-client.js';
 import type { BlockDisk } from './block-devices.js';
 
+/** Where the source QEMU's NBD client connects: the tunnel's socket, or the destination's export over TCP. */
+export type NbdServer = { type: 'unix'; path: string } | { type: 'inet'; host: string; port: number };
+
 export interface MirrorProgress {
   /** What the job has copied, of what it has to (`len`: the allocated regions, growing as the guest writes). */
   offset: number;
@@ -96,20 +99,20 @@ export class DiskMirror {
   }
 
   /** Adds the NBD client node; QEMU connects (through the tunnel) and negotiates at once, so a bad export fails here. */
-  async attach(socket: string, exportName: string): Promise<void> {
+  async attach(server: NbdServer, exportName: string): Promise<void> {
     try {
       // detect-zeroes: a buffer of zeroes the mirror reads (allocated zeroes, not a hole) still
       // goes as a zero write, not as data; unmap lets the destination leave it a hole.
       await this.qmp.execute('blockdev-add', {
         driver: 'nbd',
         'node-name': this.nodeName,
-        server: { type: 'unix', path: socket },
+        server: server.type === 'unix' ? server : { type: 'inet', host: server.host, port: String(server.port) },
         export: exportName,
         discard: 'unmap',
         'detect-zeroes': 'unmap',
       });
     } catch (error) {
-      throw new XmigError('ERR_MIGRATION', `the source QEMU cannot open the destination's disk through the tunnel: ${errorMessage(error)}`, { cause: error });
+      throw new XmigError('ERR_MIGRATION', `the source QEMU cannot open the destination's disk ${server.type === 'unix' ? 'through the tunnel' : `at ${server.host}:${server.port}`}: ${errorMessage(error)}`, { cause: error });
     }
     this.attached = true;
   }

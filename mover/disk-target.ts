@@ -9,7 +9,9 @@
  *     migration, that the disk is writable, and that its image file is the format QEMU
  *     opened it as), starts QEMU's NBD server on a private Unix socket with a writable
  *     export of the disk, and answers TARGET — or REFUSED, in one line, before anything moves;
- *  2. each NBD stream the source's tunnel opens is joined to that socket;
+ *  2. each NBD stream the source's tunnel opens is joined to that socket (or, for the
+ *     TCP/IP baseline, the export listens on TCP and the source's QEMU connects to it
+ *     directly: QEMU's own NBD between the hosts, no xmig in the data path);
  *  3. MIRRORED: the source's mirror has concluded; the export is removed (so the disk is
  *     QEMU's alone when the guest resumes on it) and the target answers RELEASED;
  *  4. the migration completes (the destination resumes) — or it does not: ABORT from the
@@ -26,7 +28,8 @@ import { XmigError, errorMessage } from '../shared/errors.js';
 import { silentLogger, type Logger } from '../shared/logger.js';
 import type { Startable } from '../shared/startable.js';
 import { WellKnownSid, type Xid } from '../shared/xid.js';
-import type { NodeApi, StreamServer } from '../xianet/api/node-api.js';
+import type { NodeApi } from '../xianet/api/node-api.js';
+import { listenXia, type Listening } from './connections.js';
 import { disksOf, diskName, selectDisk, sizeMismatch, type BlockDisk } from './block-devices.js';
 import { splice, type Splice } from './byte-splice.js';
 import { DiskChannel } from './disk-channel.js';
@@ -38,10 +41,10 @@ import { QmpClient } from './qmp-client.js';
 export interface DiskTargetOptions {
   /** The destination QEMU's QMP socket. */
   qmp: string;
-  /** The destination host's node. */
-  api: NodeApi;
-  /** Where to listen (default the disk SID). */
-  sid?: Xid;
+  /** Where sources reach the target: the disk SID on the destination host's node, or a TCP listener (listenTcp). */
+  listen: () => Promise<Listening>;
+  /** Export the disk on TCP here instead of through the tunnel (QEMU's own NBD: the TCP/IP baseline). */
+  nbdListen?: { host: string; port: number };
   /** Which disk, if the destination VM has several (device id, qdev path, drive id or node name). */
   disk?: string;
   /** Why a stream may not reach the target (not an allowed source), or undefined to admit it. */
@@ -73,7 +76,7 @@ const EXPORT_ID = 'xmig-disk';
 
 export class DiskTarget implements Startable {
   private qmp: QmpClient | undefined;
-  private server: StreamServer | undefined;
+  private server: Listening | undefined;
   private socketDir: string | undefined;
   private target: BlockDisk | undefined;
   private backing = false;
@@ -105,7 +108,7 @@ export class DiskTarget implements Startable {
   /** Where sources connect (once started). */
   async address(): Promise<string> {
     if (!this.server) throw new XmigError('ERR_STATE', 'the disk target is not started');
-    return (await this.server.address()).toString();
+    return this.server.address;
   }
 
   /** Checks the destination QEMU and its disk, then listens. Any problem is a one-line error, with nothing left open. */
@@ -135,13 +138,25 @@ export class DiskTarget implements Startable {
       });
       qmp.onClose(() => this.onQemuGone());
       this.qmp = qmp;
-      this.server = await this.options.api.listen(this.options.sid ?? WellKnownSid.DISK);
-      this.server.onConnection((stream) => this.intake.take(stream));
+      this.server = await this.options.listen();
+      void this.acceptLoop(this.server);
       this.logger.info('disk-target.ready', { disk: diskName(disk), node: disk.node, format: disk.format, bytes: disk.bytes, file: disk.file });
     } catch (error) {
       this.qmp = undefined;
       await qmp.close();
       throw error;
+    }
+  }
+
+  private async acceptLoop(server: Listening): Promise<void> {
+    for (;;) {
+      let stream: Duplex;
+      try {
+        stream = await server.accept();
+      } catch {
+        return; // closed
+      }
+      this.intake.take(stream);
     }
   }
 
@@ -178,7 +193,8 @@ export class DiskTarget implements Startable {
       if (this.phase === 'exported') void this.fail(`the source's control connection was lost: ${reason}`);
     });
     this.logger.info('disk-target.exported', { source: open.source, bytes: disk.bytes });
-    await channel.send({ type: DiskMessageType.TARGET, bytes: disk.bytes, exportName: EXPORT_ID, format: disk.format, node: disk.node, file: disk.file }).catch(() => undefined);
+    const nbd = this.options.nbdListen ? `${this.options.nbdListen.host}:${this.options.nbdListen.port}` : '';
+    await channel.send({ type: DiskMessageType.TARGET, bytes: disk.bytes, exportName: EXPORT_ID, format: disk.format, node: disk.node, file: disk.file, nbd }).catch(() => undefined);
   }
 
   private socketPath(): string {
@@ -189,7 +205,9 @@ export class DiskTarget implements Startable {
   private async export(disk: BlockDisk): Promise<void> {
     const qmp = this.qmp!;
     this.socketDir = mkdtempSync(join(tmpdir(), 'xmig-disk-target-'));
-    await qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: this.socketPath() } } });
+    const tcp = this.options.nbdListen;
+    const addr = tcp ? { type: 'inet', data: { host: tcp.host, port: String(tcp.port) } } : { type: 'unix', data: { path: this.socketPath() } };
+    await qmp.execute('nbd-server-start', { addr });
     this.nbdServerUp = true;
     await qmp.execute('block-export-add', { type: 'nbd', id: EXPORT_ID, 'node-name': disk.node, name: EXPORT_ID, writable: true });
   }
@@ -223,7 +241,7 @@ export class DiskTarget implements Startable {
   }
 
   private onNbd(session: Buffer, stream: Duplex, rest: Buffer): void {
-    if (!this.session?.equals(session) || this.phase !== 'exported') {
+    if (!this.session?.equals(session) || this.phase !== 'exported' || this.options.nbdListen) {
       this.intake.refusals.refuse('disk-stream', 'forbidden');
       this.logger.warn('disk-target.stream-refused', { reason: 'an NBD stream for no current migration' });
       stream.destroy();
@@ -357,4 +375,9 @@ export class DiskTarget implements Startable {
     await qmp?.close();
     this.finish({ status: 'failed', reason: 'the disk target was stopped' });
   }
+}
+
+/** The disk target's usual door: the disk SID on the destination host's node. */
+export function listenOnDiskSid(api: NodeApi, sid: Xid = WellKnownSid.DISK): () => Promise<Listening> {
+  return () => listenXia(api, sid);
 }

@@ -57,7 +57,7 @@ describe('migrationSvg', () => {
     const svg = migrationSvg({
       ...report,
       disk: {
-        status: 'completed', device: 'vda', node: 'disk0', format: 'qcow2', file: '/a', bytes: 256 * MIB, mirroredBytes: 256 * MIB, wire: { toTarget: 17 * MIB, fromTarget: 0, connections: 1 }, copyMode: 'write-blocking',
+        status: 'completed', device: 'vda', node: 'disk0', format: 'qcow2', file: '/a', bytes: 256 * MIB, mirroredBytes: 256 * MIB, wire: { toTarget: 17 * MIB, fromTarget: 0, connections: 1 }, copyMode: 'write-blocking', nbdPath: 'xia-tunnel',
         target: { address: 'DAG', node: 'disk0', format: 'qcow2', file: '/b', bytes: 256 * MIB },
         phases: [{ phase: 'mirror-sync', startMs: 0, endMs: 800 }, { phase: 'ready', startMs: 800, endMs: 810 }, { phase: 'ram', startMs: 810, endMs: 1900 }, { phase: 'switchover', startMs: 1900, endMs: 1950 }, { phase: 'complete', startMs: 1950, endMs: 2000 }],
         samples: [{ t: 200, mirrored: 64 * MIB, total: 256 * MIB, wireBytes: 4 * MIB, rateBytesPerSecond: 20 * MIB }, { t: 800, mirrored: 256 * MIB, total: 256 * MIB, wireBytes: 17 * MIB, rateBytesPerSecond: 22 * MIB }],

@@ -20,8 +20,7 @@ import { join } from 'node:path';
 import { XmigError, errorMessage } from '../shared/errors.js';
 import { silentLogger, type Logger } from '../shared/logger.js';
 import { XMIG_NODE_FLAGS } from '../shared/node-flags.js';
-import type { NodeApi } from '../xianet/api/node-api.js';
-import type { Dag } from '../shared/dag.js';
+import type { Duplex } from 'node:stream';
 import { DiskMigration, type DiskReport, type DiskSample } from './disk-migration.js';
 import { tuneMigration, type AppliedTuning, type MigrationTuning } from './migration-params.js';
 import { statusFileFor, writeStatus, type MigrationStatus } from './migration-status.js';
@@ -44,8 +43,12 @@ export interface MigrateOptions {
    * on the destination host) through `api`, the local node. The caller owns `api`.
    */
   disk?: {
-    api: NodeApi;
-    target: Dag;
+    /** Opens a connection to the disk target (a STREAM to its disk SID; a TCP socket for the baseline). */
+    connect: () => Promise<Duplex>;
+    /** Its address, for the report and errors. */
+    address: string;
+    /** TCP baseline: the host of the destination's NBD export, where it listens on every address. */
+    nbdHost?: string;
     /** Which disk, if the VM has several. */
     device?: string;
     /** The mirror's rate cap (bytes/s). */
@@ -124,9 +127,6 @@ export interface MigrationReport {
   samples: MigrationSample[];
 }
 
-/** How long a disk stream (control or NBD) may hear nothing from the disk target before it is lost. */
-const DISK_STREAM_OUTAGE_MS = 15_000;
-
 const DEFAULT_XMIG = [process.execPath, ...XMIG_NODE_FLAGS, new URL('../bin/xmig.js', import.meta.url).pathname].join(' ');
 
 /** The QEMU migration URI for a transport: the mover through a shell command, or QEMU's tcp:. */
@@ -157,15 +157,13 @@ export async function migrate(options: MigrateOptions): Promise<MigrationReport>
     const qemuVersion = `${version.qemu.major}.${version.qemu.minor}.${version.qemu.micro}`;
     if (options.disk) {
       // Before anything moves: the VM has a disk, the target takes one of its size, QEMU opens it.
-      const { api, target } = options.disk;
       disk = await DiskMigration.prepare({
         qmp,
         where: `--disk: the source VM (QMP ${options.qmp})`,
         device: options.disk.device,
-        // Idle for long stretches (a quiet guest writes nothing once the mirror is ready): the
-        // outage timeout must be well past STREAM's 5 s keepalive, or a quiet stream times out.
-        connect: () => api.connect(target, { connectTimeoutMs: 5000, outageTimeoutMs: DISK_STREAM_OUTAGE_MS }),
-        address: target.toString(),
+        connect: options.disk.connect,
+        address: options.disk.address,
+        nbdHost: options.disk.nbdHost,
         maxBandwidth: options.disk.maxBandwidth,
         logger,
       });

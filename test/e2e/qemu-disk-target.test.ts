@@ -6,6 +6,7 @@
  *
  *  - what is copied arrives whole, and holes stay holes: the tunnel carries about the
  *    data written, not the disk's size, and the destination image stays sparse;
+ *  - the TCP/IP baseline (QEMU's own tcp: and NBD, the disk target over TCP) runs the same;
  *  - bad input is a one-line error before anything moves: a VM without a disk, a
  *    destination disk too small, an image the destination opened as the wrong format;
  *  - a migration aborted mid-mirror leaves the source as it was (no job, no NBD node)
@@ -13,6 +14,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, openSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -52,6 +54,16 @@ function startQemu(name: string, options: { image?: string; format?: string; inc
   const qemu = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', stderr] });
   qemus.push(qemu);
   return { qmp, observer };
+}
+
+/** A TCP port nobody listens on now (the system's choice). */
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
 }
 
 async function qmpReady(socket: string): Promise<QmpClient> {
@@ -138,6 +150,30 @@ describe.skipIf(!hasQemu)('full migration: the disk mirrored through the NBD tun
     // Sparse: nothing allocated as data but the 16 MiB written.
     const map = JSON.parse(sh('qemu-img', ['map', '--output=json', dstImage])) as Array<{ length: number; data: boolean }>;
     expect(map.filter((m) => m.data).reduce((n, m) => n + m.length, 0)).toBe(16 * MIB);
+  }, 180_000);
+
+  it('runs the TCP/IP baseline the same way: QEMU\'s own tcp: and NBD, the disk target over TCP', async () => {
+    const srcImage = sourceImage('tcp-src');
+    const dstImage = emptyImage('tcp-dst');
+    const [ramPort, controlPort, nbdPort] = [await freePort(), await freePort(), await freePort()];
+    const source = startQemu('tcp-src', { image: srcImage });
+    const dest = startQemu('tcp-dst', { image: dstImage, incoming: `tcp:127.0.0.1:${ramPort}` });
+    await (await qmpReady(source.observer)).close();
+    const target = startXmig(['disk-target', '--qmp', dest.qmp, '--transport', 'tcp', '--listen', `127.0.0.1:${controlPort}`, '--nbd-listen', `127.0.0.1:${nbdPort}`]);
+    await target.waitForLog('disk-target.listening', 30_000);
+    const result = await runXmig(['migrate', '--qmp', source.qmp, '--transport', 'qemu-tcp', '--to', `127.0.0.1:${ramPort}`, '--disk', '--disk-to', `127.0.0.1:${controlPort}`, '--json', '--no-progress'], 120_000);
+    expect(result.code, result.stderr + result.stdout).toBe(0);
+    const report = JSON.parse(result.stdout) as { status: string; disk: { status: string; nbdPath: string; wire: { toTarget: number }; phases: Array<{ phase: string }> } };
+    expect(report).toMatchObject({ status: 'completed', disk: { status: 'completed', nbdPath: 'tcp' } });
+    // No xmig in the data path: the tunnel carried nothing.
+    expect(report.disk.wire.toTarget).toBe(0);
+    expect(report.disk.phases.map((p) => p.phase)).toEqual(['mirror-sync', 'ready', 'ram', 'switchover', 'complete']);
+    expect(await target.exited).toBe(0);
+    const observer = await qmpReady(dest.observer);
+    await observer.execute('quit');
+    await observer.close();
+    await waitFor(() => spawnSync('qemu-img', ['info', dstImage]).status === 0, 20_000, 'the destination QEMU to let go of its image');
+    expect(sh('qemu-img', ['compare', srcImage, dstImage])).toContain('Images are identical');
   }, 180_000);
 
   it('refuses --disk on a VM without a disk, in one line, before anything moves', async () => {
