@@ -9,6 +9,7 @@ import { runNoticeBench } from './notices.js';
 import { runMoverBench } from './mover.js';
 import { runQemuMigrationBench } from './qemu-migration.js';
 import { runDiskTransportBench } from './disk-transport.js';
+import { runFullMigrationBench } from './full-migration.js';
 
 const benches: Record<string, () => Promise<object[]>> = {
   forwarding: () => runForwardingBench(),
@@ -18,6 +19,7 @@ const benches: Record<string, () => Promise<object[]>> = {
   mover: () => runMoverBench(),
   'qemu-migration': () => runQemuMigrationBench(),
   'disk-transport': () => runDiskTransportBench(),
+  'full-migration': () => runFullMigrationBench(),
 };
 
 const wanted = process.argv.slice(2);

@@ -20,6 +20,9 @@ export const COUNT_PREFIX = 'xmig-count';
 export const DISK_WROTE = 'xmig-disk-wrote';
 export const DISK_CHECK = 'xmig-disk-check';
 export const DISK_UNMOUNTED = 'xmig-disk-unmounted';
+/** dbench's own output, line by line, while it runs on the disk (XMIG_DBENCH=<seconds>), then its exit. */
+export const DBENCH_PREFIX = 'xmig-dbench';
+export const DBENCH_EXIT = 'xmig-dbench-exit';
 /** The kernel modules the guest needs for an ext4 disk on virtio-blk (their dependencies come along). */
 export const DISK_MODULES = ['virtio_pci', 'virtio_blk', 'crc32c_generic', 'ext4'];
 /** Printed once the working set (XMIG_WSS_MB) is in place. */
@@ -49,6 +52,14 @@ if [ -n "\${XMIG_DISK}" ]; then
   while [ ! -b /dev/vda ] && [ $n -lt 200 ]; do /bin/busybox usleep 100000; n=$((n+1)); done
   if /bin/busybox mount -t ext4 /dev/vda /data; then echo "xmig-disk-mounted"; else echo "xmig-disk-mount-failed"; fi
   echo "${DISK_CHECK} before.bin $(/bin/busybox sha1sum /data/before.bin | /bin/busybox cut -d' ' -f1)"
+  # dbench (the paper's I/O workload) on the disk, its output on the console as it goes.
+  if [ -n "\${XMIG_DBENCH}" ] && [ -x /bin/dbench ]; then
+    (
+      /bin/busybox mkdir -p /data/dbench
+      /bin/dbench -D /data/dbench -c /dbench/client.txt -t \${XMIG_DBENCH} \${XMIG_DBENCH_CLIENTS:-1} 2>&1 | while read -r line; do echo "${DBENCH_PREFIX} $line"; done
+      echo "${DBENCH_EXIT}"
+    ) &
+  fi
   (
     j=0
     while [ ! -e /tmp/disk-stop ]; do
@@ -128,8 +139,19 @@ export function moduleFiles(release: string, names: readonly string[]): string[]
   return order.map((path) => join(base, path));
 }
 
+/** dbench and what it needs (its shared libraries, the loader, its loadfile), if this host has it. */
+export function findDbench(): { binary: string; loadfile: string; libraries: string[] } | undefined {
+  const binary = '/usr/bin/dbench';
+  const loadfile = '/usr/share/dbench/client.txt';
+  if (!existsSync(binary) || !existsSync(loadfile)) return undefined;
+  const ldd = spawnSync('ldd', [binary], { encoding: 'utf8' });
+  if (ldd.status !== 0) return undefined;
+  const libraries = [...ldd.stdout.matchAll(/(\/\S+\.so[.\d]*)/g)].map((m) => m[1]!);
+  return { binary, loadfile, libraries: [...new Set(libraries)] };
+}
+
 /** Builds the initramfs (newc cpio) in `dir` and returns its path; `modules` (in load order) go into /modules. */
-export function buildInitramfs(dir: string, busybox: string, modules: readonly string[] = []): string {
+export function buildInitramfs(dir: string, busybox: string, modules: readonly string[] = [], extras: { dbench?: ReturnType<typeof findDbench> } = {}): string {
   const root = join(dir, 'root');
   mkdirSync(join(root, 'bin'), { recursive: true });
   mkdirSync(join(root, 'dev'), { recursive: true });
@@ -140,6 +162,17 @@ export function buildInitramfs(dir: string, busybox: string, modules: readonly s
     mkdirSync(join(root, 'modules'), { recursive: true });
     for (const module of modules) copyFileSync(module, join(root, 'modules', module.replace(/^.*\//, '')));
     writeFileSync(join(root, 'modules', 'order'), `${modules.map((m) => m.replace(/^.*\//, '')).join('\n')}\n`);
+  }
+  if (extras.dbench) {
+    copyFileSync(extras.dbench.binary, join(root, 'bin', 'dbench'));
+    chmodSync(join(root, 'bin', 'dbench'), 0o755);
+    mkdirSync(join(root, 'dbench'), { recursive: true });
+    copyFileSync(extras.dbench.loadfile, join(root, 'dbench', 'client.txt'));
+    // Shared libraries where the loader looks for them: the same paths as on the host.
+    for (const library of extras.dbench.libraries) {
+      mkdirSync(join(root, library, '..'), { recursive: true });
+      copyFileSync(library, join(root, library));
+    }
   }
   const image = join(dir, 'initramfs.cpio');
   const result = spawnSync('sh', ['-c', `cd "${root}" && find . | cpio -o -H newc --quiet > "${image}"`], { encoding: 'utf8' });
