@@ -190,7 +190,7 @@ export class DiskTarget implements Startable {
     channel.onMessage((message) => this.onMessage(message));
     channel.onClose((reason) => {
       // Before the mirror is done, the source going means the disk will never be whole.
-      if (this.phase === 'exported') void this.fail(`the source's control connection was lost: ${reason}`);
+      if (this.phase === 'exported' && !this.stopping) void this.fail(`the source's control connection was lost: ${reason}`);
     });
     this.logger.info('disk-target.exported', { source: open.source, bytes: disk.bytes });
     const nbd = this.options.nbdListen ? `${this.options.nbdListen.host}:${this.options.nbdListen.port}` : '';
@@ -333,7 +333,8 @@ export class DiskTarget implements Startable {
       this.control?.close(reason);
       await this.unexport();
       const qmp = this.qmp;
-      if (qmp && !qmp.isClosed) {
+      // Nothing was exported: the destination QEMU is as it was, and may wait for another try.
+      if (touched && qmp && !qmp.isClosed) {
         const status = await qmp.execute<{ status: string }>('query-status').catch(() => undefined);
         if (status?.status === 'inmigrate') {
           const gone = new Promise<void>((resolve) => qmp.onClose(() => resolve()));

@@ -202,7 +202,11 @@ describe.skipIf(!hasQemu)('full migration: the disk mirrored through the NBD tun
     await observer.close();
     // The target turned it away and is still there for a migration that fits.
     expect(target.child.exitCode).toBe(null);
-    await target.stop();
+    // Stopped before anything was exported, it leaves the destination QEMU waiting as it was.
+    expect(await target.stop()).toBe(1);
+    const waiting = await qmpReady(dest.observer);
+    expect(((await waiting.execute('query-status')) as { status: string }).status).toBe('inmigrate');
+    await waiting.close();
   }, 60_000);
 
   it('refuses an image the destination opened as another format, in one line, at the destination', async () => {
