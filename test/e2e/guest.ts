@@ -13,6 +13,7 @@
 import { spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { parseLdd } from '../../lab/image/ldd.js';
 import { moduleLoadOrder, parseModulesDep } from '../../lab/image/module-order.js';
 
 export const COUNT_PREFIX = 'xmig-count';
@@ -146,8 +147,9 @@ export function findDbench(): { binary: string; loadfile: string; libraries: str
   if (!existsSync(binary) || !existsSync(loadfile)) return undefined;
   const ldd = spawnSync('ldd', [binary], { encoding: 'utf8' });
   if (ldd.status !== 0) return undefined;
-  const libraries = [...ldd.stdout.matchAll(/(\/\S+\.so[.\d]*)/g)].map((m) => m[1]!);
-  return { binary, loadfile, libraries: [...new Set(libraries)] };
+  // Read the way the lab reads it for Node.js: every library, and the loader, at its host path.
+  const { libraries, loader } = parseLdd(ldd.stdout);
+  return { binary, loadfile, libraries: [...new Set([...libraries, ...(loader ? [loader] : [])])] };
 }
 
 /** Builds the initramfs (newc cpio) in `dir` and returns its path; `modules` (in load order) go into /modules. */
