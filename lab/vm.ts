@@ -9,7 +9,8 @@
  *
  * `start()` returns once the guest's init has printed `guest.ready` (node, agent and
  * Goldbach service up), or — with `incoming` (a migration's destination) — once QEMU
- * listens on its QMP sockets. A guest that does not come up in time, or a QEMU that exits,
+ * listens for the migration (its observer monitor says `inmigrate`; both monitors are free
+ * when start() returns). A guest that does not come up in time, or a QEMU that exits,
  * is one ERR_TIMEOUT / ERR_STATE line naming what the guest last printed; whatever was
  * started is stopped first. `stop()` ends QEMU (SIGTERM, then SIGKILL), the event-log
  * tail, and the tap if this VM made it (`bridge` given); the files in `dir` stay.
@@ -29,6 +30,7 @@ import { GuestEventLog, lastLine, type GuestEvent, type WaitOptions } from './gu
 import type { LabImage } from './image/build-image.js';
 import { isLabMac, linkLocalFromMac } from './lab-constants.js';
 import { labQemuArgs, QEMU_BINARY, type DataDisk } from './qemu-command.js';
+import { QmpClient } from '../mover/qmp-client.js';
 
 export interface LabVmOptions {
   /** The namespace QEMU runs in (the hosting "physical host"); none: this process's. */
@@ -207,7 +209,7 @@ export class LabVm implements Startable {
       await this.log.start();
       const deadlineMs = o.deadlineMs ?? 300_000;
       if (o.incoming !== undefined) {
-        await this.waitForQmp(deadlineMs);
+        await this.waitForIncoming(deadlineMs);
       } else {
         this.ready = await this.waitForEvent((e) => e.event === 'guest.ready' || e.event === 'guest.failed', {
           signal: o.signal,
@@ -225,14 +227,30 @@ export class LabVm implements Startable {
     }
   }
 
-  /** Until QEMU has made both QMP sockets (it does so before it runs, or listens for a migration). */
-  private async waitForQmp(deadlineMs: number): Promise<void> {
+  /**
+   * Until QEMU listens for its migration: its monitors answer only once its main loop runs,
+   * which is after it opened the `-incoming` listener, so an answer of `inmigrate` on the
+   * observer monitor (left free again at once) means a sender can connect.
+   */
+  private async waitForIncoming(deadlineMs: number): Promise<void> {
     const deadline = Date.now() + deadlineMs;
-    while (!(existsSync(this.qmpSocket) && existsSync(this.observerQmpSocket))) {
+    for (;;) {
       this.options.signal?.throwIfAborted();
       const failed = this.exitReason();
       if (failed) throw new XmigError('ERR_STATE', failed);
-      if (Date.now() > deadline) throw new XmigError('ERR_TIMEOUT', `QEMU of ${this.name} made no QMP socket within ${Math.round(deadlineMs / 1000)} s`);
+      if (Date.now() > deadline) throw new XmigError('ERR_TIMEOUT', `QEMU of ${this.name} did not listen for its migration within ${Math.round(deadlineMs / 1000)} s`);
+      if (existsSync(this.qmpSocket) && existsSync(this.observerQmpSocket)) {
+        const qmp = await QmpClient.connect(this.observerQmpSocket, Math.max(1000, deadline - Date.now())).catch(() => undefined);
+        if (qmp) {
+          try {
+            const { status } = await qmp.execute<{ status: string }>('query-status', undefined, { timeoutMs: Math.max(1000, deadline - Date.now()) });
+            if (status === 'inmigrate') return;
+            throw new XmigError('ERR_STATE', `QEMU of ${this.name} is ${status}, not waiting for a migration`);
+          } finally {
+            await qmp.close();
+          }
+        }
+      }
       await new Promise((r) => setTimeout(r, 50));
     }
   }

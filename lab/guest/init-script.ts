@@ -184,7 +184,14 @@ ip link set ${GUEST_INTERFACE} up
 [ -n "$IPV4" ] && ip addr add "$IPV4" dev ${GUEST_INTERFACE}
 [ -n "$GW4" ] && ip route add default via "$GW4"
 mac=$(cat /sys/class/net/${GUEST_INTERFACE}/address 2>/dev/null)
-ll=$(ip -6 addr show dev ${GUEST_INTERFACE} scope link 2>/dev/null | sed -n 's/.*inet6 \\([0-9a-f:]*\\)\\/64.*/\\1/p')
+# The link-local address comes once the link has its carrier: wait for it (5 s at most).
+i=0
+ll=
+while [ -z "$ll" ] && [ $i -lt 100 ]; do
+  ll=$(ip -6 addr show dev ${GUEST_INTERFACE} scope link 2>/dev/null | grep -v tentative | sed -n 's/.*inet6 \\([0-9a-f:]*\\)\\/64.*/\\1/p')
+  [ -z "$ll" ] && usleep 50000
+  i=$((i + 1))
+done
 event guest.network ",\\"mac\\":\\"$mac\\",\\"linkLocal\\":\\"$ll\\",\\"ipv4\\":\\"$IPV4\\""
 
 if [ -b ${P.dataDevice} ]; then

@@ -5,11 +5,13 @@
  * on the lab's link-local multicast group. From the router's side — never from what the
  * guest says about itself — the guest's node must have joined the AD (registered with the
  * router), answer xping, serve Goldbach by name over XIA and over plain TCP, and its
- * agent's /metrics must answer over link-local TCP from the hosting namespace.
+ * agent's /metrics must answer over link-local TCP from the hosting namespace; its data
+ * disk is mounted. Migrated (QEMU's own tcp:) to a second QEMU on another tap of the
+ * bridge, it keeps its MAC, link-local address and HID, and the router reaches it as before.
  * Then a guest that cannot come up in time is one line of error, and nothing is left.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,6 +24,7 @@ import { findKernels, findBusybox } from '../../lab/image/host-inputs.js';
 import { GUEST_AGENT_METRICS_PORT, XIANET_GROUP, XIANET_PORT } from '../../lab/lab-constants.js';
 import { QEMU_REMEDY, qemuMajor } from '../../lab/qemu-command.js';
 import { LabVm } from '../../lab/vm.js';
+import { QmpClient } from '../../mover/qmp-client.js';
 import type { NodeConfig } from '../../xianet/node-config.js';
 import { reapAll, runXmig, startXmig, XMIG_ARGV, type XmigProcess } from '../support/processes.js';
 import { ip, linkLocalOf, makeNetns, removeNetns, uniqueTag } from '../support/netns.js';
@@ -47,6 +50,7 @@ const CAL_TCP = 4100;
 let image: BuiltImage;
 const daemons: XmigProcess[] = [];
 let vm: LabVm | undefined;
+let destination: LabVm | undefined;
 const routerApi = join(dir, 'r.sock');
 const routerControl = join(dir, 'r.control.sock');
 
@@ -103,6 +107,12 @@ beforeAll(async () => {
   await router.waitForLog('node.ready', 60_000);
   xmigIn(R, ['nameserver', '--api', routerApi, '--db', join(dir, 'names.json')]);
 
+  // A data disk (ext4, made without root by mkfs.ext4 -d) that the guest mounts at /data.
+  mkdirSync(join(dir, 'data'));
+  writeFileSync(join(dir, 'data', 'marker'), 'on the data disk\n');
+  const mkfs = spawnSync('mkfs.ext4', ['-q', '-F', '-d', join(dir, 'data'), join(dir, 'data.img'), '16M'], { encoding: 'utf8' });
+  if (mkfs.status !== 0) throw new Error(`mkfs.ext4: ${mkfs.stderr}`);
+
   const boot = Date.now();
   vm = await LabVm.start({
     netns: H,
@@ -112,6 +122,7 @@ beforeAll(async () => {
     image,
     config: { name: 'vm1', key: vmKey, goldbach: { key: calKey, name: GOLDBACH, tcpPort: CAL_TCP }, ipv4: '10.77.0.2/24' },
     dir: join(dir, 'vm'),
+    disk: { file: join(dir, 'data.img') },
     deadlineMs: 480_000,
   });
   const phases = vm
@@ -124,6 +135,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await vm?.stop();
+  await destination?.stop();
   await Promise.all(daemons.map((d) => d.stop()));
   await reapAll();
   removeNetns();
@@ -167,9 +179,46 @@ describe.skipIf(!ready)('the lab VM on a segment next to a router', () => {
     expect(metrics.status, metrics.stderr).toBe(0);
     expect(metrics.stdout).toMatch(/^xmig_agent_/m);
 
+    // Its eth0 has the link-local address the lab derives from the MAC; the data disk is mounted.
+    expect(v.events().find((e) => e.event === 'guest.network')).toMatchObject({ mac: MAC, linkLocal: v.linkLocal });
+    expect(v.events().find((e) => e.event === 'guest.data')).toMatchObject({ device: '/dev/vda', mount: '/data' });
+
     // The guest's daemons log to its event log: the node's registration, the agent, the service.
     const components = new Set(v.events().map((e) => e.component));
     for (const c of ['guest-init', 'node', 'agent', 'goldbach']) expect(components).toContain(c);
+  }, 900_000);
+
+  it("moves to a second QEMU on another tap (QEMU's tcp:): same MAC, link-local and HID, reached at its old DAG, logging on", async () => {
+    const source = vm!;
+    const ad = adKey.xid(XidType.AD);
+    destination = await LabVm.start({ ...source.options, tap: 'tapvm2', dir: join(dir, 'vm2'), incoming: 'tcp:127.0.0.1:4555', deadlineMs: 120_000 });
+    const qmp = await QmpClient.connect(source.observerQmpSocket);
+    await qmp.execute('migrate', { uri: 'tcp:127.0.0.1:4555' });
+    let info: { status?: string; 'total-time'?: number; downtime?: number; ram?: { transferred: number } } = {};
+    for (const deadline = Date.now() + 600_000; !['completed', 'failed', 'cancelled'].includes(info.status ?? '') && Date.now() < deadline; ) {
+      await new Promise((r) => setTimeout(r, 200));
+      info = await qmp.execute('query-migrate');
+    }
+    expect(info.status).toBe('completed');
+    console.error(`migrated (QEMU tcp: on loopback): total ${info['total-time']} ms, downtime ${info.downtime} ms, ${Math.round((info.ram?.transferred ?? 0) / 1048576)} MiB of RAM`);
+    expect((await qmp.execute<{ status: string }>('query-status')).status).toBe('postmigrate');
+    await qmp.close();
+    await source.stop();
+    expect(destination.hid.equals(source.hid)).toBe(true);
+    expect(destination.linkLocal).toBe(source.linkLocal);
+
+    // From the router: the old DAG answers from the new tap, and the service by name.
+    let received = 0;
+    for (const deadline = Date.now() + 240_000; received < 5 && Date.now() < deadline; ) {
+      const ping = await runXmig(['ping', Dag.hostAddress(ad, source.hid).toString(), '--api', routerApi, '--count', '5', '--interval', '50', '--json'], 240_000);
+      received = ping.stdout.trim() ? (JSON.parse(ping.stdout) as { received: number }).received : 0;
+    }
+    expect(received).toBe(5);
+    const from = destination.eventCount;
+    const xia = await runXmig(['cal', 'ask', GOLDBACH, '--api', routerApi, '--count', '20', '--json'], 240_000);
+    expect(JSON.parse(xia.stdout)).toMatchObject({ answers: 20, wrong: 0 });
+    // The guest's logs now leave through the destination QEMU's serial port.
+    await destination.waitForEvent((e) => e.event === 'goldbach.connection', { from, deadlineMs: 60_000 });
   }, 900_000);
 
   it('says in one line what a guest that does not come up in time last printed, and leaves nothing behind', async () => {
