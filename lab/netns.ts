@@ -140,8 +140,10 @@ export class NetnsRegistry {
 
   async addBridge(ns: string, name: string, options: LinkOptions = {}): Promise<void> {
     checkInterfaceName(name);
-    // No STP and no forwarding delay: a segment is one cable, and a port must pass traffic at once.
-    await this.ip(ns, ['link', 'add', name, 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0']);
+    // No STP and no forwarding delay: a segment is one cable, and a port must pass traffic at
+    // once. No MLD snooping: the segment's group is flooded to every port, as on a plain switch
+    // (a VM that just landed has sent no MLD report on its new segment yet).
+    await this.ip(ns, ['link', 'add', name, 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0', 'mcast_snooping', '0']);
     await this.configure(ns, name, options);
   }
 
