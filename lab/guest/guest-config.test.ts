@@ -37,6 +37,7 @@ const configs: fc.Arbitrary<GuestConfig> = fc.record(
     gateway4: fc.ipV4(),
     nodeMetricsPort: fc.integer({ min: 1, max: 65535 }),
     agentMetricsPort: fc.integer({ min: 1, max: 65535 }),
+    controlPort: fc.integer({ min: 1, max: 65535 }),
   },
   { requiredKeys: ['name', 'key'] },
 );
@@ -67,6 +68,7 @@ describe("the guest's kernel command line", () => {
       [{ name: 'vm 1' }, /name "vm 1"/],
       [{ name: 'vm$(reboot)' }, /name/],
       [{ port: 0 }, /port 0/],
+      [{ controlPort: 70000 }, /control port 70000/],
       [{ group: 'ff05::1' }, /link-local scope/],
       [{ mtu: 100 }, /mtu 100/],
       [{ ipv4: '10.0.0.300/24' }, /ipv4/],

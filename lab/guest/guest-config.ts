@@ -25,6 +25,7 @@
  * | `xmig.gw4=ADDR` | the IPv4 default gateway | none |
  * | `xmig.metrics=PORT` | the node's /metrics on [::]:PORT | 9100 |
  * | `xmig.agentmetrics=PORT` | the agent's /metrics on [::]:PORT | 9101 |
+ * | `xmig.control=PORT` | the VM's route tables readable from its segment on TCP PORT: the node's control port moves to loopback TCP (writes need a token only the guest can read; the agent has it) and a relay opens PORT to it | none (a Unix socket) |
  *
  * `guestCommandLine(config)` gives the whole `-append` line: the kernel's own words
  * (serial console, rdinit, panic) and these. `parseGuestCommandLine` reads one back.
@@ -67,6 +68,8 @@ export interface GuestConfig {
   gateway4?: string;
   nodeMetricsPort?: number;
   agentMetricsPort?: number;
+  /** The VM's control port readable (not writable) from its segment on this TCP port: the lab reads the VM's routes. */
+  controlPort?: number;
 }
 
 /** The kernel's own words: console on the first serial port, our init, reboot (QEMU exits) on panic. */
@@ -167,13 +170,15 @@ export function guestCommandLine(config: GuestConfig): string {
   add('gw4', config.gateway4);
   add('metrics', config.nodeMetricsPort === undefined ? undefined : checkPort('node metrics port', config.nodeMetricsPort));
   add('agentmetrics', config.agentMetricsPort === undefined ? undefined : checkPort('agent metrics port', config.agentMetricsPort));
+  add('control', config.controlPort === undefined ? undefined : checkPort('control port', config.controlPort));
   const line = words.join(' ');
   if (line.length > MAX_COMMAND_LINE) throw bad(`the kernel command line would be ${line.length} bytes (at most ${MAX_COMMAND_LINE})`);
   return line;
 }
 
 /** A guest config with every default filled in, as the guest's init applies them. */
-export interface ResolvedGuestConfig extends Required<Omit<GuestConfig, 'goldbach' | 'ipv4' | 'gateway4'>> {
+export interface ResolvedGuestConfig extends Required<Omit<GuestConfig, 'goldbach' | 'ipv4' | 'gateway4' | 'controlPort'>> {
+  controlPort?: number;
   goldbach?: GuestGoldbach;
   ipv4?: string;
   gateway4?: string;
@@ -205,7 +210,7 @@ export function parseGuestCommandLine(line: string): GuestConfig {
     if (words.has(match[1]!)) throw bad(`xmig.${match[1]} appears twice`);
     words.set(match[1]!, match[2]!);
   }
-  const known = new Set(['name', 'key', 'port', 'group', 'mtu', 'log', 'trust', 'calkey', 'calname', 'caltcp', 'names', 'ipv4', 'gw4', 'metrics', 'agentmetrics']);
+  const known = new Set(['name', 'key', 'port', 'group', 'mtu', 'log', 'trust', 'calkey', 'calname', 'caltcp', 'names', 'ipv4', 'gw4', 'metrics', 'agentmetrics', 'control']);
   for (const word of words.keys()) if (!known.has(word)) throw bad(`unknown word xmig.${word}`);
   const name = words.get('name');
   const key = words.get('key');
@@ -257,6 +262,8 @@ export function parseGuestCommandLine(line: string): GuestConfig {
   if (metrics !== undefined) config.nodeMetricsPort = metrics;
   const agentMetrics = int('agentmetrics');
   if (agentMetrics !== undefined) config.agentMetricsPort = agentMetrics;
+  const control = int('control');
+  if (control !== undefined) config.controlPort = control;
   // Everything read goes through the builder's checks once more.
   guestCommandLine(config);
   return config;

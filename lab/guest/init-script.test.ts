@@ -12,7 +12,7 @@ import { requirement } from '../../test/support/requirements.js';
 import { findBusybox } from '../image/host-inputs.js';
 import { GUEST_AGENT_METRICS_PORT, GUEST_NODE_METRICS_PORT, XIANET_GROUP, XIANET_PORT } from '../lab-constants.js';
 import { guestCommandLine, type GuestConfig } from './guest-config.js';
-import { GUEST_INIT, GUEST_PATHS } from './init-script.js';
+import { GUEST_CONTROL_LOOPBACK_PORT, GUEST_INIT, GUEST_PATHS } from './init-script.js';
 
 const busybox = findBusybox();
 const dir = mkdtempSync(join(tmpdir(), 'xmig-init-'));
@@ -66,16 +66,18 @@ describe.skipIf(!requirement(busybox !== undefined, 'a static busybox', 'apt-get
   it('carries every optional word through', () => {
     const ad = Xid.of(XidType.AD, Buffer.alloc(20, 0xab));
     const { node, agent, env } = configure(
-      { name: 'vm-2', key: Identity.generate(), port: 7100, group: 'ff02::1:2', mtu: 1400, logLevel: 'debug', trustedAds: [ad], names: [{ name: 'vm-2.lab' }], nodeMetricsPort: 9200, agentMetricsPort: 9201 },
+      { name: 'vm-2', key: Identity.generate(), port: 7100, group: 'ff02::1:2', mtu: 1400, logLevel: 'debug', trustedAds: [ad], names: [{ name: 'vm-2.lab' }], nodeMetricsPort: 9200, agentMetricsPort: 9201, controlPort: 7100 },
       'optional',
     );
     expect(parseConfig(nodeConfigSchema, node)).toMatchObject({
       trustedAds: [ad.toString()],
       interfaces: [{ port: 7100, multicastGroup: 'ff02::1:2', mtu: 1400 }],
       metrics: { port: 9200 },
+      controlPort: { host: '127.0.0.1', port: GUEST_CONTROL_LOOPBACK_PORT, tokenFile: GUEST_PATHS.controlToken },
       logLevel: 'debug',
     });
-    expect(parseConfig(agentConfigSchema, agent)).toMatchObject({ names: [{ name: 'vm-2.lab' }], metrics: { port: 9201 }, logLevel: 'debug' });
+    expect(parseConfig(agentConfigSchema, agent)).toMatchObject({ names: [{ name: 'vm-2.lab' }], metrics: { port: 9201 }, control: `127.0.0.1:${GUEST_CONTROL_LOOPBACK_PORT}`, controlTokenFile: GUEST_PATHS.controlToken, logLevel: 'debug' });
+    expect(env).toMatchObject({ CONTROL: '7100' });
     expect(env).toMatchObject({ MTU: '1400', CALKEY: '', IPV4: '' });
   });
 

@@ -38,6 +38,7 @@ export const GUEST_PATHS = {
   nodeKey: '/var/lib/xmig/node.key',
   goldbachKey: '/var/lib/xmig/goldbach.key',
   agentState: '/var/lib/xmig/agent.json',
+  controlToken: '/var/lib/xmig/control.token',
   configDir: '/etc/xmig/run',
   logDir: '/run/xmig/log',
   dataDevice: '/dev/vda',
@@ -48,6 +49,8 @@ export const GUEST_PATHS = {
 export const GUEST_READY_PREFIX = 'xmig-guest ready';
 
 const P = GUEST_PATHS;
+/** With xmig.control: the node's control port on loopback, which the relay on PORT reaches. */
+export const GUEST_CONTROL_LOOPBACK_PORT = 7100;
 const NODE = `${P.node} ${XMIG_NODE_FLAGS.join(' ')} ${P.xmig}`;
 
 /** The script (deterministic: it is an input of the image hash). */
@@ -77,7 +80,7 @@ pem() {
 # configure CMDLINE DIR KEYDIR: the config files from the kernel command line.
 configure() {
   NAME= KEY= PORT=${XIANET_PORT} GROUP=${XIANET_GROUP} MTU= LOG=info TRUST= CALKEY= CALNAME= CALTCP= NAMES=
-  IPV4= GW4= METRICS=${GUEST_NODE_METRICS_PORT} AGENTMETRICS=${GUEST_AGENT_METRICS_PORT}
+  IPV4= GW4= METRICS=${GUEST_NODE_METRICS_PORT} AGENTMETRICS=${GUEST_AGENT_METRICS_PORT} CONTROL=
   for word in $(cat "$1"); do
     value=\${word#*=}
     case "$word" in
@@ -96,6 +99,7 @@ configure() {
       xmig.gw4=*) GW4=$value ;;
       xmig.metrics=*) METRICS=$value ;;
       xmig.agentmetrics=*) AGENTMETRICS=$value ;;
+      xmig.control=*) CONTROL=$value ;;
     esac
   done
   if [ -z "$NAME" ] || [ -z "$KEY" ]; then
@@ -123,14 +127,22 @@ configure() {
   done
   mtu=
   [ -n "$MTU" ] && mtu=",\\"mtu\\":$MTU"
+  # The control port: the node's Unix socket; or, with xmig.control, TCP on loopback, where a
+  # connection may only read until it gives the token (only the guest can read that file) and
+  # which a relay on PORT opens to the segment: the lab reads the VM's routes, nobody writes them.
+  control="{\\"path\\":\\"${P.controlSocket}\\"}" agentcontrol="\\"control\\":\\"${P.controlSocket}\\""
+  if [ -n "$CONTROL" ]; then
+    control="{\\"host\\":\\"127.0.0.1\\",\\"port\\":${GUEST_CONTROL_LOOPBACK_PORT},\\"tokenFile\\":\\"${P.controlToken}\\"}"
+    agentcontrol="\\"control\\":\\"127.0.0.1:${GUEST_CONTROL_LOOPBACK_PORT}\\",\\"controlTokenFile\\":\\"${P.controlToken}\\""
+  fi
   cat > "$2/node.json" <<EOF
 {"name":"$NAME","role":"host","keyFile":"$3/node.key","trustedAds":[$trusted],
  "interfaces":[{"name":"${GUEST_INTERFACE}","bind":"::","port":$PORT,"multicastGroup":"$GROUP","multicastInterface":"::%${GUEST_INTERFACE}"$mtu}],
- "controlPort":{"path":"${P.controlSocket}"},"apiSocket":"${P.apiSocket}",
+ "controlPort":$control,"apiSocket":"${P.apiSocket}",
  "metrics":{"host":"::","port":$METRICS},"logLevel":"$LOG"}
 EOF
   cat > "$2/agent.json" <<EOF
-{"api":"${P.apiSocket}","control":"${P.controlSocket}","router":"$NAME","keyFile":"$3/node.key",
+{"api":"${P.apiSocket}",$agentcontrol,"router":"$NAME","keyFile":"$3/node.key",
  "stateFile":"${P.agentState}","names":[$names],"metrics":{"host":"::","port":$AGENTMETRICS},"logLevel":"$LOG"}
 EOF
   {
@@ -141,6 +153,7 @@ EOF
     echo "CALKEY=\${CALKEY:+yes}"
     echo "CALNAME=$CALNAME"
     echo "CALTCP=$CALTCP"
+    echo "CONTROL=$CONTROL"
   } > "$2/guest.env"
 }
 
@@ -230,6 +243,10 @@ field() {
 run node ${NODE} node --config ${P.configDir}/node.json
 until [ -S ${P.apiSocket} ] && logged node node.ready; do usleep 100000; done
 event guest.node-ready
+if [ -n "$CONTROL" ]; then
+  nc -ll -p "$CONTROL" -e nc 127.0.0.1 ${GUEST_CONTROL_LOOPBACK_PORT} 2> /dev/console &
+  event guest.control ",\\"port\\":$CONTROL"
+fi
 
 run agent ${NODE} agent --config ${P.configDir}/agent.json
 if [ -n "$CALKEY" ]; then
