@@ -21,6 +21,8 @@ export interface UdpLayoutOptions {
   /** Control ports on TCP loopback from this port, one per node (read-only: TCP writes need a token); default a Unix socket per node in `dir`. */
   controlBasePort?: number;
   logLevel?: NodeConfig['logLevel'];
+  /** /metrics on loopback from this port, one per node (default: none). */
+  metricsBasePort?: number;
   /** Every interface's IP MTU (default: what the system says of the bind address's interface). */
   mtu?: number;
   /** Per segment, link impairment on each interface attached to it (over the topology's own). */
@@ -90,6 +92,7 @@ export function udpLayout(topology: Topology, options: UdpLayoutOptions): UdpLay
           ? { path: join(options.dir, `${node.name}.ctl`), mode: 0o660, readOnly: false }
           : { host: '127.0.0.1', port: controlBase + index },
       apiSocket: join(options.dir, `${node.name}.sock`),
+      metrics: options.metricsBasePort === undefined ? undefined : { host: '127.0.0.1', port: options.metricsBasePort + index },
       plugins: [],
       logLevel: options.logLevel ?? 'info',
     });

@@ -30,9 +30,11 @@ export class UdpNetwork {
   /** `options`: the links' MTU and impairments per segment (see link-impairment.ts), log level. */
   constructor(
     readonly topology: Topology,
-    options: Pick<UdpLayoutOptions, 'mtu' | 'impairments' | 'logLevel'> = {},
+    options: Pick<UdpLayoutOptions, 'mtu' | 'impairments' | 'logLevel'> & { metrics?: boolean } = {},
   ) {
-    this.layout = udpLayout(topology, { dir: this.dir, basePort: 20000 + Math.floor(Math.random() * 30000), beaconIntervalMs: 100, helloIntervalMs: 300, ...options });
+    const basePort = 20000 + Math.floor(Math.random() * 30000);
+    const { metrics, ...layout } = options;
+    this.layout = udpLayout(topology, { dir: this.dir, basePort, beaconIntervalMs: 100, helloIntervalMs: 300, metricsBasePort: metrics ? basePort + 700 : undefined, ...layout });
     for (const config of this.layout.configs.values()) {
       Identity.loadOrCreate(config.keyFile);
       if (config.adKeyFile) Identity.loadOrCreate(config.adKeyFile);
@@ -46,6 +48,41 @@ export class UdpNetwork {
       this.processes.set(name, startXmig(['node', '--config', file]));
     }
     await Promise.all([...this.processes.values()].map((p) => p.waitForLog('node.ready')));
+  }
+
+  /** Kills a node's daemon outright (SIGKILL: no goodbye to anyone). */
+  async kill(name: string): Promise<void> {
+    await this.processes.get(name)!.stop('SIGKILL');
+  }
+
+  /** Starts a node's daemon again from its config (same keys, same ports), once it is ready. */
+  async restart(name: string): Promise<void> {
+    const process = startXmig(['node', '--config', join(this.dir, `${name}.json`)]);
+    this.processes.set(name, process);
+    await process.waitForLog('node.ready', 60_000);
+  }
+
+  /** Freezes a node's daemon (SIGSTOP) or lets it go on (SIGCONT): a host that stalls. */
+  signal(name: string, signal: 'SIGSTOP' | 'SIGCONT'): void {
+    this.processes.get(name)!.child.kill(signal);
+  }
+
+  /** A node's /metrics text (the network was made with `metrics: true`). */
+  async metrics(name: string): Promise<string> {
+    const port = this.layout.configs.get(name)!.metrics?.port;
+    if (port === undefined) throw new Error('this network has no /metrics');
+    return (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  }
+
+  /** Sums a metric family's samples on a node's /metrics (those whose labels include `match`). */
+  async metric(name: string, family: string, match: Record<string, string> = {}): Promise<number> {
+    let total = 0;
+    for (const line of (await this.metrics(name)).split('\n')) {
+      const m = /^([a-z_]+)(\{[^}]*\})? ([-\d.e+]+)$/.exec(line);
+      if (!m || m[1] !== family) continue;
+      if (Object.entries(match).every(([k, v]) => (m[2] ?? '').includes(`${k}="${v}"`))) total += Number(m[3]);
+    }
+    return total;
   }
 
   api(name: string): string {
@@ -66,6 +103,8 @@ export class UdpNetwork {
   }
 
   async stop(): Promise<void> {
+    // A frozen daemon would never see its SIGTERM.
+    for (const p of this.processes.values()) if (p.child.exitCode === null) p.child.kill('SIGCONT');
     await Promise.all([...this.processes.values()].map((p) => p.stop()));
     await reapAll();
     rmSync(this.dir, { recursive: true, force: true });

@@ -4,7 +4,7 @@ import type { Dag } from '../../shared/dag.js';
 import { XmigError } from '../../shared/errors.js';
 import { Xid, XidType } from '../../shared/xid.js';
 import { xipSrcDag } from '../../shared/xip-header.js';
-import { ChunkFetcher } from '../chunk/chunk-fetcher.js';
+import { ChunkFetcher, registerFetcherMetrics } from '../chunk/chunk-fetcher.js';
 import { datagramData } from '../datagram.js';
 import type { Gateway } from '../host-join.js';
 import type { ReceivedBeacon } from '../xhcp.js';
@@ -32,7 +32,10 @@ export function randomSid(): Xid {
 export class LocalNodeApi implements NodeApi {
   private readonly cleanups = new Set<() => void>();
 
-  constructor(readonly stack: XiaStack) {}
+  constructor(readonly stack: XiaStack) {
+    const registry = stack.node.registry;
+    if (registry) registerFetcherMetrics(registry, stack.node.name, () => this.fetcher);
+  }
 
   async info(): Promise<NodeInfo> {
     const node = this.stack.node;

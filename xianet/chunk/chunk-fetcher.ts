@@ -24,6 +24,7 @@
  *    are dropped.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Dag } from '../../shared/dag.js';
 import { XmigError } from '../../shared/errors.js';
 import { Xid, XidType } from '../../shared/xid.js';
@@ -133,7 +134,10 @@ export interface FetcherStats {
   lost: number;
   rtos: number;
   fragments: number;
+  /** Bytes that arrived for the first time, and again. */
+  bytesArrived: number;
   duplicateBytes: number;
+  /** Bytes of verified chunks. */
   bytes: number;
 }
 
@@ -161,6 +165,7 @@ export class ChunkFetcher {
   readonly congestion: BbrController;
   // Delivery-rate estimation state (C.* in the draft).
   private delivered = 0;
+  private sampledDelivered = 0;
   private deliveredTime = 0;
   private firstSentTime = 0;
   private appLimitedUntil = 0;
@@ -192,6 +197,7 @@ export class ChunkFetcher {
     lost: 0,
     rtos: 0,
     fragments: 0,
+    bytesArrived: 0,
     duplicateBytes: 0,
     bytes: 0,
   };
@@ -464,6 +470,7 @@ export class ChunkFetcher {
       // Overlaps are rare (a range asked for twice): the whole fragment is written; bytes are bytes.
       message.data.copy(fetch.data!, start);
       fetch.received += fresh;
+      this.stats.bytesArrived += fresh;
       fetch.lastProgressAt = now;
       this.delivered += fresh;
       this.deliveredTime = now;
@@ -481,7 +488,7 @@ export class ChunkFetcher {
       this.inflight -= back;
       if (start + length > request.highest) request.highest = start + length;
       const end = Math.min(request.end, fetch.total);
-      if (request.pending <= 0 || fetch.have.covers(request.offset, end)) this.complete(request, fresh, now);
+      if (request.pending <= 0 || fetch.have.covers(request.offset, end)) this.complete(request, now);
       else if (request.holeSeenAt === 0 && start > request.offset && fetch.have.gapBefore(request.offset, start)) {
         request.holeSeenAt = now;
         this.holed.add(request);
@@ -509,7 +516,7 @@ export class ChunkFetcher {
   }
 
   /** A request whose range is all here: a delivery-rate and an RTT sample. */
-  private complete(request: Request, fresh: number, now: number): void {
+  private complete(request: Request, now: number): void {
     this.settle(request, DONE);
     const fetch = request.fetch;
     // A duplicated datagram can make a request look complete early: whatever is still missing is asked again.
@@ -521,13 +528,16 @@ export class ChunkFetcher {
     const ackElapsed = this.deliveredTime - request.priorDeliveredTime;
     const interval = Math.max(sendElapsed, ackElapsed);
     const delivered = this.delivered - request.priorDelivered;
+    // Everything delivered since the last sample (this request's bytes and any others'): what the window grows by.
+    const newlyDelivered = this.delivered - this.sampledDelivered;
+    this.sampledDelivered = this.delivered;
     this.congestion.onSample({
       now,
       deliveryRate: interval > 0 ? delivered / interval : 0,
       rtt,
       priorDelivered: request.priorDelivered,
       delivered: this.delivered,
-      newlyDelivered: fresh,
+      newlyDelivered,
       appLimited: request.appLimited,
       inflight: this.inflight,
     });
@@ -778,4 +788,63 @@ export class ChunkFetcher {
     this.lossTimerAt = Infinity;
     this.sweepTimer = undefined;
   }
+}
+
+/**
+ * The fetcher's figures on /metrics, read from whichever fetcher `current()` returns
+ * (the node's is made on first use): its window, what is in flight, its model of
+ * the path, and what it asked for and lost.
+ */
+export function registerFetcherMetrics(registry: Registry, node: string, current: () => ChunkFetcher | undefined): void {
+  if (registry.getSingleMetric('xianet_chunk_fetch_window_bytes')) return;
+  const labels = { node };
+  const gauge = (name: string, help: string, read: (f: ChunkFetcher) => number): void => {
+    new Gauge({
+      name,
+      help,
+      labelNames: ['node'],
+      registers: [registry],
+      collect() {
+        const fetcher = current();
+        const value = fetcher ? read(fetcher) : 0;
+        this.set(labels, Number.isFinite(value) ? value : 0);
+      },
+    });
+  };
+  gauge('xianet_chunk_fetch_window_bytes', 'Bytes the CHUNK fetcher may have in flight (its congestion window)', (f) => f.congestion.cwnd);
+  gauge('xianet_chunk_fetch_inflight_bytes', 'Bytes asked for and not yet arrived nor given up as lost', (f) => f.outstanding.inflightBytes);
+  gauge('xianet_chunk_fetches', 'Chunk fetches in progress (queued or in flight)', (f) => f.outstanding.fetches);
+  gauge('xianet_chunk_fetch_bandwidth_bytes_per_second', 'The fetcher\'s estimate of the bottleneck bandwidth (BBR)', (f) => f.congestion.btlBw * 1000);
+  gauge('xianet_chunk_fetch_min_rtt_seconds', 'The fetcher\'s estimate of the round-trip propagation time (BBR)', (f) => f.congestion.rtProp / 1000);
+  gauge('xianet_chunk_fetch_rto_seconds', 'The current retransmission timeout (RFC 6298, back-off included)', (f) => f.rtt.rto / 1000);
+  const counter = (name: string, help: string, label: string, values: Record<string, (f: ChunkFetcher) => number>): void => {
+    new Counter({
+      name,
+      help,
+      labelNames: ['node', label],
+      registers: [registry],
+      collect() {
+        this.reset();
+        const fetcher = current();
+        for (const [value, read] of Object.entries(values)) this.inc({ ...labels, [label]: value }, fetcher ? read(fetcher) : 0);
+      },
+    });
+  };
+  counter('xianet_chunk_fetches_total', 'Chunk fetches by how they ended', 'outcome', {
+    verified: (f) => f.stats.verified,
+    failed: (f) => f.stats.failed,
+    aborted: (f) => f.stats.aborted,
+  });
+  counter('xianet_chunk_fetch_requests_total', 'CHUNK requests sent: for new bytes, or for bytes lost before', 'kind', {
+    new: (f) => f.stats.requests - f.stats.retransmitted,
+    retransmit: (f) => f.stats.retransmitted,
+  });
+  counter('xianet_chunk_fetch_losses_total', 'Requests (or holes in them) given up as lost, and retransmission timeouts', 'how', {
+    lost: (f) => f.stats.lost,
+    timeout: (f) => f.stats.rtos,
+  });
+  counter('xianet_chunk_fetch_bytes_total', 'Chunk bytes that arrived: new, or again (duplicates)', 'kind', {
+    new: (f) => f.stats.bytesArrived,
+    duplicate: (f) => f.stats.duplicateBytes,
+  });
 }

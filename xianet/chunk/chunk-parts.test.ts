@@ -81,7 +81,7 @@ describe('CHUNK messages', () => {
 });
 
 describe('RtoEstimator (RFC 6298)', () => {
-  it('starts at 1 s, follows SRTT + 4 RTTVAR, doubles on each expiry and recovers on a sample', () => {
+  it('starts at 1 s, follows SRTT + 4 RTTVAR (at least SRTT + min), doubles on each expiry and recovers on a sample', () => {
     const rto = new RtoEstimator({ minMs: 100, maxMs: 4000 });
     expect(rto.rto).toBe(1000);
     rto.sample(200);
@@ -98,8 +98,10 @@ describe('RtoEstimator (RFC 6298)', () => {
     expect(rto.rto).toBe(4000);
     rto.sample(100);
     expect(rto.rto).toBeLessThan(1000);
-    rto.sample(0.01);
-    expect(rto.rto).toBeGreaterThanOrEqual(100);
+    for (let i = 0; i < 50; i++) rto.sample(200);
+    // No variation left: the floor keeps the timeout 100 ms above the round trip.
+    expect(rto.rto).toBeGreaterThanOrEqual(299);
+    expect(rto.rto).toBeLessThan(310);
   });
 });
 
@@ -108,7 +110,8 @@ describe('RtoEstimator (RFC 6298)', () => {
  * base round trip, random loss; requests of `request` bytes sent as BBR paces them.
  * Rate samples are taken as the fetcher takes them.
  */
-function simulate(options: { rate: number; rttMs: number; loss: number; ms: number; request?: number; seed?: number }): { bbr: BbrController; deliveredBytes: number } {
+function simulate(options: { rate: number | ((now: number) => number); rttMs: number; loss: number; ms: number; request?: number; seed?: number }): { bbr: BbrController; deliveredBytes: number } {
+  const rateAt = typeof options.rate === 'number' ? () => options.rate as number : options.rate;
   const request = options.request ?? 20_000;
   const bbr = new BbrController({ minCwndBytes: 4 * request, initialCwndBytes: 10 * request, maxCwndBytes: 1 << 30 });
   let seed = options.seed ?? 1;
@@ -152,7 +155,7 @@ function simulate(options: { rate: number; rttMs: number; loss: number; ms: numb
       const start = Math.max(now + options.rttMs / 2, linkFreeAt);
       const queued = start - (now + options.rttMs / 2);
       const lost = random() < options.loss || queued > 4 * options.rttMs;
-      if (!lost) linkFreeAt = start + request / options.rate;
+      if (!lost) linkFreeAt = start + request / rateAt(now);
       inFlight.push({ at: now, priorDelivered: delivered, priorDeliveredTime: deliveredTime, firstSentTime, appLimited: false, arrives: lost ? now + 1.25 * options.rttMs : linkFreeAt + options.rttMs / 2, lost });
       inflight += request;
       nextSend = now + request / bbr.pacingRate;
@@ -172,6 +175,12 @@ describe('BBR on a simulated path', () => {
     expect(bbr.rtProp).toBeLessThan(260);
     expect(bbr.cwnd / (2 * 50_000 * 200)).toBeGreaterThan(0.8);
     expect(bbr.cwnd / (2 * 50_000 * 200)).toBeLessThan(1.5);
+  });
+
+  it('finds ten times the bandwidth within seconds when a loaded host frees up (not 25 % per cycle)', () => {
+    const { bbr } = simulate({ rate: (now) => (now < 8000 ? 5_000 : 50_000), rttMs: 200, loss: 0, ms: 12_000 });
+    expect(bbr.btlBw / 50_000).toBeGreaterThan(0.8);
+    expect(bbr.counters.restarts).toBeGreaterThan(0);
   });
 
   it('keeps most of the rate through 10 % random loss, where an AIMD window would collapse', () => {

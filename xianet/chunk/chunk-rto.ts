@@ -3,7 +3,10 @@
  *
  *   first sample R:  SRTT = R, RTTVAR = R/2
  *   later samples:   RTTVAR = 3/4 RTTVAR + 1/4 |SRTT - R|,  SRTT = 7/8 SRTT + 1/8 R
- *   RTO = SRTT + max(G, 4 RTTVAR), clamped to [min, max]; 1 s before any sample (2.1).
+ *   RTO = SRTT + max(G, 4 RTTVAR, min), at most max; 1 s before any sample (2.1).
+ *   (RFC 6298 puts `min` under the whole RTO and asks 1 s; like Linux's tcp_rto_min
+ *   it is a floor under the variation term here: on a 200 ms path whose variation is
+ *   small, an RTO of SRTT + 8 ms fires on every scheduling hiccup of a loaded host.)
  *   Each expiry doubles it (5.5, "back off the timer") until a new sample arrives.
  *
  * Karn's rule (3) says not to sample a retransmitted segment, whose ACK may answer
@@ -14,7 +17,7 @@
  * only counts a request's completion on bytes that came back under that request's id.
  */
 export interface RtoOptions {
-  /** Lower bound (RFC 6298 says 1 s; Linux uses 200 ms; default 100 ms: a receiver here finds most losses by RACK first). */
+  /** Least margin over SRTT (Linux: 200 ms; default 200 ms: a receiver here finds most losses by RACK first). */
   minMs?: number;
   /** Upper bound (RFC 6298 allows >= 60 s; default 2 s: a give-up comes from a deadline, not from here). */
   maxMs?: number;
@@ -38,7 +41,7 @@ export class RtoEstimator {
   private readonly granularity: number;
 
   constructor(options: RtoOptions = {}) {
-    this.min = options.minMs ?? 100;
+    this.min = options.minMs ?? 200;
     this.max = options.maxMs ?? 2000;
     this.initial = options.initialMs ?? 1000;
     this.granularity = options.granularityMs ?? 1;
@@ -61,8 +64,8 @@ export class RtoEstimator {
 
   /** The timeout now, back-off included. */
   get rto(): number {
-    const base = this.srtt === undefined ? this.initial : this.srtt + Math.max(this.granularity, 4 * this.rttvar);
-    return Math.min(this.max, Math.max(this.min, base) * 2 ** this.backoff);
+    const base = this.srtt === undefined ? this.initial : this.srtt + Math.max(this.granularity, 4 * this.rttvar, this.min);
+    return Math.min(this.max, base * 2 ** this.backoff);
   }
 
   /** The timer expired: double (RFC 6298 5.5), up to the maximum. */

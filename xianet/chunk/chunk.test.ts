@@ -3,6 +3,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { MalformedPacketError, XmigError } from '../../shared/errors.js';
 import { Xid, XidType } from '../../shared/xid.js';
 import { InProcessNetwork, INTER_AD } from '../topology.js';
+import { Dag } from '../../shared/dag.js';
+import { Identity } from '../../shared/identity.js';
+import { MemoryLink, MemorySegment } from '../memory-link.js';
+import { XiaNode } from '../node.js';
 import { ChunkCache } from './chunk-cache.js';
 import { ChunkFetcher } from './chunk-fetcher.js';
 import { ChunkOp, decodeChunkMessage } from './chunk-messages.js';
@@ -182,11 +186,27 @@ describe('CHUNK transport: loss, outages, cancellation', () => {
     expect(net.stack('B').chunks.stats.fragmentsSent).toBeLessThan(1.5 * Math.ceil(data.length / 1300));
   });
 
-  it('cancels a fetch at once when its signal fires: nothing of it stays in flight, no timer stays behind', async () => {
+  it('leaves no timer behind once stopped, with fetches in flight', async () => {
+    const segment = new MemorySegment('alone');
+    const node = new XiaNode({ name: 'lone', role: 'host', identity: Identity.generate() });
+    node.addInterface(new MemoryLink('lone/0', { mtu: 1500, segment }));
+    await node.start();
+    const before = activeResources();
+    const fetcher = new ChunkFetcher(node);
+    fetcher.start();
+    const nowhere = Dag.chain(Xid.of(XidType.HID, randomBytes(20)));
+    const fetches = [1, 2, 3].map(() => fetcher.fetch(Xid.of(XidType.CID, randomBytes(20)), nowhere, { length: 100_000 }).catch((e: unknown) => e));
+    await new Promise((r) => setTimeout(r, 50));
+    fetcher.stop();
+    for (const result of await Promise.all(fetches)) expect(result).toMatchObject({ code: 'ERR_CHUNK' });
+    expect(leftBehind(before, activeResources())).toEqual({});
+    await node.stop();
+  });
+
+  it('cancels a fetch at once when its signal fires: nothing of it stays in flight', async () => {
     const net = await build(1500);
     const cid = net.stack('B').chunks.publish(randomBytes(1 << 20));
     net.segment('seg-C').impairments = { down: true };
-    const before = activeResources();
     const fetcher = new ChunkFetcher(net.stack('C').node);
     fetcher.start();
     const controller = new AbortController();
@@ -204,7 +224,6 @@ describe('CHUNK transport: loss, outages, cancellation', () => {
     expect(fetcher.outstanding).toMatchObject({ inFlight: 0, inflightBytes: 0, fetches: 0 });
     expect(fetcher.stats.aborted).toBe(1);
     fetcher.stop();
-    expect(leftBehind(before, activeResources())).toEqual({});
   });
 
   it('gives up on a chunk that stops arriving after its stall timeout', async () => {
