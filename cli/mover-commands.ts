@@ -36,8 +36,8 @@ export function sendCommand(): Command {
     .requiredOption('--to <target>', 'the receiver: a DAG or name (xia), host:port (tcp)')
     .option('--chunk-kb <n>', 'chunk size in KiB', (v) => Number(v), DEFAULT_CHUNK_BYTES / 1024)
     .option('--round-kb <n>', 'round size in KiB', (v) => Number(v), 4096)
-    .option('--window-mb <n>', 'most MiB read from QEMU and not yet acknowledged; small keeps QEMU\'s bandwidth estimate, and so its downtime, honest', (v) => Number(v), 16)
-    .action(async (options: MoverFlags & { to: string; chunkKb: number; roundKb: number; windowMb: number }) => {
+    .option('--window-mb <n>', 'most MiB read from QEMU and not yet acknowledged (default: sized to the path, 16 MiB and up); small keeps QEMU\'s bandwidth estimate, and so its downtime, honest', (v) => Number(v))
+    .action(async (options: MoverFlags & { to: string; chunkKb: number; roundKb: number; windowMb?: number }) => {
       const logger = createLogger({ component: 'mover', destination: 'stderr', level: options.logLevel });
       let sender: MigrationSender | undefined;
       let api: NodeClient | undefined;
@@ -61,7 +61,7 @@ export function sendCommand(): Command {
           source,
           chunkBytes: options.chunkKb * 1024,
           roundBytes: options.roundKb * 1024,
-          maxUnackedBytes: options.windowMb * 1024 * 1024,
+          maxUnackedBytes: options.windowMb === undefined ? undefined : options.windowMb * 1024 * 1024,
           resumeDeadlineMs: options.resumeDeadlineMs,
           logger,
         });

@@ -64,9 +64,10 @@ export class XiaRetriever implements ChunkRetriever {
     private readonly source: Dag,
   ) {}
 
-  async fetch(cid: Buffer): Promise<ChunkBytes> {
-    // The node's CHUNK fetcher verifies, refetches corrupt chunks and keeps its window full.
-    const data = await this.api.fetchChunk(Xid.of(XidType.CID, cid), this.source);
+  async fetch(cid: Buffer, length: number): Promise<ChunkBytes> {
+    // The node's CHUNK fetcher verifies, asks again for what is lost, and paces its window;
+    // the length (from the OFFER) lets it plan every request of the chunk at once.
+    const data = await this.api.fetchChunk(Xid.of(XidType.CID, cid), this.source, { length });
     this.stats.fetched++;
     this.stats.bytes += data.length;
     return [data];

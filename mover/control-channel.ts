@@ -1,16 +1,25 @@
 /**
  * One control connection of a migration: messages in, messages out, with the
  * stream's backpressure honoured, and a clear end when the connection goes.
+ * Once `keepAlive()` is called, a KEEPALIVE goes out whenever nothing else has for
+ * the interval: an idle connection is never taken for a dead one (the sender's
+ * STREAM gives up after 3 s of silence; a round can take longer than that to fetch
+ * over a lossy WAN). KEEPALIVEs that arrive are swallowed here.
  */
 import type { Duplex } from 'node:stream';
 import { errorMessage } from '../shared/errors.js';
-import { encodeMessageParts, MessageReader, type ControlMessage } from './control-messages.js';
+import { encodeMessageParts, MessageReader, MessageType, type ControlMessage } from './control-messages.js';
+
+/** Default KEEPALIVE interval: six inside the sender's 3 s give-up. */
+export const KEEPALIVE_MS = 500;
 
 export class ControlChannel {
   private readonly reader = new MessageReader();
   private closedWith: string | undefined;
   private readonly closeListeners = new Set<(reason: string) => void>();
   private draining: Promise<void> | undefined;
+  private lastSentAt = performance.now();
+  private keepAliveTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly stream: Duplex,
@@ -26,7 +35,7 @@ export class ControlChannel {
       }
       for (const message of messages) {
         if (this.closedWith) return;
-        onMessage(message);
+        if (message.type !== MessageType.KEEPALIVE) onMessage(message);
       }
     });
     stream.on('error', (error) => this.close(error.message));
@@ -43,9 +52,21 @@ export class ControlChannel {
     else this.closeListeners.add(listener);
   }
 
+  /** Sends KEEPALIVE whenever nothing has gone out for `intervalMs`, until closed. */
+  keepAlive(intervalMs = KEEPALIVE_MS): void {
+    if (this.keepAliveTimer || this.closedWith) return;
+    this.keepAliveTimer = setInterval(() => {
+      if (performance.now() - this.lastSentAt < intervalMs * 0.9) return;
+      // A connection too backed up to take it is not idle: nothing is lost by skipping one.
+      if (this.stream.writableNeedDrain) return;
+      this.send({ type: MessageType.KEEPALIVE }).catch(() => undefined);
+    }, intervalMs);
+  }
+
   /** Sends a message; resolves when the stream can take more (backpressure). */
   async send(message: ControlMessage): Promise<void> {
     if (this.closedWith) throw new Error(`control connection closed: ${this.closedWith}`);
+    this.lastSentAt = performance.now();
     const parts = encodeMessageParts(message);
     let writable = true;
     if (parts.length === 1) writable = this.stream.write(parts[0]);
@@ -76,6 +97,8 @@ export class ControlChannel {
   close(reason: string): void {
     if (this.closedWith) return;
     this.closedWith = reason;
+    if (this.keepAliveTimer) clearInterval(this.keepAliveTimer);
+    this.keepAliveTimer = undefined;
     this.stream.destroy();
     for (const listener of this.closeListeners) listener(reason);
     this.closeListeners.clear();
@@ -84,6 +107,8 @@ export class ControlChannel {
   /** Ends gracefully (after everything written has gone out). */
   async end(): Promise<void> {
     if (this.closedWith) return;
+    if (this.keepAliveTimer) clearInterval(this.keepAliveTimer);
+    this.keepAliveTimer = undefined;
     await new Promise<void>((resolve) => this.stream.end(resolve));
   }
 }

@@ -15,6 +15,9 @@
  *   7 REQUEST   count(u32) cids(20 each)         (TCP mode: chunks travel in-band)
  *   8 DATA      cid(20) bytes
  *   9 ERROR     message (rest, utf8)
+ *  10 KEEPALIVE (empty)                         either side, when it has sent nothing for a while:
+ *               the connection's give-up (3 s of silence on the sender's STREAM) never
+ *               fires on a connection that is merely idle
  *
  * Every field is read through shared/wire.ts, whose reads check bounds: whatever a peer
  * sends, decoding either yields a message or throws MalformedPacketError.
@@ -33,6 +36,7 @@ export const MessageType = {
   REQUEST: 7,
   DATA: 8,
   ERROR: 9,
+  KEEPALIVE: 10,
 } as const;
 
 export const PROTOCOL_VERSION = 1;
@@ -68,7 +72,8 @@ export type ControlMessage =
   | { type: typeof MessageType.REQUEST; cids: Buffer[] }
   /** The chunk as the pieces it arrived in (socket reads), in order: nothing joins them. */
   | { type: typeof MessageType.DATA; cid: Buffer; data: Buffer[] }
-  | { type: typeof MessageType.ERROR; message: string };
+  | { type: typeof MessageType.ERROR; message: string }
+  | { type: typeof MessageType.KEEPALIVE };
 
 /** A frame around `body` (written after a reserved header). */
 function framed(type: number, write: (w: WireWriter) => void): Buffer {
@@ -122,6 +127,8 @@ export function encodeMessage(message: ControlMessage): Buffer {
       return Buffer.concat(encodeMessageParts(message));
     case MessageType.ERROR:
       return framed(message.type, (w) => w.rest(Buffer.from(message.message, 'utf8').subarray(0, MAX_TEXT_BYTES)));
+    case MessageType.KEEPALIVE:
+      return framed(message.type, () => undefined);
   }
 }
 
@@ -197,6 +204,9 @@ export function decodeMessage(type: number, body: Buffer): ControlMessage {
       break;
     case MessageType.ERROR:
       message = { type, message: text(r, 'ERROR text') };
+      break;
+    case MessageType.KEEPALIVE:
+      message = { type };
       break;
     default:
       throw new MalformedPacketError(`migration message type ${type}`);

@@ -6,8 +6,16 @@
  * is taken from a small cache instead of being fetched twice.
  *
  * If the control connection is lost we wait (up to `resumeDeadlineMs`) for the
- * sender to come back, tell it where we are, and go on from there. Who may connect,
- * and which HELLO binds the session, is receiver-intake.ts's job.
+ * sender to come back, tell it where we are, and go on from there. The fetches in
+ * flight go on meanwhile: chunks are named by their content, the sender keeps them
+ * published until we acknowledge them, and the chunk path may well be up while the
+ * control connection is not; the re-offered rounds we already have are skipped. Who
+ * may connect, and which HELLO binds the session, is receiver-intake.ts's job.
+ *
+ * Bounded: offers may run at most `MAX_EARLY_ROUNDS` ahead of the next round to
+ * queue, and at most `MAX_QUEUED_BYTES` may be offered but not yet written; a sender
+ * that breaks either fails the migration (ours never does: it offers in order, within
+ * its window).
  */
 import type { Duplex, Writable } from 'node:stream';
 import { XmigError, errorMessage } from '../shared/errors.js';
@@ -47,11 +55,17 @@ export interface ReceiveReport {
   refused: Record<string, number>;
 }
 
+/** Rounds an offer may be ahead of the next one to queue (the sender offers in order: 0 ahead). */
+export const MAX_EARLY_ROUNDS = 256;
+/** Bytes offered and not yet written (the sender's window is 16 MiB by default). */
+export const MAX_QUEUED_BYTES = 1024 * 1024 * 1024;
+
 interface Job {
   round: number;
   index: number;
   last: boolean;
   generation: number;
+  length: number;
   data: Promise<ChunkBytes>;
 }
 
@@ -63,6 +77,7 @@ export class MigrationReceiver {
   private resumeTimer: NodeJS.Timeout | undefined;
   private generation = 0;
   private readonly queue: Job[] = [];
+  private queuedBytes = 0;
   /** The next round to queue, and offers that came ahead of it (kept until their turn). */
   private nextOffer = 0;
   private readonly early = new Map<number, OfferedChunk[]>();
@@ -141,6 +156,7 @@ export class MigrationReceiver {
     clearTimeout(this.resumeTimer);
     this.resumeTimer = undefined;
     this.channel = channel;
+    channel.keepAlive();
     if (resumed) this.report.reconnects++;
     channel.onClose((reason) => {
       if (this.finished || this.channel !== channel) return;
@@ -149,8 +165,9 @@ export class MigrationReceiver {
     });
     this.retriever ??= this.options.retriever(mode, hello.source);
     this.retriever.attach?.(channel);
-    // The sender offers again from the round we are writing; what was queued is gone.
-    this.nextOffer = this.next.round;
+    // The sender offers again from the round we are writing; what is queued stays
+    // queued (its fetches go on), and the offers of it that come again are skipped.
+    if (!resumed) this.nextOffer = this.next.round;
     this.logger.info('recv.hello', { mode, source: hello.source, nextRound: this.next.round, resumed });
     void channel.send({ type: MessageType.WELCOME, session: hello.session, nextRound: this.next.round }).catch(() => undefined);
     this.sessionStarted?.();
@@ -161,12 +178,12 @@ export class MigrationReceiver {
   private dropQueued(): void {
     this.generation++;
     this.queue.length = 0;
+    this.queuedBytes = 0;
     this.early.clear();
   }
 
-  /** The session's connection is gone: the sender has `resumeDeadlineMs` to come back. */
+  /** The session's connection is gone: the sender has `resumeDeadlineMs` to come back (fetches go on meanwhile). */
   private awaitResume(): void {
-    this.dropQueued();
     const deadline = this.options.resumeDeadlineMs ?? 10_000;
     clearTimeout(this.resumeTimer);
     this.resumeTimer = setTimeout(() => this.fail(new XmigError('ERR_MIGRATION', `sender did not come back within ${deadline} ms`)), deadline);
@@ -224,6 +241,10 @@ export class MigrationReceiver {
   /** Queues offers strictly in round order, whatever order they arrive in. */
   private onOffer(round: number, chunks: OfferedChunk[]): void {
     if (round < this.nextOffer) return; // already queued or written
+    if (round - this.nextOffer > MAX_EARLY_ROUNDS) {
+      this.fail(new XmigError('ERR_MIGRATION', `sender offered round ${round} while round ${this.nextOffer} is the next: more than ${MAX_EARLY_ROUNDS} ahead`));
+      return;
+    }
     this.early.set(round, chunks);
     for (let next = this.early.get(this.nextOffer); next; next = this.early.get(this.nextOffer)) {
       this.early.delete(this.nextOffer);
@@ -255,8 +276,12 @@ export class MigrationReceiver {
       }
       // A rejected fetch is handled by the writer, in order.
       data.catch(() => undefined);
-      this.queue.push({ round, index, last: index === chunks.length - 1, generation: this.generation, data });
+      this.queue.push({ round, index, last: index === chunks.length - 1, generation: this.generation, length: chunk.length, data });
+      this.queuedBytes += chunk.length;
     });
+    if (this.queuedBytes > MAX_QUEUED_BYTES) {
+      this.fail(new XmigError('ERR_MIGRATION', `sender offered ${this.queuedBytes} bytes not yet written: more than ${MAX_QUEUED_BYTES}`));
+    }
     this.wakeWriter?.();
   }
 
@@ -281,6 +306,7 @@ export class MigrationReceiver {
       }
       if (job.generation !== this.generation || this.queue[0] !== job) continue;
       this.queue.shift();
+      this.queuedBytes -= job.length;
       // The pieces go out in one writev (stdout is a pipe: a net.Socket) where cork exists.
       const corkable = output as Partial<Pick<Writable, 'cork' | 'uncork'>>;
       let writable = true;

@@ -25,6 +25,7 @@ import { ChunkKind, MessageType, type ControlMessage, type OfferedChunk } from '
 import type { ChunkPublisher } from './chunk-exchange.js';
 import { RoundCutter } from './round-cutter.js';
 import { SenderConnection } from './sender-connection.js';
+import { SendWindow } from './send-window.js';
 
 /**
  * 1 MiB: against 256 KiB, a quarter of the requests, API frames, reassemblies and
@@ -45,7 +46,14 @@ export interface SenderOptions {
   roundBytes?: number;
   /** Close a round when no input came for this long (default 2 ms). */
   flushMs?: number;
+  /**
+   * Most bytes announced and not yet acknowledged. Default: the path's own (twice the
+   * acknowledgement rate times the shortest round; send-window.ts), from 16 MiB up to
+   * `maxWindowBytes`.
+   */
   maxUnackedBytes?: number;
+  /** Upper bound of the path-sized window (default 256 MiB). */
+  maxWindowBytes?: number;
   /** How long the first connection, and each reconnection, may take (default 10 s). */
   resumeDeadlineMs?: number;
   logger?: Logger;
@@ -75,6 +83,9 @@ interface Round {
   number: number;
   chunks: OfferedChunk[];
   bytes: number;
+  /** When first offered, and whether it had to be offered again (a reconnection). */
+  offeredAt?: number;
+  reoffered?: boolean;
 }
 
 export class MigrationSender {
@@ -94,10 +105,12 @@ export class MigrationSender {
   private readonly logger: Logger;
   private readonly zero: Buffer;
   private readonly report = { bytes: 0, chunks: 0, zeroChunks: 0, reconnects: 0, bytesAcked: 0 };
+  private readonly window: SendWindow;
 
   constructor(private readonly options: SenderOptions) {
     this.logger = (options.logger ?? silentLogger()).child({ component: 'mover', role: 'send' });
     this.zero = Buffer.alloc(options.chunkBytes ?? DEFAULT_CHUNK_BYTES);
+    this.window = new SendWindow({ floorBytes: 16 * 1024 * 1024, capBytes: options.maxWindowBytes ?? 256 * 1024 * 1024 });
     this.connection = new SenderConnection({
       connect: options.connect,
       session: this.session,
@@ -172,8 +185,10 @@ export class MigrationSender {
     this.attach((await this.connection.open('connecting')).channel);
     this.logger.info('send.connected', { phase: 'connect', mode: this.options.mode, ms: Math.round(performance.now() - started) });
     // Small: QEMU sizes its final stop-and-copy by how fast we take its stream, so
-    // reading far ahead of the receiver would make it stop the VM far too early.
-    const maxUnacked = this.options.maxUnackedBytes ?? 16 * 1024 * 1024;
+    // reading far ahead of the receiver would make it stop the VM far too early; as
+    // large as the path needs to be kept busy (send-window.ts).
+    const fixed = this.options.maxUnackedBytes;
+    const maxUnacked = (): number => fixed ?? this.window.bytes;
     let closing: Promise<void> = Promise.resolve();
     const cutter = new RoundCutter({
       chunkBytes: this.options.chunkBytes ?? DEFAULT_CHUNK_BYTES,
@@ -196,9 +211,9 @@ export class MigrationSender {
         this.lastInputAt = lastInput;
         this.report.bytes += data.length;
         cutter.push(data);
-        if (this.unackedBytes + cutter.buffered > maxUnacked) {
+        if (this.unackedBytes + cutter.buffered > maxUnacked()) {
           input.pause();
-          void this.waitUntil(() => this.unackedBytes + cutter.buffered <= maxUnacked / 2).then(
+          void this.waitUntil(() => this.unackedBytes + cutter.buffered <= maxUnacked() / 2).then(
             () => input.resume(),
             () => undefined,
           );
@@ -266,6 +281,8 @@ export class MigrationSender {
   private async sendOffer(round: Round): Promise<void> {
     const channel = this.channel;
     if (!channel || channel.closed) return; // offered again after the reconnection
+    if (round.offeredAt === undefined) round.offeredAt = performance.now();
+    else round.reoffered = true;
     await channel.send({ type: MessageType.OFFER, round: round.number, chunks: round.chunks }).catch(() => undefined);
   }
 
@@ -306,6 +323,7 @@ export class MigrationSender {
       this.unacked.delete(number);
       this.unackedBytes -= r.bytes;
       this.report.bytesAcked += r.bytes;
+      this.window.acked(r.bytes, r.reoffered ? undefined : r.offeredAt, performance.now());
       for (const chunk of r.chunks) if (chunk.cid) dropped.push(chunk.cid);
     }
     this.acked = Math.max(this.acked, round);
@@ -317,6 +335,7 @@ export class MigrationSender {
   /** Makes `channel` the control connection; losing it starts a reconnection. */
   private attach(channel: ControlChannel): void {
     this.channel = channel;
+    channel.keepAlive();
     channel.onClose((reason) => {
       if (this.finished || this.channel !== channel) return;
       this.logger.warn('send.control-lost', { reason });

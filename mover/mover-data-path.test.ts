@@ -1,0 +1,180 @@
+/**
+ * The mover's side of the data path: fetches survive a control reconnection, idle
+ * control connections keep talking, the window follows the path, and offers from the
+ * sender are bounded.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { connect } from 'node:net';
+import { PassThrough, Writable, type Duplex } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { Dag } from '../shared/dag.js';
+import { Xid, XidType } from '../shared/xid.js';
+import type { ChunkBytes, ChunkPublisher, ChunkRetriever } from './chunk-exchange.js';
+import { sha1 } from './chunk-exchange.js';
+import { ControlChannel } from './control-channel.js';
+import { connectTcp, listenTcp } from './connections.js';
+import { encodeMessage, MessageReader, MessageType, type ControlMessage } from './control-messages.js';
+import { MAX_EARLY_ROUNDS, MigrationReceiver } from './receiver.js';
+import { SendWindow } from './send-window.js';
+import { MigrationSender } from './sender.js';
+
+/** An XIA-like chunk exchange in memory: published chunks are fetched by CID, after a delay, counted. */
+class MemoryExchange implements ChunkPublisher {
+  readonly store = new Map<string, Buffer>();
+  readonly fetches = new Map<string, number>();
+
+  async publish(chunks: Buffer[]): Promise<Buffer[]> {
+    return chunks.map((chunk) => {
+      const cid = sha1(chunk);
+      this.store.set(cid.toString('hex'), chunk);
+      return cid;
+    });
+  }
+
+  async drop(cids: Buffer[]): Promise<void> {
+    for (const cid of cids) this.store.delete(cid.toString('hex'));
+  }
+
+  retriever(delayMs: number): ChunkRetriever {
+    const stats = { fetched: 0, corrupt: 0, bytes: 0 };
+    return {
+      stats,
+      fetch: async (cid: Buffer): Promise<ChunkBytes> => {
+        const key = cid.toString('hex');
+        this.fetches.set(key, (this.fetches.get(key) ?? 0) + 1);
+        await new Promise((r) => setTimeout(r, delayMs));
+        const data = this.store.get(key);
+        if (!data) throw new Error(`no chunk ${key}`);
+        stats.fetched++;
+        return [data];
+      },
+    };
+  }
+}
+
+function source(parts: Buffer[], pauseMs: number): PassThrough {
+  const input = new PassThrough();
+  void (async () => {
+    for (const part of parts) {
+      if (!input.write(part)) await new Promise((r) => input.once('drain', r));
+      await new Promise((r) => setTimeout(r, pauseMs));
+    }
+    input.end();
+  })();
+  return input;
+}
+
+describe('the receiver across a control reconnection', () => {
+  it('keeps its fetches in flight: no chunk is fetched twice because the connection dropped', async () => {
+    const exchange = new MemoryExchange();
+    const listening = await listenTcp('127.0.0.1', 0);
+    const [host, port] = listening.address.split(':');
+    let connections = 0;
+    const hash = createHash('sha256');
+    const output = new Writable({
+      write(chunk: Buffer, _e, cb) {
+        hash.update(chunk);
+        cb();
+      },
+    });
+    const receiver = new MigrationReceiver({
+      output,
+      accept: async () => {
+        const c = await listening.accept();
+        // The first connection drops after a dozen reads: offers made, fetches under way.
+        if (++connections === 1) {
+          let reads = 0;
+          c.on('data', () => ++reads === 12 && c.destroy());
+        }
+        return c;
+      },
+      retriever: () => exchange.retriever(30),
+      resumeDeadlineMs: 5000,
+    });
+    const received = receiver.run();
+    const parts = Array.from({ length: 48 }, () => randomBytes(64 * 1024));
+    const sender = new MigrationSender({
+      input: source(parts, 2),
+      connect: connectTcp(host!, Number(port)),
+      publisher: exchange,
+      mode: 'xia',
+      source: Dag.chain(Xid.of(XidType.HID, randomBytes(20))).toString(),
+      chunkBytes: 64 * 1024,
+      roundBytes: 256 * 1024,
+      resumeDeadlineMs: 5000,
+    });
+    const [sent, got] = await Promise.all([sender.run(), received]);
+    await listening.close();
+    expect(connections).toBe(2);
+    expect(sent.reconnects).toBe(1);
+    expect(got.reconnects).toBe(1);
+    expect(hash.digest('hex')).toBe(createHash('sha256').update(Buffer.concat(parts)).digest('hex'));
+    expect(Math.max(...exchange.fetches.values())).toBe(1);
+  });
+
+  it('fails the migration when the sender offers rounds far ahead (the early offers are bounded)', async () => {
+    const listening = await listenTcp('127.0.0.1', 0);
+    const [host, port] = listening.address.split(':');
+    const receiver = new MigrationReceiver({ output: new PassThrough(), accept: () => listening.accept(), retriever: () => new MemoryExchange().retriever(0), resumeDeadlineMs: 5000 });
+    const outcome = receiver.run().then(
+      () => 'completed',
+      (error: Error) => error.message,
+    );
+    const socket = connect(Number(port), host!);
+    await new Promise((r) => socket.once('connect', r));
+    socket.on('data', () => undefined);
+    socket.on('error', () => undefined);
+    const source = Dag.chain(Xid.of(XidType.HID, randomBytes(20))).toString();
+    socket.write(encodeMessage({ type: MessageType.HELLO, session: randomBytes(16), mode: 0, source }));
+    for (let i = 0; i < 20; i++) socket.write(encodeMessage({ type: MessageType.OFFER, round: 1 + i * 100, chunks: [{ kind: 1, length: 10 }] }));
+    let timer: NodeJS.Timeout | undefined;
+    const result = await Promise.race([outcome, new Promise((r) => (timer = setTimeout(() => r('hung'), 10_000)))]);
+    clearTimeout(timer);
+    socket.destroy();
+    await listening.close();
+    expect(result).toMatch(new RegExp(`more than ${MAX_EARLY_ROUNDS} ahead`));
+  });
+});
+
+describe('control connection keepalive', () => {
+  it('says KEEPALIVE when idle, and the other side never sees it as a message', async () => {
+    const listening = await listenTcp('127.0.0.1', 0);
+    const [host, port] = listening.address.split(':');
+    const client = await connectTcp(host!, Number(port))();
+    const server = await listening.accept();
+    const raw: ControlMessage[] = [];
+    const reader = new MessageReader();
+    server.on('data', (d: Buffer) => raw.push(...reader.push(d)));
+    const delivered: ControlMessage[] = [];
+    const receiving = new ControlChannel(new PassThrough() as Duplex, (m) => delivered.push(m));
+    const channel = new ControlChannel(client, () => undefined);
+    channel.keepAlive(40);
+    await new Promise((r) => setTimeout(r, 400));
+    expect(raw.filter((m) => m.type === MessageType.KEEPALIVE).length).toBeGreaterThanOrEqual(3);
+    // What arrives through a channel: KEEPALIVEs are swallowed, the rest passes.
+    receiving.stream.write(Buffer.concat([encodeMessage({ type: MessageType.KEEPALIVE }), encodeMessage({ type: MessageType.ACK, round: 3 })]));
+    await new Promise((r) => setImmediate(r));
+    expect(delivered).toEqual([{ type: MessageType.ACK, round: 3 }]);
+    channel.close('done');
+    receiving.close('done');
+    server.destroy();
+    await listening.close();
+  });
+});
+
+describe('SendWindow', () => {
+  it('is 16 MiB until it knows the path, then twice its rate times its shortest round, within bounds', () => {
+    const window = new SendWindow({ floorBytes: 16 << 20, capBytes: 256 << 20 });
+    expect(window.bytes).toBe(16 << 20);
+    // 4 MiB rounds acknowledged every 100 ms, each 400 ms after it was offered: 40 MiB/s, 0.4 s.
+    for (let t = 0; t <= 2000; t += 100) window.acked(4 << 20, t - 400, t);
+    expect(window.bytes / (2 * ((4 << 20) / 100) * 400)).toBeCloseTo(1, 1);
+    // A fast short path stays at the floor; an enormous one stops at the cap.
+    const lan = new SendWindow({ floorBytes: 16 << 20, capBytes: 256 << 20 });
+    for (let t = 0; t <= 2000; t += 10) lan.acked(4 << 20, t - 5, t);
+    expect(lan.bytes).toBe(16 << 20);
+    const huge = new SendWindow({ floorBytes: 16 << 20, capBytes: 256 << 20 });
+    for (let t = 0; t <= 20000; t += 100) huge.acked(64 << 20, t - 5000, t);
+    expect(huge.bytes).toBe(256 << 20);
+  });
+});
