@@ -52,7 +52,10 @@ describe('LinkImpairment', () => {
     const a = run({ reorderRate: 0.2, reorderDelayMs: 5, duplicateRate: 0.1, seed: 7 }, 2000);
     const b = run({ reorderRate: 0.2, reorderDelayMs: 5, duplicateRate: 0.1, seed: 7 }, 2000);
     await Promise.all([a.done, b.done]);
-    expect(a.out).toEqual(b.out);
+    // The same decisions for the same seed (which datagrams are held back or doubled); the
+    // exact order out also depends on when timers fire, so only the multiset is compared.
+    expect(a.impairment.counters).toEqual(b.impairment.counters);
+    expect([...a.out].sort((x, y) => x - y)).toEqual([...b.out].sort((x, y) => x - y));
     const { reordered, duplicated } = a.impairment.counters;
     expect(reordered).toBeGreaterThan(300);
     expect(duplicated).toBeGreaterThan(150);
