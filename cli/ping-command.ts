@@ -1,4 +1,7 @@
 import { Command } from 'commander';
+import { z } from '../shared/config.js';
+import { XmigError } from '../shared/errors.js';
+import { MAX_PING_COUNT, MAX_PING_MS } from '../xianet/xping.js';
 import { resolveTarget } from './resolve-target.js';
 import { NodeClient } from '../xianet/api/api-client.js';
 import type { PingReply, PingSummary } from '../xianet/xping.js';
@@ -21,6 +24,26 @@ export function formatSummary(s: PingSummary): string {
   ].join('\n');
 }
 
+/**
+ * The options as numbers within xping's bounds (the node checks them again, and the
+ * size against its links' MTU): a usage error here, before anything is sent.
+ */
+const pingOptionsSchema = z.object({
+  interval: z.number().min(1, 'must be at least 1 ms').max(MAX_PING_MS),
+  count: z.number().int('must be a whole number').min(1).max(MAX_PING_COUNT).optional(),
+  timeout: z.number().min(1).max(MAX_PING_MS).optional(),
+  size: z.number().int('must be a whole number').min(0).max(65_535, 'must be at most 65535 (and fit the link MTU)'),
+});
+
+export function checkPingOptions(options: Record<string, unknown>): z.output<typeof pingOptionsSchema> {
+  const parsed = pingOptionsSchema.safeParse(options);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  const name = String(issue.path[0]);
+  const flag = { interval: '--interval', count: '--count', timeout: '--timeout', size: '--size' }[name] ?? name;
+  throw new XmigError('ERR_USAGE', `${flag} ${String(options[name])}: ${issue.message}`);
+}
+
 export function pingCommand(): Command {
   return new Command('ping')
     .description('xping: XCMP echo to a DAG at a fixed interval; reports RTT, loss and the longest gap')
@@ -33,7 +56,7 @@ export function pingCommand(): Command {
     .option('--json', 'print one JSON summary (with every reply) at the end')
     .option('-q, --quiet', 'only the summary')
     .action(async (text: string, options: { interval: number; count?: number; timeout?: number; size: number; api: string; json?: boolean; quiet?: boolean }) => {
-      if (!(options.interval >= 1)) throw new Error('--interval must be at least 1 ms');
+      const checked = checkPingOptions(options);
       const client = await NodeClient.connect(options.api);
       const dst = await resolveTarget(text, client).catch(async (error: unknown) => {
         await client.close();
@@ -44,10 +67,10 @@ export function pingCommand(): Command {
       process.once('SIGINT', stop);
       try {
         const summary = await client.ping(dst, {
-          count: options.count,
-          intervalMs: options.interval,
-          timeoutMs: options.timeout,
-          size: options.size,
+          count: checked.count,
+          intervalMs: checked.interval,
+          timeoutMs: checked.timeout,
+          size: checked.size,
           signal: controller.signal,
           onResult: options.json || options.quiet ? undefined : (reply) => process.stdout.write(`${formatReply(reply)}\n`),
         });

@@ -57,6 +57,16 @@ export class SignatureError extends XmigError {
   }
 }
 
+/** A request at an API boundary that breaks its rules; `field` names what was wrong ("" for the whole). */
+export class BadRequestError extends XmigError {
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
+    super('ERR_BAD_REQUEST', message);
+  }
+}
+
 export class ConfigError extends XmigError {
   constructor(message: string, options?: ErrorOptions) {
     super('ERR_CONFIG', message, options);

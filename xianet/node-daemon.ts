@@ -112,7 +112,7 @@ export class NodeDaemon {
         await this.controlPort.start();
       }
       if (this.config.apiSocket) {
-        this.apiServer = new ApiServer(this.api, this.config.apiSocket, this.logger);
+        this.apiServer = new ApiServer(this.api, this.config.apiSocket, { logger: this.logger, refusals: this.node.refusals });
         await this.apiServer.start();
       }
       if (this.config.metrics) this.metricsServer = await startMetricsServer(this.registry, this.config.metrics);

@@ -64,6 +64,7 @@ export const NODE_REFUSALS: ReadonlyArray<readonly [string, RefusalReason]> = [
   ['api-event', 'budget'],
   ['api-stream-token', 'cap'],
   ['api-stream-token', 'timeout'],
+  ['api-stream-token', 'forbidden'],
   ['stream-handshake', 'cap'],
   ['stream-handshake', 'timeout'],
   ['ping', 'malformed'],

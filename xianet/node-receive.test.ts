@@ -23,7 +23,7 @@ async function settle(): Promise<void> {
 
 describe('XiaNode.receive under fuzzed input from links', () => {
   it('takes 12,000 random and mutated packets without a throw, then still forwards and answers', async () => {
-    network = new InProcessNetwork(INTER_AD, { beaconIntervalMs: 50, helloIntervalMs: 200 });
+    network = new InProcessNetwork(INTER_AD, { beaconIntervalMs: 100, helloIntervalMs: 1000 });
     await network.start();
     await network.ready();
     const net = network;
@@ -73,7 +73,7 @@ describe('XiaNode.receive under fuzzed input from links', () => {
 
     // Still forwarding and answering: xping across both ADs, a datagram, a STREAM.
     const c = net.stack('C');
-    const pinged = await ping(c.node, b.node.address(), { count: 3, intervalMs: 5 });
+    const pinged = await ping(c.node, b.node.address(), { count: 3, intervalMs: 5, timeoutMs: 30_000 });
     expect(pinged.received).toBe(3);
     c.node.sendDatagram(b.node.serviceAddress(dgramSid), Buffer.from('after the storm'));
     const connection = await c.streams.connect(b.node.serviceAddress(streamSid));
@@ -85,7 +85,7 @@ describe('XiaNode.receive under fuzzed input from links', () => {
   });
 
   it('counts a packet that makes a handler throw as an internal drop, and goes on', async () => {
-    network = new InProcessNetwork(INTER_AD, { beaconIntervalMs: 50, helloIntervalMs: 200 });
+    network = new InProcessNetwork(INTER_AD, { beaconIntervalMs: 100, helloIntervalMs: 1000 });
     await network.start();
     await network.ready();
     const b = network.stack('B').node;
@@ -96,6 +96,6 @@ describe('XiaNode.receive under fuzzed input from links', () => {
     const packet = encodeXip({ dst: b.serviceAddress(sid), src: network.stack('C').node.address(), nextHeader: NextHeader.TRANSPORT, payload: Buffer.from([1, 2, 3]) });
     expect(() => b.receive(packet, 0, network!.link('R2').address!)).not.toThrow();
     expect(b.counters.dropped[DropReason.INTERNAL]).toBe(1);
-    expect((await ping(network.stack('C').node, b.address(), { count: 1 })).received).toBe(1);
+    expect((await ping(network.stack('C').node, b.address(), { count: 1, timeoutMs: 30_000 })).received).toBe(1);
   });
 });

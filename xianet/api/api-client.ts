@@ -44,24 +44,38 @@ export class NodeClient implements NodeApi {
   private readonly streamServers = new Map<string, Set<(connection: StreamConnection) => void>>();
   private readonly decoder = new FrameDecoder();
   private closed = false;
+  /** Why the node disconnected us, when it said (a refusal for a bound). */
+  private refusal: string | undefined;
 
   private constructor(
     private readonly socket: Socket,
     readonly path: string,
   ) {
-    socket.on('close', () => this.failAll(new XmigError('ERR_CONNECTION', `node API socket ${path} closed`)));
+    socket.on('close', () =>
+      this.failAll(
+        this.refusal
+          ? new XmigError('ERR_REFUSED', `node API at ${path} refused this client: ${this.refusal}`)
+          : new XmigError('ERR_CONNECTION', `node API socket ${path} closed`),
+      ),
+    );
     socket.on('error', () => socket.destroy());
   }
 
   private onRead(bytes: Buffer): void {
-    let frames;
-    try {
-      frames = this.decoder.pushBorrowed(bytes);
-    } catch {
+    const result = this.decoder.pushBorrowed(bytes);
+    if (result.fatal) {
       this.socket.destroy();
       return;
     }
-    for (const frame of frames) this.onFrame(fromWire(frame.header) as Header, frame.body);
+    for (const frame of result.frames) {
+      let header: Header;
+      try {
+        header = fromWire(frame.header) as Header;
+      } catch {
+        continue; // a value the node should not have sent: not worth dying for
+      }
+      this.onFrame(header, frame.body);
+    }
   }
 
   /** Connects to a node's API socket. */
@@ -117,7 +131,9 @@ export class NodeClient implements NodeApi {
       return;
     }
     const event = header['event'];
-    if (event === 'datagram') {
+    if (event === 'refused') {
+      this.refusal = String(header['message']);
+    } else if (event === 'datagram') {
       const sid = header['sid'] as Xid;
       for (const listener of this.datagramListeners.get(sid.key) ?? []) {
         listener({ data: body, from: header['from'] as Dag, port: header['port'] as number });
@@ -243,15 +259,41 @@ export class NodeClient implements NodeApi {
   }
 
   async connect(dst: Dag, options: ConnectOptions = {}): Promise<StreamConnection> {
-    const response = await this.request({
-      op: 'connect',
-      dst,
-      pinPeerAddress: options.pinPeerAddress ?? false,
-      outageTimeoutMs: options.outageTimeoutMs,
-      connectTimeoutMs: options.connectTimeoutMs,
+    const { signal } = options;
+    const aborted = (): XmigError => new XmigError('ERR_CONNECTION', `connect to ${dst} aborted`);
+    if (signal?.aborted) throw aborted();
+    const id = this.nextId++;
+    const response = this.request(
+      {
+        op: 'connect',
+        dst,
+        pinPeerAddress: options.pinPeerAddress ?? false,
+        outageTimeoutMs: options.outageTimeoutMs,
+        connectTimeoutMs: options.connectTimeoutMs,
+      },
+      [],
+      id,
+    );
+    const open = (header: Header): ApiStream =>
+      this.attach(header['streamId'] as number, header['token'] as string, header['remote'] as Dag, header['localSid'] as Xid);
+    if (!signal) return open((await response).header);
+    // Aborted here: the node is told to stop the handshake; a connection it had already
+    // opened is attached and closed at once rather than left waiting for its data socket.
+    let onAbort: (() => void) | undefined;
+    const abort = new Promise<never>((_, reject) => {
+      onAbort = () => {
+        reject(aborted());
+        void this.request({ op: 'connect-cancel', connectId: id }).catch(() => undefined);
+        response.then((late) => open(late.header).destroy(), () => undefined);
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
     });
-    const header = response.header;
-    return this.attach(header['streamId'] as number, header['token'] as string, header['remote'] as Dag, header['localSid'] as Xid);
+    response.catch(() => undefined);
+    try {
+      return open((await Promise.race([response, abort])).header);
+    } finally {
+      signal.removeEventListener('abort', onAbort!);
+    }
   }
 
   async publishChunks(chunks: Buffer[], options: { noStore?: boolean } = {}): Promise<Xid[]> {
@@ -286,10 +328,17 @@ export class NodeClient implements NodeApi {
     }
   }
 
-  async close(): Promise<void> {
+  /** Ends the connection; a node that does not take the end within `timeoutMs` is cut off. */
+  async close(timeoutMs = 2000): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await new Promise<void>((resolve) => this.socket.end(resolve));
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      this.socket.end(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
     this.socket.destroy();
   }
 }

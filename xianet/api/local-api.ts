@@ -1,9 +1,11 @@
 /** The application API served in-process, straight on a node's stack. */
 import { randomBytes } from 'node:crypto';
 import type { Dag } from '../../shared/dag.js';
-import { XmigError } from '../../shared/errors.js';
+import { BadRequestError, XmigError } from '../../shared/errors.js';
 import { Xid, XidType } from '../../shared/xid.js';
-import { xipSrcDag } from '../../shared/xip-header.js';
+import { xipHeaderLength, xipSrcDag } from '../../shared/xip-header.js';
+import type { XiaNode } from '../node.js';
+import { TRANSPORT_HEADER_LENGTH } from '../transport-header.js';
 import { ChunkFetcher, registerFetcherMetrics } from '../chunk/chunk-fetcher.js';
 import { datagramData } from '../datagram.js';
 import type { Gateway } from '../host-join.js';
@@ -24,6 +26,12 @@ import type {
   NodeEvents,
   NodeInfo,
 } from './node-api.js';
+
+/** A datagram must fit one packet on the node's smallest link (datagrams are never fragmented). */
+function checkDatagramSize(node: XiaNode, dst: Dag, src: Dag, bytes: number): void {
+  const max = node.mtu - xipHeaderLength(dst.length, src.length) - TRANSPORT_HEADER_LENGTH;
+  if (bytes > max) throw new BadRequestError('body', `a datagram of ${bytes} bytes does not fit one packet on ${node.name}'s smallest link: at most ${max} toward this DAG`);
+}
 
 export function randomSid(): Xid {
   return Xid.of(XidType.SID, randomBytes(20));
@@ -148,8 +156,13 @@ export class LocalNodeApi implements NodeApi {
     return {
       sid,
       address: async () => node.serviceAddress(sid),
-      send: async (dst, data) => node.sendDatagram(dst, data, { src: node.serviceAddress(sid) }),
+      send: async (dst, data) => {
+        const src = node.serviceAddress(sid);
+        checkDatagramSize(node, dst, src, data.length);
+        node.sendDatagram(dst, data, { src });
+      },
       sendOnLink: async (port, dst, data) => {
+        checkDatagramSize(node, dst, node.serviceAddress(sid), data.length);
         if (!node.sendDatagramOnPort(port, 'broadcast', dst, data, node.serviceAddress(sid))) {
           throw new XmigError('ERR_UNREACHABLE', `${node.name} has no interface ${port} on a segment`);
         }

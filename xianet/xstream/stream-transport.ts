@@ -6,8 +6,8 @@
  * reusing each connection's encoded header while its addresses stay the same.
  */
 import { randomBytes } from 'node:crypto';
-import type { Dag } from '../../shared/dag.js';
-import { MalformedPacketError, XmigError } from '../../shared/errors.js';
+import { Dag } from '../../shared/dag.js';
+import { BadRequestError, MalformedPacketError, XmigError } from '../../shared/errors.js';
 import { Xid, XidType } from '../../shared/xid.js';
 import {
   encodeXipHeaderInto,
@@ -21,6 +21,9 @@ import { TransportType } from '../transport-header.js';
 import { ResetCode, StreamConnection, StreamError, type StreamLower, type StreamOptions, type StreamPath } from './stream-connection.js';
 import { XcmpType } from '../xcmp.js';
 import { isHandshakeInit, readSegmentHeader, SegmentWriter, segmentWantsAnswer } from './stream-segment.js';
+
+/** setTimeout's limit (2^31 - 1 ms); a larger delay would fire at once. */
+const MAX_TIMER_MS = 2_147_483_647;
 
 export interface ConnectOptions extends StreamOptions {
   /** Give up if the handshake does not complete in this long (default 10 s). */
@@ -109,6 +112,13 @@ export class StreamTransport {
 
   /** Opens a connection to `dst` from a fresh SID; resolves once the peer accepted. */
   connect(dst: Dag, options: ConnectOptions = {}): Promise<StreamConnection> {
+    // What the API schema checks, checked again for in-process callers: a bad address
+    // here used to surface as a RangeError in a microtask, taking the daemon with it.
+    if (!(dst instanceof Dag)) return Promise.reject(new BadRequestError('dst', 'connect: the destination is not a DAG'));
+    const timeout = options.connectTimeoutMs;
+    if (timeout !== undefined && !(Number.isInteger(timeout) && timeout >= 1 && timeout <= MAX_TIMER_MS)) {
+      return Promise.reject(new BadRequestError('connectTimeoutMs', `connect: connectTimeoutMs must be an integer in 1..${MAX_TIMER_MS}`));
+    }
     const sid = Xid.of(XidType.SID, randomBytes(20));
     const unbind = this.node.bind(sid, (packet, arrival) => this.onPacket(packet, arrival, sid, undefined));
     const connection = this.create('client', randomBytes(8), sid, { dag: dst, key: Buffer.alloc(0) }, undefined, { ...options }, unbind);
