@@ -6,14 +6,16 @@ import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Dag } from '../shared/dag.js';
 import { Identity } from '../shared/identity.js';
-import { encodeMobility, MobilityType } from '../shared/mobility-message.js';
-import { sealMoveNotice, type MoveNotice } from '../shared/move-notice.js';
+import { decodeMobility, encodeMobility, MobilityType } from '../shared/mobility-message.js';
+import { openMoveAck, sealMoveNotice, type MoveAck, type MoveNotice } from '../shared/move-notice.js';
+import type { RouteBackend } from '../shared/route-backend.js';
+import { activeResources, leftBehind } from '../shared/startable.js';
 import { WellKnownSid, XidType } from '../shared/xid.js';
 import { LocalNodeApi } from '../xianet/api/local-api.js';
 import type { DatagramSocket } from '../xianet/api/node-api.js';
 import { LocalRoutes } from '../xianet/local-routes.js';
 import { InProcessNetwork, INTER_AD } from '../xianet/topology.js';
-import { MobilityPlugin } from './mobility-plugin.js';
+import { MobilityPlugin, type MobilityPluginOptions } from './mobility-plugin.js';
 
 let network: InProcessNetwork | undefined;
 const closers: Array<() => Promise<unknown>> = [];
@@ -23,19 +25,35 @@ afterEach(async () => {
   network = undefined;
 });
 
-async function setup() {
+interface SetupOptions {
+  /** Routers whose plugin is not started by setup (the test starts it later). */
+  late?: string[];
+  routes?: (name: string, local: RouteBackend) => RouteBackend;
+  plugin?: Partial<MobilityPluginOptions>;
+}
+
+async function setup(options: SetupOptions = {}) {
   network = new InProcessNetwork(INTER_AD, { beaconIntervalMs: 50, helloIntervalMs: 200 });
   await network.start();
   await network.ready();
   const net = network;
   const plugins = new Map<string, MobilityPlugin>();
-  for (const name of ['R1', 'R2']) {
+  const startPlugin = async (name: string): Promise<MobilityPlugin> => {
     const stack = net.stack(name);
-    const plugin = new MobilityPlugin({ api: new LocalNodeApi(stack), routes: new LocalRoutes(stack.node), identity: stack.node.identity });
+    const local = new LocalRoutes(stack.node);
+    const plugin = new MobilityPlugin({
+      api: new LocalNodeApi(stack),
+      routes: options.routes?.(name, local) ?? local,
+      identity: stack.node.identity,
+      forwarder: { backoff: { firstMs: 20, maxMs: 100 } },
+      ...options.plugin,
+    });
     await plugin.start();
     closers.push(() => plugin.stop());
     plugins.set(name, plugin);
-  }
+    return plugin;
+  };
+  for (const name of ['R1', 'R2']) if (!options.late?.includes(name)) await startPlugin(name);
   const vm = net.stack('VM').node;
   const r1 = net.stack('R1');
   const r2 = net.stack('R2');
@@ -72,7 +90,13 @@ async function setup() {
       })
       .join(' ');
   const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 60));
-  return { net, plugins, vm, r1, r2, genuine, attacker, vmSocket, toR1, toR2, snapshot, settle };
+  const acks: MoveAck[] = [];
+  vmSocket.onMessage(({ data }) => {
+    const message = decodeMobility(data);
+    if (message.type === MobilityType.ACK) acks.push(openMoveAck(message.sealed));
+  });
+  const r1PointsAtR2 = (): boolean => r1.node.routes.route(vm.hid)?.nextHop?.equals(r2.node.hid) === true;
+  return { net, plugins, startPlugin, vm, r1, r2, genuine, attacker, vmSocket, toR1, toR2, snapshot, settle, acks, r1PointsAtR2 };
 }
 
 const notice = (sealed: Buffer): Buffer => encodeMobility(MobilityType.NOTICE, sealed);
@@ -143,5 +167,91 @@ describe('router plugin security', () => {
     expect(sent).toBe(10_000);
     expect((r2Plugin.stats.rejected.malformed ?? 0) + (s.plugins.get('R1')!.stats.rejected.malformed ?? 0)).toBeGreaterThan(1000);
     expect(r2Plugin.stats.accepted).toBe(1);
+  });
+});
+
+/** A route backend whose next `failures` writes fail (a control port that hiccups). */
+function flaky(inner: RouteBackend, state: { failures: number }): RouteBackend {
+  return {
+    setRoute: async (...args) => {
+      if (state.failures > 0) {
+        state.failures--;
+        throw new Error('control port: 520 write failed');
+      }
+      return inner.setRoute(...args);
+    },
+    removeRoute: (...args) => inner.removeRoute(...args),
+    listRoutes: (...args) => inner.listRoutes(...args),
+    close: () => inner.close(),
+  };
+}
+
+describe('the notice plane: verify, apply, commit; hop by hop', () => {
+  // Issue 14: the verifier recorded a notice as accepted before its route was written; when
+  // set4 failed, the agent's retry was acknowledged as a repeat with no route in place.
+  it('a notice whose route write failed is applied when it is sent again, and only then acknowledged', async () => {
+    const r2Writes = { failures: 1 };
+    const s = await setup({ routes: (name, local) => (name === 'R2' ? flaky(local, r2Writes) : local) });
+    const sealed = notice(s.genuine(10));
+    await s.vmSocket.send(s.toR2, sealed);
+    await expect.poll(() => r2Writes.failures).toBe(0);
+    await s.settle();
+    expect(s.acks).toEqual([]);
+    expect(s.r2.node.routes.route(s.vm.hid)?.origin).not.toBe('mobility');
+    await s.vmSocket.send(s.toR2, sealed); // the agent's retry
+    await expect.poll(() => s.acks.length).toBe(1);
+    expect(s.r2.node.routes.route(s.vm.hid)).toMatchObject({ port: 0, origin: 'mobility' });
+    await expect.poll(() => s.r1PointsAtR2()).toBe(true);
+    expect(s.plugins.get('R2')!.stats.applyFailed).toBe(1);
+  });
+
+  // Issue 14: FORWARDED notices were fire-and-forget: one lost datagram left R1 pointing at
+  // the old host until the next move.
+  it('a FORWARDED notice that is lost is sent again until the next router acknowledges it', async () => {
+    const s = await setup({ late: ['R1'] });
+    await s.vmSocket.send(s.toR2, notice(s.genuine(10)));
+    await expect.poll(() => s.acks.length).toBe(1);
+    await s.settle(); // R2's first FORWARDED went to R1, where nothing listens yet: lost
+    expect(s.r1PointsAtR2()).toBe(false);
+    const r1 = await s.startPlugin('R1');
+    await expect.poll(() => s.r1PointsAtR2(), { timeout: 5000 }).toBe(true);
+    const r2 = s.plugins.get('R2')!;
+    await expect.poll(() => r2.forwarding.acked).toBe(1);
+    expect(r2.forwarding.retries).toBeGreaterThan(0);
+    expect(r2.forwardsInFlight).toBe(0);
+    expect(r1.stats.accepted).toBe(1);
+  });
+
+  it('a repeat is acknowledged again and forwarded again; R1 acknowledges the repeat too', async () => {
+    const s = await setup();
+    const sealed = notice(s.genuine(10));
+    await s.vmSocket.send(s.toR2, sealed);
+    await expect.poll(() => s.r1PointsAtR2()).toBe(true);
+    const r1 = s.plugins.get('R1')!;
+    const r2 = s.plugins.get('R2')!;
+    await expect.poll(() => r2.forwarding.acked).toBe(1);
+    // R1's route is lost (a restart of its tables, say); the VM's retry heals it.
+    s.r1.node.routes.remove(XidType.HID, s.vm.hid);
+    await s.vmSocket.send(s.toR2, sealed);
+    await expect.poll(() => s.acks.length).toBe(2);
+    await expect.poll(() => r2.forwarding.acked).toBe(2);
+    expect(r1.stats.repeats).toBe(1);
+    // A repeat changes nothing on R1 (it is acknowledged, not re-applied): R1 has no route
+    // until a newer notice; and a newer one is applied along the whole path.
+    await s.vmSocket.send(s.toR2, notice(s.genuine(11)));
+    await expect.poll(() => s.r1PointsAtR2()).toBe(true);
+    expect(r1.lastSeq(s.vm.hid)).toBe(11);
+  });
+
+  it('stop() leaves no timer, socket or forward behind, even with a forward still retrying', async () => {
+    const s = await setup({ late: ['R1'] });
+    const before = activeResources();
+    const r2 = s.plugins.get('R2')!;
+    await s.vmSocket.send(s.toR2, notice(s.genuine(10)));
+    await expect.poll(() => r2.forwardsInFlight).toBe(1);
+    await r2.stop();
+    await r2.stop();
+    expect(r2.forwardsInFlight).toBe(0);
+    expect(leftBehind(before, activeResources())).toEqual({});
   });
 });

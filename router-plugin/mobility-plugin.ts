@@ -4,29 +4,40 @@
  *
  *  - the new gateway installs HID → the VM's link and acknowledges to the VM;
  *  - the notice then travels router by router toward the old gateway (by the AD
- *    routes toward the old AD); each router on the way, old gateway included,
- *    points the HID toward the new AD, so packets sent to the VM's old DAG follow
- *    it;
+ *    routes toward the old AD), each hop acknowledged and retried (notice-forwarder.ts);
+ *    each router on the way, old gateway included, points the HID toward the new AD
+ *    (route-rewriter.ts), so packets sent to the VM's old DAG follow it;
  *  - the old gateway tells the hosts on the VM's old link to drop their direct
  *    route to it (HID_MOVED, carrying the VM's own signed notice).
  *
+ * A notice goes verify → apply → commit: it counts as accepted only once its route is
+ * written, so a failed write leaves nothing and the sender's retry is applied again.
+ * Notices of one HID are applied one at a time. A repeat (the applied notice again) is
+ * acknowledged again and forwarded again if its forward is no longer running.
+ *
  * Every change goes through a RouteBackend: the control port of an `xmig node` or
- * of an xia-core router, or the tables of the node this runs in. Rewrites are
- * set4s of the whole route, so repeating one is harmless and a later move (A → B
- * → A) simply overwrites the path of the earlier one.
+ * of an xia-core router, or the tables of the node this runs in. All state keyed by
+ * outside identities is bounded, its refusals counted on
+ * `xmig_plugin_refusals_total{resource,reason}`.
  */
 import { Counter, Histogram, type Registry } from 'prom-client';
 import { Dag } from '../shared/dag.js';
 import { errorMessage } from '../shared/errors.js';
 import type { Identity } from '../shared/identity.js';
+import { Refusals, type RefusalReason } from '../shared/limits.js';
 import { silentLogger, type Logger } from '../shared/logger.js';
 import { sealMoveAck, type MoveNotice } from '../shared/move-notice.js';
-import type { ListedRoute, RouteBackend } from '../shared/route-backend.js';
+import type { RouteBackend } from '../shared/route-backend.js';
+import type { Startable } from '../shared/startable.js';
 import { BROADCAST_HID, WellKnownSid, Xid, XidType } from '../shared/xid.js';
 import type { Datagram, DatagramSocket, NodeApi } from '../xianet/api/node-api.js';
 import { encodeHidMoved } from '../xianet/xroute-message.js';
-import { decodeMobility, encodeMobility, MobilityType } from '../shared/mobility-message.js';
+import { decodeMobility, encodeMobility, MobilityType, type MobilityTypeCode } from '../shared/mobility-message.js';
+import { NoticeForwarder, type ForwarderOptions } from './notice-forwarder.js';
 import { NoticeVerifier, type RejectReason, type VerifierOptions } from './notice-verifier.js';
+import { RouteRewriter, type Placement, type Role } from './route-rewriter.js';
+
+export type { Role };
 
 export interface MobilityPluginOptions {
   api: NodeApi;
@@ -34,11 +45,12 @@ export interface MobilityPluginOptions {
   /** The router's own key (its HID): acknowledgements are signed with it. */
   identity: Identity;
   verifier?: VerifierOptions;
+  forwarder?: ForwarderOptions;
+  /** Most notices being applied at once (default 1024); more are refused and counted. */
+  maxApplying?: number;
   logger?: Logger;
   registry?: Registry;
 }
-
-export type Role = 'new-gateway' | 'transit' | 'old-gateway' | 'same-gateway';
 
 export interface Rewrite {
   hid: Xid;
@@ -50,22 +62,68 @@ export interface Rewrite {
   latencyMs: number;
 }
 
+/** What the plugin keeps per committed HID. */
+interface Applied extends Placement {
+  hid: string;
+}
+
 const XROUTE_BROADCAST = Dag.chain(BROADCAST_HID, WellKnownSid.XROUTE);
 
-export class MobilityPlugin {
+const REFUSAL_OF: Record<RejectReason, readonly [string, RefusalReason]> = {
+  malformed: ['notice', 'malformed'],
+  stale: ['notice', 'stale'],
+  'old-sequence': ['notice', 'stale'],
+  duplicate: ['notice', 'stale'],
+  'bad-signature': ['notice', 'forbidden'],
+  'key-mismatch': ['notice', 'forbidden'],
+  'rate-limited': ['notice', 'rate'],
+  'hid-rate': ['hid', 'rate'],
+  'new-hid-rate': ['new-hid', 'rate'],
+};
+
+const DECLARED: Array<readonly [string, RefusalReason]> = [
+  ...new Map(Object.values(REFUSAL_OF).map((p) => [p.join('/'), p])).values(),
+  ['hid-routes', 'cap'],
+  ['applying', 'cap'],
+  ['forward', 'cap'],
+  ['forward', 'timeout'],
+  ['hop-ack', 'malformed'],
+  ['hop-ack', 'forbidden'],
+];
+
+export class MobilityPlugin implements Startable {
   private socket: DatagramSocket | undefined;
   private hid!: Xid;
   private ad: Xid | undefined;
-  private readonly verifier: NoticeVerifier;
+  private hostFacing = new Set<number>();
+  private rewriter!: RouteRewriter;
+  private forwarder!: NoticeForwarder;
+  private starting: Promise<void> | undefined;
+  private readonly verifier: NoticeVerifier<Applied>;
+  private readonly applying = new Map<string, Promise<void>>();
+  private readonly tasks = new Set<Promise<void>>();
+  private readonly maxApplying: number;
   private readonly logger: Logger;
   private readonly listeners = new Set<(rewrite: Rewrite) => void>();
-  readonly stats = { received: 0, accepted: 0, rewritten: 0, forwarded: 0, purged: 0, rejected: {} as Partial<Record<RejectReason, number>> };
+  readonly refusals = new Refusals(DECLARED);
+  readonly stats = {
+    received: 0,
+    accepted: 0,
+    repeats: 0,
+    rewritten: 0,
+    applyFailed: 0,
+    purged: 0,
+    evicted: 0,
+    rejected: {} as Partial<Record<RejectReason, number>>,
+  };
   private readonly metrics:
     | { received: Counter<'kind'>; accepted: Counter<'role'>; rejected: Counter<'reason'>; rewritten: Counter; latency: Histogram<'role'> }
     | undefined;
 
   constructor(private readonly options: MobilityPluginOptions) {
-    this.verifier = new NoticeVerifier(options.verifier);
+    this.verifier = new NoticeVerifier<Applied>(options.verifier);
+    this.verifier.onEvict = (_key, committed) => this.onEvict(committed.applied);
+    this.maxApplying = options.maxApplying ?? 1024;
     this.logger = (options.logger ?? silentLogger()).child({ component: 'router-plugin' });
     const registry = options.registry;
     if (registry) {
@@ -82,6 +140,7 @@ export class MobilityPlugin {
           registers: [registry],
         }),
       };
+      this.refusals.register(registry, 'xmig_plugin_refusals_total', 'Mobility messages and state refused, by resource and reason');
     }
   }
 
@@ -91,35 +150,86 @@ export class MobilityPlugin {
     return () => this.listeners.delete(listener);
   }
 
-  async start(): Promise<void> {
+  /** HIDs whose notice state (and route) this router holds. */
+  get hids(): number {
+    return this.verifier.size;
+  }
+
+  /** The highest sequence applied for a HID. */
+  lastSeq(hid: Xid): number | undefined {
+    return this.verifier.lastSeq(hid.key);
+  }
+
+  /** Forwards still waiting for their next hop's ack. */
+  get forwardsInFlight(): number {
+    return this.forwarder?.inFlight ?? 0;
+  }
+
+  get forwarding(): NoticeForwarder['stats'] {
+    return this.forwarder.stats;
+  }
+
+  start(): Promise<void> {
+    this.starting ??= this.open().catch((error: unknown) => {
+      this.starting = undefined;
+      throw error;
+    });
+    return this.starting;
+  }
+
+  private async open(): Promise<void> {
     const info = await this.options.api.info();
     // Beside an xia-core Click router the router is Click: its HID and AD are what its tables say.
     const [hid, ad] = await Promise.all([this.options.routes.ownXid?.('HID'), this.options.routes.ownXid?.('AD')]);
     this.hid = hid ? Xid.parse(hid) : info.hid;
     this.ad = ad ? Xid.parse(ad) : info.ad;
+    this.hostFacing = new Set(info.interfaces.filter((i) => i.hostFacing).map((i) => i.port));
     if (!this.options.identity.xid(XidType.HID).equals(this.hid)) {
       throw new Error(`the plugin's key is not the key of router ${info.name} (${this.hid})`);
     }
-    this.socket = await this.options.api.bindDatagram(WellKnownSid.MOBILITY);
-    this.socket.onMessage((datagram) => {
-      this.onDatagram(datagram).catch((error: unknown) => this.logger.error('notice.failed', { reason: errorMessage(error) }));
+    this.rewriter = new RouteRewriter(this.options.routes, { hid: this.hid, ad: this.ad });
+    this.forwarder = new NoticeForwarder(() => this.socket, this.rewriter, this.refusals, this.logger, {
+      freshnessMs: this.options.verifier?.freshnessMs,
+      ...this.options.forwarder,
     });
-    this.logger.info('plugin.started', { hid: this.hid.toString(), ad: this.ad?.toString() });
+    this.socket = await this.options.api.bindDatagram(WellKnownSid.MOBILITY);
+    this.socket.onMessage((datagram) => this.track(this.onDatagram(datagram)));
+    this.logger.info('plugin.started', { hid: this.hid.toString(), ...(this.ad ? { ad: this.ad.toString() } : {}) });
   }
 
   async stop(): Promise<void> {
+    const starting = this.starting;
+    if (!starting) return;
+    this.starting = undefined;
+    await starting.catch(() => undefined);
+    await this.forwarder?.stop();
     await this.socket?.close();
     this.socket = undefined;
+    while (this.tasks.size > 0) await Promise.all(this.tasks);
     await this.options.routes.close();
+  }
+
+  /** Runs `work` in the background, so stop() can wait for it; nothing thrown escapes. */
+  private track(work: Promise<void>): void {
+    const task = work
+      .catch((error: unknown) => this.logger.error('notice.failed', { reason: errorMessage(error) }))
+      .finally(() => this.tasks.delete(task));
+    this.tasks.add(task);
   }
 
   private reject(reason: RejectReason, detail: string, notice: MoveNotice | undefined, port: number): void {
     this.stats.rejected[reason] = (this.stats.rejected[reason] ?? 0) + 1;
     this.metrics?.rejected.inc({ reason });
-    // Junk is counted, not logged line by line: a flood must not flood the journal too.
-    if (reason !== 'malformed' && reason !== 'rate-limited') {
-      this.logger.warn('notice.rejected', { reason, detail, hid: notice?.hid.toString(), seq: notice?.seq, port });
-    }
+    const [resource, why] = REFUSAL_OF[reason];
+    this.refusals.refuse(resource, why);
+    // Junk and floods are counted, not logged line by line: a flood must not flood the journal too.
+    if (reason === 'malformed' || reason === 'rate-limited' || reason === 'hid-rate' || reason === 'new-hid-rate') return;
+    this.logger.warn('notice.rejected', {
+      reason,
+      detail,
+      port,
+      ...(notice ? { hid: notice.hid.toString(), seq: notice.seq } : {}),
+    });
   }
 
   private async onDatagram(datagram: Datagram): Promise<void> {
@@ -132,75 +242,94 @@ export class MobilityPlugin {
       return this.reject('malformed', errorMessage(error), undefined, datagram.port);
     }
     this.metrics?.received.inc({ kind: message.type === MobilityType.NOTICE ? 'notice' : message.type === MobilityType.FORWARDED ? 'forwarded' : 'ack' });
-    if (message.type === MobilityType.ACK) return;
-    const verdict = this.verifier.check(message.sealed, datagram.port);
-    if (!verdict.accepted) return this.reject(verdict.reason, verdict.detail, verdict.notice, datagram.port);
-    const notice = verdict.notice;
-    if (!verdict.repeat) {
-      this.stats.accepted++;
-      await this.redirect(notice, message.sealed, datagram.port);
-    }
-    // Acknowledged after the route to the VM is in place, so the ack can reach it.
-    if (notice.newRouterHid.equals(this.hid) && message.type === MobilityType.NOTICE) await this.acknowledge(notice, datagram.from);
-  }
-
-  private async acknowledge(notice: MoveNotice, to: Dag): Promise<void> {
-    const ack = sealMoveAck({ hid: notice.hid, seq: notice.seq, routerHid: this.hid }, this.options.identity);
-    await this.socket?.send(to, encodeMobility(MobilityType.ACK, ack));
-  }
-
-  /** This router's port named by a beacon link id ("<hid prefix>/<port>"), if the link id is ours. */
-  private portOf(linkId: string): number | undefined {
-    const [prefix, port] = linkId.split('/');
-    if (!prefix || port === undefined || !this.hid.id.toString('hex').startsWith(prefix)) return undefined;
-    const n = Number(port);
-    return Number.isInteger(n) && n >= 0 ? n : undefined;
-  }
-
-  private async routeTo(xid: Xid): Promise<ListedRoute | undefined> {
-    const type = xid.type === XidType.AD ? 'AD' : 'HID';
-    const text = xid.toString().toLowerCase();
-    return (await this.options.routes.listRoutes(type)).find((r) => r.xid.toLowerCase() === text && r.port >= 0);
-  }
-
-  private async redirect(notice: MoveNotice, sealed: Buffer, arrivalPort: number): Promise<void> {
-    const hid = notice.hid.toString();
-    const isNew = notice.newRouterHid.equals(this.hid);
-    const isOld = notice.oldRouterHid.equals(this.hid);
-    let role: Role;
-    let port: number;
-    let nextHop: string;
-    if (isNew) {
-      role = isOld ? 'same-gateway' : 'new-gateway';
-      port = this.portOf(notice.newLinkId) ?? arrivalPort;
-      nextHop = hid;
-    } else {
-      // Toward the new location: by AD, or (same AD, another router) by that router's HID.
-      const toward = this.ad && notice.newAd.equals(this.ad) ? await this.routeTo(notice.newRouterHid) : await this.routeTo(notice.newAd);
-      if (!toward) {
-        this.logger.warn('notice.no-route', { hid, toward: notice.newAd.toString() });
-        return;
-      }
-      role = isOld ? 'old-gateway' : 'transit';
-      port = toward.port;
-      nextHop = toward.nextHop;
-    }
-    await this.options.routes.setRoute('HID', hid, port, nextHop, 0);
-    const latencyMs = Math.max(0, Date.now() - notice.timestamp);
-    this.stats.rewritten++;
-    this.metrics?.rewritten.inc();
-    this.metrics?.accepted.inc({ role });
-    this.metrics?.latency.observe({ role }, latencyMs);
-    this.logger.info('route.rewritten', { hid, seq: notice.seq, role, port, nextHop, ms: latencyMs, ad: notice.newAd.toString() });
-    const rewrite: Rewrite = { hid: notice.hid, seq: notice.seq, role, port, nextHop, latencyMs };
-    for (const listener of this.listeners) listener(rewrite);
-
-    if (isOld) {
-      const oldPort = this.portOf(notice.oldLinkId);
-      if (oldPort !== undefined && oldPort !== port) await this.purge(notice, sealed, oldPort);
+    if (message.type === MobilityType.ACK) {
+      this.forwarder.onAck(message.sealed);
       return;
     }
-    await this.forwardTowardOld(notice, sealed);
+    const verdict = this.verifier.check(message.sealed, datagram.port, this.hostFacing.has(datagram.port) || datagram.port < 0);
+    if (!verdict.accepted) return this.reject(verdict.reason, verdict.detail, verdict.notice, datagram.port);
+    const notice = verdict.notice;
+    const key = notice.hid.key;
+    if (verdict.repeat) return this.onRepeat(notice, message.type, message.sealed, datagram);
+    if (!this.applying.has(key) && this.applying.size >= this.maxApplying) {
+      this.refusals.refuse('applying', 'cap');
+      return;
+    }
+    // One HID at a time: a notice waits for the one of its HID being applied, then is judged against it.
+    const before = this.applying.get(key) ?? Promise.resolve();
+    const run = before.then(() => this.apply(notice, message.type, message.sealed, datagram));
+    this.applying.set(key, run);
+    try {
+      await run;
+    } finally {
+      if (this.applying.get(key) === run) this.applying.delete(key);
+    }
+  }
+
+  private async apply(notice: MoveNotice, type: MobilityTypeCode, sealed: Buffer, datagram: Datagram): Promise<void> {
+    const key = notice.hid.key;
+    const last = this.verifier.lastSeq(key);
+    if (last !== undefined && last >= notice.seq) {
+      // Another copy was applied while this one waited.
+      if (last === notice.seq && this.verifier.get(key)?.sealed.equals(sealed)) return this.onRepeat(notice, type, sealed, datagram);
+      return this.reject('old-sequence', `seq ${notice.seq} <= applied ${last}`, notice, datagram.port);
+    }
+    const hid = notice.hid.toString();
+    let placement: Placement | undefined;
+    try {
+      placement = await this.rewriter.place(notice, datagram.port);
+      if (!placement) {
+        this.logger.warn('notice.no-route', { hid, seq: notice.seq, toward: notice.newAd.toString() });
+        return;
+      }
+      await this.rewriter.write(notice.hid, placement);
+    } catch (error) {
+      // Not applied, so not committed: the sender's retry is applied afresh.
+      this.stats.applyFailed++;
+      this.logger.warn('notice.apply-failed', { hid, seq: notice.seq, reason: errorMessage(error) });
+      return;
+    }
+    this.verifier.commit(notice, sealed, { ...placement, hid });
+    this.stats.accepted++;
+    this.stats.rewritten++;
+    const latencyMs = Math.max(0, Date.now() - notice.timestamp);
+    this.metrics?.rewritten.inc();
+    this.metrics?.accepted.inc({ role: placement.role });
+    this.metrics?.latency.observe({ role: placement.role }, latencyMs);
+    this.logger.info('route.rewritten', { hid, seq: notice.seq, role: placement.role, port: placement.port, nextHop: placement.nextHop, ms: latencyMs, ad: notice.newAd.toString() });
+    const rewrite: Rewrite = { hid: notice.hid, seq: notice.seq, role: placement.role, port: placement.port, nextHop: placement.nextHop, latencyMs };
+    for (const listener of this.listeners) listener(rewrite);
+    await this.acknowledge(notice, type, datagram.from);
+    await this.passOn(notice, sealed, placement);
+  }
+
+  /** The applied notice again: its sender did not hear our ack, or our forward may have ended. */
+  private async onRepeat(notice: MoveNotice, type: MobilityTypeCode, sealed: Buffer, datagram: Datagram): Promise<void> {
+    this.stats.repeats++;
+    const key = notice.hid.key;
+    this.verifier.touch(key);
+    await this.acknowledge(notice, type, datagram.from);
+    const applied = this.verifier.get(key)?.applied;
+    if (applied) await this.passOn(notice, sealed, applied);
+  }
+
+  /** Acks a NOTICE to the VM (if we are its new gateway) and a FORWARDED to the router before us. */
+  private async acknowledge(notice: MoveNotice, type: MobilityTypeCode, to: Dag): Promise<void> {
+    if (type === MobilityType.NOTICE && !notice.newRouterHid.equals(this.hid)) return;
+    const ack = sealMoveAck({ hid: notice.hid, seq: notice.seq, routerHid: this.hid }, this.options.identity);
+    await this.socket?.send(to, encodeMobility(MobilityType.ACK, ack)).catch((error: unknown) => {
+      this.logger.debug('notice.ack-failed', { hid: notice.hid.toString(), seq: notice.seq, reason: errorMessage(error) });
+    });
+  }
+
+  /** Toward the old gateway (forward), or, at the old gateway, to the hosts of the old link (purge). */
+  private async passOn(notice: MoveNotice, sealed: Buffer, placement: Placement): Promise<void> {
+    if (placement.role === 'old-gateway' || placement.role === 'same-gateway') {
+      const oldPort = this.rewriter.portOf(notice.oldLinkId);
+      if (oldPort !== undefined && oldPort !== placement.port) await this.purge(notice, sealed, oldPort);
+      return;
+    }
+    this.forwarder.forward(notice, sealed);
   }
 
   /** Tells the hosts of the VM's old link that it has gone (their direct route to it is stale). */
@@ -208,22 +337,21 @@ export class MobilityPlugin {
     try {
       await this.socket?.sendOnLink(port, XROUTE_BROADCAST, encodeHidMoved(notice.hid, sealed));
       this.stats.purged++;
-      this.logger.info('hosts.purged', { hid: notice.hid.toString(), port });
+      this.logger.info('hosts.purged', { hid: notice.hid.toString(), seq: notice.seq, port });
     } catch (error) {
-      this.logger.warn('hosts.purge-failed', { hid: notice.hid.toString(), port, reason: errorMessage(error) });
+      this.logger.warn('hosts.purge-failed', { hid: notice.hid.toString(), seq: notice.seq, port, reason: errorMessage(error) });
     }
   }
 
-  private async forwardTowardOld(notice: MoveNotice, sealed: Buffer): Promise<void> {
-    const sameAd = this.ad !== undefined && notice.oldAd.equals(this.ad);
-    const toward = sameAd ? await this.routeTo(notice.oldRouterHid) : await this.routeTo(notice.oldAd);
-    if (!toward || !toward.nextHop) {
-      this.logger.warn('notice.cannot-forward', { hid: notice.hid.toString(), toward: (sameAd ? notice.oldRouterHid : notice.oldAd).toString() });
-      return;
-    }
-    const next = Dag.chain(Xid.parse(toward.nextHop), WellKnownSid.MOBILITY);
-    await this.socket?.send(next, encodeMobility(MobilityType.FORWARDED, sealed));
-    this.stats.forwarded++;
-    this.logger.debug('notice.forwarded', { hid: notice.hid.toString(), to: toward.nextHop });
+  /** The verifier forgot a HID (its bound): its route goes too, so routes stay bounded with it. */
+  private onEvict(applied: Applied): void {
+    this.stats.evicted++;
+    this.refusals.refuse('hid-routes', 'cap');
+    this.track(
+      this.rewriter.remove(applied.hid).then(
+        () => undefined,
+        (error: unknown) => this.logger.debug('route.evict-failed', { hid: applied.hid, reason: errorMessage(error) }),
+      ),
+    );
   }
 }

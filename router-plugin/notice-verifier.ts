@@ -1,12 +1,23 @@
 /**
  * Which HID-move notices a router believes. Cheap checks come first (does it parse,
- * is it fresh, is its sequence newer than any accepted for the HID), so junk costs
- * next to nothing; the signature is verified last, within a per-link budget, so a
- * flood of forged notices on one link cannot starve genuine ones on another.
- * A replayed, reordered or stale notice loses to a newer one, as MAC-mobility
- * sequence numbers do in EVPN.
+ * is it fresh, is its sequence newer than any accepted for the HID, is the HID or the
+ * link within its rate), so junk costs next to nothing; the signature is verified last,
+ * within a per-link budget, so a flood of forged notices on one link cannot starve
+ * genuine ones on another. A replayed, reordered or stale notice loses to a newer one,
+ * as MAC-mobility sequence numbers do in EVPN.
+ *
+ * Judging and recording are two steps: `check` says whether a notice may be applied and
+ * records nothing; the plugin writes the routes and only then `commit`s it. A notice
+ * whose routes could not be written leaves no trace, so its retry is applied, not
+ * mistaken for a repeat.
+ *
+ * The per-HID state is bounded (an LRU). Forgetting a HID whose notice is still fresh
+ * would let a replay of an older notice of that HID through, so such an eviction raises
+ * a floor: a HID the verifier does not know must then bring a notice signed after every
+ * fresh notice it forgot.
  */
 import { errorMessage, SignatureError } from '../shared/errors.js';
+import { KeyedRateLimiter, LruMap } from '../shared/limits.js';
 import { openMoveNotice, peekMoveNotice, type MoveNotice } from '../shared/move-notice.js';
 
 export type RejectReason =
@@ -16,9 +27,13 @@ export type RejectReason =
   | 'duplicate'
   | 'bad-signature'
   | 'key-mismatch'
-  | 'rate-limited';
+  | 'rate-limited'
+  | 'hid-rate'
+  | 'new-hid-rate';
 
-export type Verdict = { accepted: true; notice: MoveNotice; repeat: boolean } | { accepted: false; reason: RejectReason; detail: string; notice?: MoveNotice };
+export type Verdict =
+  | { accepted: true; notice: MoveNotice; repeat: boolean }
+  | { accepted: false; reason: RejectReason; detail: string; notice?: MoveNotice };
 
 export interface VerifierOptions {
   /** How far a notice's timestamp may be from our clock (default 30 s). */
@@ -26,47 +41,83 @@ export interface VerifierOptions {
   /** Signature verifications per second per link, and the burst (default 200 / 50). */
   verificationsPerSecond?: number;
   burst?: number;
+  /** HIDs this router has not seen, per second per link and the burst (default 20 / 50 on host links, 10x that on router links). */
+  newHidsPerSecond?: number;
+  newHidsBurst?: number;
+  /** Notices per second per known HID, and the burst (default 5 / 20): a key churning sequence numbers. */
+  perHidPerSecond?: number;
+  perHidBurst?: number;
+  /** Most HIDs whose notice state is kept (default 16,384). */
+  maxHids?: number;
   now?: () => number;
 }
 
-interface Accepted {
+/** What the router remembers of the last notice it applied for a HID. */
+export interface Committed<R = unknown> {
   seq: number;
+  timestamp: number;
   sealed: Buffer;
+  /** What the plugin did for it (its role and route), so a repeat can be handled alike. */
+  applied: R;
 }
 
-export class NoticeVerifier {
-  private readonly accepted = new Map<string, Accepted>();
-  private readonly buckets = new Map<number, { tokens: number; at: number }>();
+export class NoticeVerifier<R = unknown> {
+  private readonly committed: LruMap<string, Committed<R>>;
+  private readonly verifications: KeyedRateLimiter<number>;
+  private readonly newHidsHost: KeyedRateLimiter<number>;
+  private readonly newHidsRouter: KeyedRateLimiter<number>;
+  private readonly perHid: KeyedRateLimiter<string>;
   private readonly freshnessMs: number;
-  private readonly rate: number;
-  private readonly burst: number;
   private readonly now: () => number;
+  /** Notices of HIDs we do not know must be signed after this (see the file comment). */
+  private replayFloor = 0;
+  /** Told about every HID whose state is pushed out (the plugin removes its route). */
+  onEvict: ((hidKey: string, committed: Committed<R>) => void) | undefined;
+  readonly stats = { evicted: 0, evictedFresh: 0 };
 
   constructor(options: VerifierOptions = {}) {
     this.freshnessMs = options.freshnessMs ?? 30_000;
-    this.rate = options.verificationsPerSecond ?? 200;
-    this.burst = options.burst ?? 50;
     this.now = options.now ?? Date.now;
+    const clock = { now: this.now, monotonic: this.now };
+    this.verifications = new KeyedRateLimiter(options.verificationsPerSecond ?? 200, options.burst ?? 50, 1024, clock);
+    const newRate = options.newHidsPerSecond ?? 20;
+    const newBurst = options.newHidsBurst ?? 50;
+    this.newHidsHost = new KeyedRateLimiter(newRate, newBurst, 1024, clock);
+    this.newHidsRouter = new KeyedRateLimiter(newRate * 10, newBurst * 10, 1024, clock);
+    this.perHid = new KeyedRateLimiter(options.perHidPerSecond ?? 5, options.perHidBurst ?? 20, options.maxHids ?? 16_384, clock);
+    this.committed = new LruMap({
+      maxEntries: options.maxHids ?? 16_384,
+      onEvict: (key, entry) => {
+        this.stats.evicted++;
+        if (Math.abs(this.now() - entry.timestamp) <= this.freshnessMs) {
+          this.stats.evictedFresh++;
+          this.replayFloor = Math.max(this.replayFloor, entry.timestamp);
+        }
+        this.onEvict?.(key, entry);
+      },
+    });
   }
 
-  /** The highest sequence accepted for a HID (for tests and metrics). */
+  /** The highest sequence committed for a HID (for tests and metrics). */
   lastSeq(hidKey: string): number | undefined {
-    return this.accepted.get(hidKey)?.seq;
+    return this.committed.peek(hidKey)?.seq;
   }
 
-  private spend(link: number): boolean {
-    const t = this.now();
-    const bucket = this.buckets.get(link) ?? { tokens: this.burst, at: t };
-    bucket.tokens = Math.min(this.burst, bucket.tokens + ((t - bucket.at) / 1000) * this.rate);
-    bucket.at = t;
-    this.buckets.set(link, bucket);
-    if (bucket.tokens < 1) return false;
-    bucket.tokens -= 1;
-    return true;
+  /** What was committed for a HID, if anything. */
+  get(hidKey: string): Committed<R> | undefined {
+    return this.committed.peek(hidKey);
   }
 
-  /** Judges one sealed notice that arrived on `link` (the router's interface number). */
-  check(sealed: Buffer, link: number): Verdict {
+  /** HIDs whose state is held. */
+  get size(): number {
+    return this.committed.size;
+  }
+
+  /**
+   * Judges one sealed notice that arrived on `link` (the router's interface number;
+   * `hostFacing` links get the lower new-HID rate). Records nothing.
+   */
+  check(sealed: Buffer, link: number, hostFacing = true): Verdict {
     let claimed: MoveNotice;
     try {
       claimed = peekMoveNotice(sealed);
@@ -77,16 +128,28 @@ export class NoticeVerifier {
       return { accepted: false, reason: 'stale', detail: `timestamp ${claimed.timestamp} is more than ${this.freshnessMs} ms away`, notice: claimed };
     }
     const key = claimed.hid.key;
-    const previous = this.accepted.get(key);
+    const previous = this.committed.peek(key);
     if (previous && claimed.seq < previous.seq) {
       return { accepted: false, reason: 'old-sequence', detail: `seq ${claimed.seq} < accepted ${previous.seq}`, notice: claimed };
     }
     if (previous && claimed.seq === previous.seq) {
-      // The very notice we accepted, sent again (its ack was lost): acknowledge, change nothing.
-      if (previous.sealed.equals(sealed)) return { accepted: true, notice: claimed, repeat: true };
+      // The very notice we applied, sent again (its ack was lost): acknowledge, change nothing
+      // (within the HID's rate: each repeat costs a signed ack).
+      if (previous.sealed.equals(sealed)) {
+        if (!this.perHid.take(key)) return { accepted: false, reason: 'hid-rate', detail: `${claimed.hid} over its notice rate`, notice: claimed };
+        return { accepted: true, notice: claimed, repeat: true };
+      }
       return { accepted: false, reason: 'duplicate', detail: `another notice with seq ${claimed.seq}`, notice: claimed };
     }
-    if (!this.spend(link)) return { accepted: false, reason: 'rate-limited', detail: `link ${link} over its verification budget`, notice: claimed };
+    if (!previous && claimed.timestamp <= this.replayFloor) {
+      return { accepted: false, reason: 'stale', detail: `signed before notices this router had to forget (${this.replayFloor})`, notice: claimed };
+    }
+    if (previous ? !this.perHid.take(key) : !(hostFacing ? this.newHidsHost : this.newHidsRouter).take(link)) {
+      return previous
+        ? { accepted: false, reason: 'hid-rate', detail: `${claimed.hid} over its notice rate`, notice: claimed }
+        : { accepted: false, reason: 'new-hid-rate', detail: `link ${link} over its rate of new HIDs`, notice: claimed };
+    }
+    if (!this.verifications.take(link)) return { accepted: false, reason: 'rate-limited', detail: `link ${link} over its verification budget`, notice: claimed };
     let notice: MoveNotice;
     try {
       notice = openMoveNotice(sealed).notice;
@@ -94,7 +157,23 @@ export class NoticeVerifier {
       const reason = error instanceof SignatureError && error.reason === 'key-mismatch' ? 'key-mismatch' : 'bad-signature';
       return { accepted: false, reason, detail: errorMessage(error), notice: claimed };
     }
-    this.accepted.set(key, { seq: notice.seq, sealed: Buffer.from(sealed) });
     return { accepted: true, notice, repeat: false };
+  }
+
+  /**
+   * Records a notice whose routes are written. False if a newer one was committed
+   * meanwhile (it stays).
+   */
+  commit(notice: MoveNotice, sealed: Buffer, applied: R): boolean {
+    const key = notice.hid.key;
+    const previous = this.committed.peek(key);
+    if (previous && previous.seq >= notice.seq) return false;
+    this.committed.set(key, { seq: notice.seq, timestamp: notice.timestamp, sealed: Buffer.from(sealed), applied });
+    return true;
+  }
+
+  /** Marks a HID as used now (a repeat refreshes it in the LRU). */
+  touch(hidKey: string): void {
+    this.committed.get(hidKey);
   }
 }

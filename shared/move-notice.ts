@@ -13,7 +13,7 @@
  */
 import { MalformedPacketError, SignatureError } from './errors.js';
 import type { Identity } from './identity.js';
-import { openMessage, sealMessage, SignedKind, type OpenedMessage } from './signed-message.js';
+import { openMessage, peekMessage, sealMessage, SignedKind, type OpenedMessage } from './signed-message.js';
 import { WireReader, WireWriter } from './wire.js';
 import { XidType, type Xid } from './xid.js';
 
@@ -78,12 +78,13 @@ function readNotice(body: Buffer): MoveNotice {
  * fresh, is its sequence new?) before the expensive verification. Never act on it.
  */
 export function peekMoveNotice(sealed: Buffer): MoveNotice {
-  if (sealed.length < 36 + 64 || sealed[1] !== SignedKind.MOVE_NOTICE) {
-    throw new MalformedPacketError('not a sealed move notice');
+  let body: Buffer;
+  try {
+    body = peekMessage(sealed, SignedKind.MOVE_NOTICE).body;
+  } catch (error) {
+    throw new MalformedPacketError(`move notice: ${(error as Error).message}`);
   }
-  const bodyLength = sealed.readUInt16BE(34);
-  if (36 + bodyLength + 64 !== sealed.length) throw new MalformedPacketError('move notice length does not add up');
-  return readNotice(sealed.subarray(36, 36 + bodyLength));
+  return readNotice(body);
 }
 
 /** Decodes and checks key and signature (not freshness or sequence: that is the receiver's state). */
@@ -101,11 +102,27 @@ export function sealMoveAck(ack: MoveAck, router: Identity): Buffer {
   return sealMessage(router, SignedKind.MOVE_ACK, new WireWriter(64).xid(ack.hid).u64(ack.seq).xid(ack.routerHid).finish());
 }
 
-export function openMoveAck(sealed: Buffer): MoveAck {
-  const opened = openMessage(sealed, { kind: SignedKind.MOVE_ACK });
-  const reader = new WireReader(opened.body, 'move ack');
+function readAck(body: Buffer): MoveAck {
+  const reader = new WireReader(body, 'move ack');
   const ack: MoveAck = { hid: reader.xid('hid'), seq: reader.u64('seq'), routerHid: reader.xid('router') };
   reader.end();
+  return ack;
+}
+
+/** Reads an ack WITHOUT checking its signature: to see whether anyone waits for it before verifying. */
+export function peekMoveAck(sealed: Buffer): MoveAck {
+  let body: Buffer;
+  try {
+    body = peekMessage(sealed, SignedKind.MOVE_ACK).body;
+  } catch (error) {
+    throw new MalformedPacketError(`move ack: ${(error as Error).message}`);
+  }
+  return readAck(body);
+}
+
+export function openMoveAck(sealed: Buffer): MoveAck {
+  const opened = openMessage(sealed, { kind: SignedKind.MOVE_ACK });
+  const ack = readAck(opened.body);
   if (!opened.signer(XidType.HID).equals(ack.routerHid)) {
     throw new SignatureError('key-mismatch', `the ack's key does not hash to ${ack.routerHid}`);
   }

@@ -70,6 +70,19 @@ export function peekSigner(message: Buffer): Buffer | undefined {
   return message.subarray(2, 2 + PUBLIC_KEY_LENGTH);
 }
 
+/**
+ * Key and body of a signed message of `kind`, WITHOUT verifying the signature: only for
+ * screening (is it fresh, is it one we wait for?) before the verification. Never act on it.
+ */
+export function peekMessage(message: Buffer, kind: SignedKindCode): { publicKey: Buffer; body: Buffer } {
+  if (message.length < HEADER_LENGTH + SIGNATURE_LENGTH || message[0] !== VERSION || message[1] !== kind) {
+    throw new SignatureError('malformed', `not a signed message of kind ${kind}`);
+  }
+  const bodyLength = message.readUInt16BE(34);
+  if (HEADER_LENGTH + bodyLength + SIGNATURE_LENGTH !== message.length) throw new SignatureError('malformed', 'signed message length does not add up');
+  return { publicKey: message.subarray(2, 2 + PUBLIC_KEY_LENGTH), body: message.subarray(HEADER_LENGTH, HEADER_LENGTH + bodyLength) };
+}
+
 /** Parses and verifies a signed message; throws SignatureError with a reason otherwise. */
 export function openMessage(message: Buffer, options: OpenOptions): OpenedMessage {
   if (message.length < HEADER_LENGTH + SIGNATURE_LENGTH) {
