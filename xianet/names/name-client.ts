@@ -27,6 +27,8 @@ export interface ExchangeOptions {
   signal?: AbortSignal;
   /** Overrides the client's timeoutMs; Infinity: until answered or `signal` aborts. */
   deadlineMs?: number;
+  /** Hears every retransmission (a counter). */
+  onRetry?: () => void;
 }
 
 export interface Resolved {
@@ -108,6 +110,7 @@ export class NameClient {
           deadlineMs,
           backoff: { firstMs: this.options.retryMs ?? 200, maxMs: this.options.maxRetryMs ?? 1000 },
           what: `request to the name server ${server}`,
+          onRetry: options.onRetry,
         },
       );
       return ack;
