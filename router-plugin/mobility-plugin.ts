@@ -95,7 +95,6 @@ export class MobilityPlugin implements Startable {
   private socket: DatagramSocket | undefined;
   private hid!: Xid;
   private ad: Xid | undefined;
-  private hostFacing = new Set<number>();
   private rewriter!: RouteRewriter;
   private forwarder!: NoticeForwarder;
   private starting: Promise<void> | undefined;
@@ -183,7 +182,6 @@ export class MobilityPlugin implements Startable {
     const [hid, ad] = await Promise.all([this.options.routes.ownXid?.('HID'), this.options.routes.ownXid?.('AD')]);
     this.hid = hid ? Xid.parse(hid) : info.hid;
     this.ad = ad ? Xid.parse(ad) : info.ad;
-    this.hostFacing = new Set(info.interfaces.filter((i) => i.hostFacing).map((i) => i.port));
     if (!this.options.identity.xid(XidType.HID).equals(this.hid)) {
       throw new Error(`the plugin's key is not the key of router ${info.name} (${this.hid})`);
     }
@@ -246,7 +244,7 @@ export class MobilityPlugin implements Startable {
       this.forwarder.onAck(message.sealed);
       return;
     }
-    const verdict = this.verifier.check(message.sealed, datagram.port, this.hostFacing.has(datagram.port) || datagram.port < 0);
+    const verdict = this.verifier.check(message.sealed, datagram.port);
     if (!verdict.accepted) return this.reject(verdict.reason, verdict.detail, verdict.notice, datagram.port);
     const notice = verdict.notice;
     const key = notice.hid.key;

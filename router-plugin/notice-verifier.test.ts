@@ -61,7 +61,7 @@ describe('notice verifier', () => {
     let runs = 0;
     fc.assert(
       fc.property(fc.array(input, { minLength: 20, maxLength: 40 }), (batch) => {
-        const v = new NoticeVerifier({ now: () => T0, verificationsPerSecond: 1e9, burst: 1e9, newHidsBurst: 1e9, perHidBurst: 1e9 });
+        const v = new NoticeVerifier({ now: () => T0, verificationsPerSecond: 1e9, burst: 1e9, newHidsBurst: 1e9, newHidsBurstTotal: 1e9, perHidBurst: 1e9 });
         const last = new Map<string, number>();
         for (const bytes of batch) {
           runs++;
@@ -132,7 +132,7 @@ describe('notice verifier', () => {
 
   it('forgetting a HID whose notice is still fresh does not open it to a replay of that notice', () => {
     let now = T0;
-    const v = new NoticeVerifier({ now: () => now, maxHids: 2, newHidsBurst: 1e6 });
+    const v = new NoticeVerifier({ now: () => now, maxHids: 2, newHidsBurst: 1e6, newHidsBurstTotal: 1e6 });
     const victim = Identity.generate();
     const n1 = sealed(victim, 1, now);
     const n2 = sealed(victim, 2, now + 10);

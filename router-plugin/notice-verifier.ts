@@ -17,7 +17,7 @@
  * fresh notice it forgot.
  */
 import { errorMessage, SignatureError } from '../shared/errors.js';
-import { KeyedRateLimiter, LruMap } from '../shared/limits.js';
+import { KeyedRateLimiter, LruMap, TokenBucket } from '../shared/limits.js';
 import { openMoveNotice, peekMoveNotice, type MoveNotice } from '../shared/move-notice.js';
 
 export type RejectReason =
@@ -41,9 +41,12 @@ export interface VerifierOptions {
   /** Signature verifications per second per link, and the burst (default 200 / 50). */
   verificationsPerSecond?: number;
   burst?: number;
-  /** HIDs this router has not seen, per second per link and the burst (default 20 / 50 on host links, 10x that on router links). */
+  /** HIDs this router has not seen, per second per link and the burst (default 20 / 50). */
   newHidsPerSecond?: number;
   newHidsBurst?: number;
+  /** HIDs this router has not seen, per second over all links and the burst (default 100 / 200). */
+  newHidsPerSecondTotal?: number;
+  newHidsBurstTotal?: number;
   /** Notices per second per known HID, and the burst (default 5 / 20): a key churning sequence numbers. */
   perHidPerSecond?: number;
   perHidBurst?: number;
@@ -64,8 +67,8 @@ export interface Committed<R = unknown> {
 export class NoticeVerifier<R = unknown> {
   private readonly committed: LruMap<string, Committed<R>>;
   private readonly verifications: KeyedRateLimiter<number>;
-  private readonly newHidsHost: KeyedRateLimiter<number>;
-  private readonly newHidsRouter: KeyedRateLimiter<number>;
+  private readonly newHids: KeyedRateLimiter<number>;
+  private readonly newHidsTotal: TokenBucket;
   private readonly perHid: KeyedRateLimiter<string>;
   private readonly freshnessMs: number;
   private readonly now: () => number;
@@ -82,8 +85,8 @@ export class NoticeVerifier<R = unknown> {
     this.verifications = new KeyedRateLimiter(options.verificationsPerSecond ?? 200, options.burst ?? 50, 1024, clock);
     const newRate = options.newHidsPerSecond ?? 20;
     const newBurst = options.newHidsBurst ?? 50;
-    this.newHidsHost = new KeyedRateLimiter(newRate, newBurst, 1024, clock);
-    this.newHidsRouter = new KeyedRateLimiter(newRate * 10, newBurst * 10, 1024, clock);
+    this.newHids = new KeyedRateLimiter(newRate, newBurst, 1024, clock);
+    this.newHidsTotal = new TokenBucket(options.newHidsPerSecondTotal ?? 100, options.newHidsBurstTotal ?? 200, clock);
     this.perHid = new KeyedRateLimiter(options.perHidPerSecond ?? 5, options.perHidBurst ?? 20, options.maxHids ?? 16_384, clock);
     this.committed = new LruMap({
       maxEntries: options.maxHids ?? 16_384,
@@ -114,10 +117,10 @@ export class NoticeVerifier<R = unknown> {
   }
 
   /**
-   * Judges one sealed notice that arrived on `link` (the router's interface number;
-   * `hostFacing` links get the lower new-HID rate). Records nothing.
+   * Judges one sealed notice that arrived on `link` (the router's interface number).
+   * Records nothing.
    */
-  check(sealed: Buffer, link: number, hostFacing = true): Verdict {
+  check(sealed: Buffer, link: number): Verdict {
     let claimed: MoveNotice;
     try {
       claimed = peekMoveNotice(sealed);
@@ -144,7 +147,9 @@ export class NoticeVerifier<R = unknown> {
     if (!previous && claimed.timestamp <= this.replayFloor) {
       return { accepted: false, reason: 'stale', detail: `signed before notices this router had to forget (${this.replayFloor})`, notice: claimed };
     }
-    if (previous ? !this.perHid.take(key) : !(hostFacing ? this.newHidsHost : this.newHidsRouter).take(link)) {
+    // A HID we know spends its own budget; a new one the link's, then the router's. (Refused
+    // notices are retried by their senders, hop by hop: genuine ones get through the flood.)
+    if (previous ? !this.perHid.take(key) : !(this.newHids.take(link) && this.newHidsTotal.take())) {
       return previous
         ? { accepted: false, reason: 'hid-rate', detail: `${claimed.hid} over its notice rate`, notice: claimed }
         : { accepted: false, reason: 'new-hid-rate', detail: `link ${link} over its rate of new HIDs`, notice: claimed };
