@@ -6,6 +6,8 @@
  */
 import { Dag } from '../shared/dag.js';
 import type { Identity } from '../shared/identity.js';
+import { KeyedRateLimiter, Refusals } from '../shared/limits.js';
+import type { Startable } from '../shared/startable.js';
 import { BROADCAST_HID, WellKnownSid } from '../shared/xid.js';
 import { datagramData } from './datagram.js';
 import type { LinkAddress } from './link.js';
@@ -20,13 +22,21 @@ export interface BeaconServiceOptions {
   beaconIntervalMs?: number;
   /** Where hosts find the name server. */
   nameServer?: Dag;
+  /** Solicitations answered per second per interface, and the burst (default 50 / 20): each answer is a signing. */
+  solicitsPerSecond?: number;
+  solicitsBurst?: number;
 }
 
-export class BeaconService {
+export class BeaconService implements Startable {
   private readonly intervalMs: number;
   private timer: NodeJS.Timeout | undefined;
   private unbind: (() => void) | undefined;
   private seq = 0;
+  private readonly solicits: KeyedRateLimiter<number>;
+  readonly refusals = new Refusals([
+    ['solicit', 'malformed'],
+    ['solicit', 'rate'],
+  ]);
   readonly stats = { beaconsSent: 0, solicitsAnswered: 0 };
 
   constructor(
@@ -34,6 +44,8 @@ export class BeaconService {
     private readonly options: BeaconServiceOptions = {},
   ) {
     this.intervalMs = options.beaconIntervalMs ?? 100;
+    this.solicits = new KeyedRateLimiter(options.solicitsPerSecond ?? 50, options.solicitsBurst ?? 20, 256, node.clock);
+    if (node.registry) this.refusals.register(node.registry, 'xianet_xhcp_refusals_total', 'XHCP solicitations a router refused, by resource and reason');
   }
 
   /** The link id a beacon carries: which interface of which router. */
@@ -50,7 +62,8 @@ export class BeaconService {
     this.options.nameServer = dag;
   }
 
-  start(): void {
+  async start(): Promise<void> {
+    if (this.timer) return;
     if (!this.node.ad) throw new Error(`router ${this.node.name} has no AD to beacon`);
     this.unbind = this.node.bind(WellKnownSid.XHCP, (packet, arrival) => this.onPacket(packet, arrival));
     this.beaconAll();
@@ -58,7 +71,7 @@ export class BeaconService {
     this.timer.unref();
   }
 
-  stop(): void {
+  async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     this.unbind?.();
@@ -94,11 +107,18 @@ export class BeaconService {
     if (!data) return;
     let message;
     try {
-      message = decodeXhcp(data);
+      // A router checks no beacon signature (it only answers solicitations).
+      message = decodeXhcp(data, { mayVerify: () => false });
     } catch {
+      this.refusals.refuse('solicit', 'malformed');
       return;
     }
-    if (message.kind === 'solicit') this.answer(arrival.port, arrival.from);
+    if (message.kind !== 'solicit') return;
+    if (!this.solicits.take(arrival.port)) {
+      this.refusals.refuse('solicit', 'rate');
+      return;
+    }
+    this.answer(arrival.port, arrival.from);
   }
 
   private answer(port: number, to: LinkAddress): void {

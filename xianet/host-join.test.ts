@@ -3,6 +3,12 @@ import { Identity } from '../shared/identity.js';
 import { XidType } from '../shared/xid.js';
 import { InProcessNetwork, INTRA_AD, type Topology } from './topology.js';
 import { encodeBeacon, decodeXhcp } from './xhcp.js';
+import { Dag } from '../shared/dag.js';
+import { WellKnownSid } from '../shared/xid.js';
+import { encodeXip, NextHeader } from '../shared/xip-header.js';
+import { MemoryLink } from './memory-link.js';
+import { TransportType } from './transport-header.js';
+import { encodeHostRegister } from './xroute-message.js';
 
 let network: InProcessNetwork | undefined;
 afterEach(async () => {
@@ -52,5 +58,42 @@ describe('beacons', () => {
     expect(a.node.ad?.equals(ad1.xid(XidType.AD))).toBe(true);
     expect(a.join!.stats.rejected).toBeGreaterThan(0);
     expect(a.join!.stats.changes).toBe(1);
+  });
+});
+
+describe('host registration under a flood of fresh keys', () => {
+  // Issue 14: 5,000 self-minted keys put 975 HID routes on R1.
+  it('admits new HIDs per link at a rate, keeps registered hosts in an LRU, and genuine hosts still register', async () => {
+    network = new InProcessNetwork(INTRA_AD, { beaconIntervalMs: 50, helloIntervalMs: 200 });
+    await network.start();
+    await network.ready();
+    const r1 = network.stack('R1');
+    const a = network.stack('A');
+    const flood = new MemoryLink('flood', { segment: network.segment('seg-A') });
+    const registeredBefore = r1.node.routes.table(XidType.HID).list().filter((r) => r.origin === 'register').length;
+    for (let i = 0; i < 5000; i++) {
+      const key = Identity.generate();
+      const register = encodeHostRegister(
+        { hid: key.xid(XidType.HID), gatewayHid: r1.node.hid, ad: r1.node.ad!, linkId: r1.beacons!.linkId(0), seq: 1, timestamp: Date.now() },
+        key,
+      );
+      flood.broadcast(
+        encodeXip({
+          dst: Dag.chain(r1.node.hid, WellKnownSid.XROUTE),
+          src: Dag.chain(key.xid(XidType.HID), WellKnownSid.XROUTE),
+          nextHeader: NextHeader.TRANSPORT,
+          payload: Buffer.concat([Buffer.of(TransportType.DGRAM), register]),
+        }),
+      );
+      if (i % 100 === 99) await new Promise((r) => setImmediate(r));
+    }
+    const registered = new Promise<void>((resolve) => a.join!.once('registered', () => resolve()));
+    a.join!.register();
+    await registered;
+    const routes = r1.node.routes.table(XidType.HID).list().filter((r) => r.origin === 'register').length;
+    // 50 at once and 20 a second per link: far fewer than 5,000, however long the flood took.
+    expect(routes - registeredBefore).toBeLessThan(500);
+    expect(r1.xroute.refusals.count('new-hid', 'rate')).toBeGreaterThan(4000);
+    expect(r1.node.routes.route(a.node.hid)?.origin).toBe('register');
   });
 });

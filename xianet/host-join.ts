@@ -10,13 +10,16 @@
 import { EventEmitter } from 'node:events';
 import { Dag } from '../shared/dag.js';
 import { errorMessage } from '../shared/errors.js';
+import { KeyedRateLimiter, Refusals } from '../shared/limits.js';
+import type { Startable } from '../shared/startable.js';
 import { WellKnownSid, XidType, type Xid } from '../shared/xid.js';
 import { datagramData } from './datagram.js';
 import type { LinkAddress } from './link.js';
 import type { Arrival, XiaNode } from './node.js';
 import { XHCP_BROADCAST_DAG } from './beacon-service.js';
 import { decodeXhcp, encodeSolicit, type ReceivedBeacon } from './xhcp.js';
-import { encodeHostRegister } from './xroute-message.js';
+import { encodeHostRegister, type RegisterAck } from './xroute-message.js';
+import { AckWaiters, sendUntilAcked } from './send-until-acked.js';
 import type { XrouteService } from './xroute-service.js';
 
 export interface Gateway {
@@ -62,17 +65,27 @@ export interface HostJoinOptions {
   registerRetryMaxMs?: number;
   /** Re-register with the same gateway this often (default 10 s). */
   reregisterMs?: number;
+  /** Beacon signatures checked per second per interface, and the burst (default 200 / 100). */
+  beaconVerificationsPerSecond?: number;
+  beaconVerificationsBurst?: number;
 }
 
-export class HostJoin extends EventEmitter<HostJoinEvents> {
+export class HostJoin extends EventEmitter<HostJoinEvents> implements Startable {
   private gatewayState: Gateway | undefined;
   private invalidated = false;
   private unbind: (() => void) | undefined;
   private readonly cleanups: Array<() => void> = [];
-  private retryTimer: NodeJS.Timeout | undefined;
   private refreshTimer: NodeJS.Timeout | undefined;
-  private pendingSeq: number | undefined;
-  private pendingRenewal = false;
+  /** The registration being sent (a newer one, or stop(), aborts it). */
+  private registration: AbortController | undefined;
+  private readonly acks = new AckWaiters<string, RegisterAck>();
+  /** Beacon signatures checked per second per interface (a flood of signed beacons costs no more). */
+  private readonly verifications: KeyedRateLimiter<number>;
+  readonly refusals = new Refusals([
+    ['beacon', 'malformed'],
+    ['beacon', 'forbidden'],
+    ['beacon', 'rate'],
+  ]);
   private adoptedAt = 0;
   private lastSeq = 0;
   private readonly staleAfterMs: number;
@@ -85,15 +98,18 @@ export class HostJoin extends EventEmitter<HostJoinEvents> {
   ) {
     super();
     this.staleAfterMs = (options.beaconIntervalMs ?? 100) * 1.5;
+    this.verifications = new KeyedRateLimiter(options.beaconVerificationsPerSecond ?? 200, options.beaconVerificationsBurst ?? 100, 64, node.clock);
+    if (node.registry) this.refusals.register(node.registry, 'xianet_xhcp_client_refusals_total', 'Beacons a host refused, by resource and reason');
   }
 
   get gateway(): Gateway | undefined {
     return this.gatewayState;
   }
 
-  start(): void {
+  async start(): Promise<void> {
+    if (this.unbind) return;
     this.unbind = this.node.bind(WellKnownSid.XHCP, (packet, arrival) => this.onPacket(packet, arrival));
-    const onAck = (ack: { gatewayHid: Xid; seq: number }): void => this.onAck(ack.gatewayHid, ack.seq);
+    const onAck = (ack: RegisterAck): void => void this.acks.settle(`${ack.seq}/${ack.gatewayHid.key}`, ack);
     this.xroute.on('register-ack', onAck);
     this.cleanups.push(() => this.xroute.off('register-ack', onAck));
     // A new segment under our interface: the old gateway is gone; take the next beacon at once.
@@ -104,19 +120,19 @@ export class HostJoin extends EventEmitter<HostJoinEvents> {
       }),
     );
     this.refreshTimer = setInterval(() => {
-      if (this.gatewayState && this.pendingSeq === undefined) this.register(true);
+      if (this.gatewayState && this.registration === undefined) this.register(true);
     }, this.options.reregisterMs ?? 10_000);
     this.refreshTimer.unref();
     this.solicit();
   }
 
-  stop(): void {
+  async stop(): Promise<void> {
     this.unbind?.();
     this.unbind = undefined;
     for (const cleanup of this.cleanups.splice(0)) cleanup();
-    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.registration?.abort(new Error('host join stopped'));
+    this.registration = undefined;
     if (this.refreshTimer) clearInterval(this.refreshTimer);
-    this.retryTimer = undefined;
     this.refreshTimer = undefined;
   }
 
@@ -135,7 +151,7 @@ export class HostJoin extends EventEmitter<HostJoinEvents> {
   private reject(reason: string, ad?: Xid): void {
     this.stats.rejected++;
     this.emit('rejected', { reason, ad });
-    this.node.logger.debug('beacon.rejected', { reason, ad: ad?.toString() });
+    this.node.logger.debug('beacon.rejected', { reason, ...(ad ? { ad: ad.toString() } : {}) });
   }
 
   private onPacket(packet: Buffer, arrival: Arrival): void {
@@ -144,11 +160,17 @@ export class HostJoin extends EventEmitter<HostJoinEvents> {
     if (!data) return;
     let message;
     try {
-      message = decodeXhcp(data);
+      // Signatures are checked within the interface's budget; past it a beacon counts as unsigned.
+      message = decodeXhcp(data, { mayVerify: () => this.verifications.take(arrival.port) });
     } catch (error) {
+      this.refusals.refuse('beacon', 'malformed');
       return this.reject(errorMessage(error));
     }
     if (message.kind !== 'beacon') return;
+    if (message.beacon.unverified) {
+      this.refusals.refuse('beacon', 'rate');
+      return this.reject('over the interface\'s verification budget', message.beacon.ad);
+    }
     this.onBeacon(message.beacon, arrival.port, arrival.from);
   }
 
@@ -161,7 +183,10 @@ export class HostJoin extends EventEmitter<HostJoinEvents> {
 
   private onBeacon(beacon: ReceivedBeacon, port: number, from: LinkAddress): void {
     const refusal = this.trusted(beacon);
-    if (refusal) return this.reject(refusal, beacon.ad);
+    if (refusal) {
+      this.refusals.refuse('beacon', 'forbidden');
+      return this.reject(refusal, beacon.ad);
+    }
     this.stats.beacons++;
     const now = this.node.clock.monotonic();
     const current = this.gatewayState;
@@ -228,23 +253,26 @@ export class HostJoin extends EventEmitter<HostJoinEvents> {
       ad: beacon.ad.toString(),
       gateway: beacon.gatewayHid.toString(),
       port,
-      linkId: beacon.linkId,
-      previousAd: previous?.ad.toString(),
+      ...(beacon.linkId !== undefined ? { linkId: beacon.linkId } : {}),
+      ...(previous ? { previousAd: previous.ad.toString() } : {}),
     });
     this.emit('gateway', { previous, current: gateway, kind, at: now });
     this.adoptedAt = now;
     this.register();
   }
 
-  /** Sends a HOST_REGISTER to the current gateway and retries until it is acknowledged. */
+  /**
+   * Sends a HOST_REGISTER to the current gateway until it is acknowledged (sendUntilAcked),
+   * a newer registration or a change of gateway supersedes it, or stop().
+   */
   register(renewal = false): void {
     const gateway = this.gatewayState;
     if (!gateway) return;
-    this.pendingRenewal = renewal;
-    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.registration?.abort(new Error('superseded'));
+    const controller = new AbortController();
+    this.registration = controller;
     const seq = Math.max(this.node.clock.now(), this.lastSeq + 1);
     this.lastSeq = seq;
-    this.pendingSeq = seq;
     const message = encodeHostRegister(
       {
         hid: this.node.hid,
@@ -256,31 +284,33 @@ export class HostJoin extends EventEmitter<HostJoinEvents> {
       },
       this.node.identity,
     );
-    let delay = this.options.registerRetryMs ?? 50;
-    const maxDelay = this.options.registerRetryMaxMs ?? 1000;
-    const send = (): void => {
-      if (this.pendingSeq !== seq || this.gatewayState !== gateway) return;
-      const dst = Dag.chain(gateway.hid, WellKnownSid.XROUTE);
-      this.node.sendDatagramOnPort(gateway.port, gateway.address, dst, message);
-      this.retryTimer = setTimeout(() => {
-        this.stats.registerRetries++;
-        send();
-      }, delay);
-      this.retryTimer.unref();
-      delay = Math.min(delay * 2, maxDelay);
-    };
-    send();
+    const dst = Dag.chain(gateway.hid, WellKnownSid.XROUTE);
+    sendUntilAcked(
+      () => {
+        if (this.gatewayState !== gateway) {
+          controller.abort(new Error('gateway changed'));
+          return;
+        }
+        this.node.sendDatagramOnPort(gateway.port, gateway.address, dst, message);
+      },
+      (signal) => this.acks.wait(`${seq}/${gateway.hid.key}`, signal),
+      {
+        signal: controller.signal,
+        backoff: { firstMs: this.options.registerRetryMs ?? 50, maxMs: this.options.registerRetryMaxMs ?? 1000 },
+        onRetry: () => this.stats.registerRetries++,
+      },
+    ).then(
+      () => this.onRegistered(gateway, seq, renewal),
+      () => undefined, // superseded or stopped: whoever did that registers (or not) next
+    ).finally(() => {
+      if (this.registration === controller) this.registration = undefined;
+    });
   }
 
-  private onAck(gatewayHid: Xid, seq: number): void {
-    const gateway = this.gatewayState;
-    if (!gateway || !gateway.hid.equals(gatewayHid) || this.pendingSeq !== seq) return;
-    this.pendingSeq = undefined;
-    if (this.retryTimer) clearTimeout(this.retryTimer);
-    this.retryTimer = undefined;
+  private onRegistered(gateway: Gateway, seq: number, renewal: boolean): void {
     this.stats.registrations++;
     const ms = this.node.clock.monotonic() - this.adoptedAt;
-    this.emit('registered', { gateway, seq, ms, renewal: this.pendingRenewal });
+    this.emit('registered', { gateway, seq, ms, renewal });
     this.node.logger.debug('host.registered', { gateway: gateway.hid.short, seq, ms: Math.round(ms) });
   }
 }

@@ -89,20 +89,20 @@ export class XiaStack {
     if (this.running) return;
     this.running = true;
     await this.node.start();
-    this.xroute.start();
+    await this.xroute.start();
     this.chunks.start();
-    this.beacons?.start();
-    this.join?.start();
+    await this.beacons?.start();
+    await this.join?.start();
   }
 
   async stop(): Promise<void> {
     if (!this.running) return;
     this.running = false;
     this.streams.close();
-    this.join?.stop();
-    this.beacons?.stop();
+    await this.join?.stop();
+    await this.beacons?.stop();
     this.chunks.stop();
-    this.xroute.stop();
+    await this.xroute.stop();
     await this.node.stop();
   }
 }

@@ -44,6 +44,13 @@ export interface Beacon {
 export interface ReceivedBeacon extends Beacon {
   /** True if it carried the AD key and a signature that verifies and the key hashes to the AD. */
   authenticated: boolean;
+  /** It carried a signature that was not checked (the receiver's verification budget said no). */
+  unverified?: boolean;
+}
+
+export interface XhcpDecodeOptions {
+  /** Asked before a signature is checked (a per-interface budget); false leaves the beacon unverified. */
+  mayVerify?: () => boolean;
 }
 
 export interface Solicit {
@@ -124,7 +131,7 @@ function parseXid(text: string, what: string, type: number): Xid {
 export type XhcpMessage = { kind: 'beacon'; beacon: ReceivedBeacon } | { kind: 'solicit'; solicit: Solicit };
 
 /** Decodes a beacon or a solicitation; verifies a beacon's signature when it has one. */
-export function decodeXhcp(buffer: Buffer): XhcpMessage {
+export function decodeXhcp(buffer: Buffer, options: XhcpDecodeOptions = {}): XhcpMessage {
   const { seq, entries } = readEntries(buffer);
   const first = (type: number): RawEntry | undefined => entries.find((e) => e.type === type);
   const solicit = first(XhcpEntry.SOLICIT);
@@ -161,6 +168,10 @@ export function decodeXhcp(buffer: Buffer): XhcpMessage {
   const key = first(XhcpEntry.AD_KEY);
   const signature = first(XhcpEntry.SIGNATURE);
   if (key && signature && signature === entries[entries.length - 1]) {
+    if (options.mayVerify && !options.mayVerify()) {
+      beacon.unverified = true;
+      return { kind: 'beacon', beacon };
+    }
     const publicKey = Buffer.from(key.text, 'hex');
     const signatureBytes = Buffer.from(signature.text, 'hex');
     const signed = buffer.subarray(0, signature.start);

@@ -7,18 +7,27 @@
  * Every HELLO and registration is signed by the sender's HID key and must be newer
  * than the last one accepted for that HID, so neither a forged nor a replayed
  * message can point a HID at the wrong place.
+ *
+ * HIDs are free to mint, so what they can make a node hold is bounded: signatures are
+ * checked within a per-link budget, after the cheap checks; HIDs not seen before are
+ * admitted at a per-link rate; the per-HID replay state is an LRU (forgetting a HID
+ * whose message is still fresh raises a floor its replays cannot pass); hosts registered
+ * on a router are an LRU too, and a host pushed out loses its route (a genuine host
+ * re-registers every few seconds, so it is never the least recently seen). Refusals are
+ * `xianet_xroute_refusals_total{resource,reason}`.
  */
 import { EventEmitter } from 'node:events';
 import { Dag } from '../shared/dag.js';
 import { errorMessage } from '../shared/errors.js';
-import type { Xid} from '../shared/xid.js';
-import { BROADCAST_HID, WellKnownSid, XidType } from '../shared/xid.js';
+import { KeyedRateLimiter, LruMap, Refusals } from '../shared/limits.js';
+import type { Startable } from '../shared/startable.js';
+import { BROADCAST_HID, WellKnownSid, Xid, XidType } from '../shared/xid.js';
 import { openMoveNotice, type MoveNotice } from '../shared/move-notice.js';
 import { datagramData } from './datagram.js';
 import type { LinkAddress } from './link.js';
 import type { Arrival, XiaNode } from './node.js';
 import {
-  decodeXrouteMessage,
+  peekXrouteMessage,
   encodeHello,
   encodeRegisterAck,
   XrouteType,
@@ -34,7 +43,27 @@ export interface XrouteServiceOptions {
   deadIntervals?: number;
   /** How far a signed timestamp may be from our clock (default 60 s). */
   freshnessMs?: number;
+  /** Signature checks per second per link, and the burst (default 500 / 200). */
+  verificationsPerSecond?: number;
+  verificationsBurst?: number;
+  /** HIDs not seen before, per second per link, and the burst (default 20 / 50). */
+  newHidsPerSecond?: number;
+  newHidsBurst?: number;
+  /** Most HIDs whose HELLO / HID_MOVED state is kept (default 16,384). */
+  maxHids?: number;
+  /** Most hosts registered on a router (default 4,096). */
+  maxHosts?: number;
 }
+
+const REFUSALS = [
+  ['message', 'malformed'],
+  ['message', 'forbidden'],
+  ['message', 'stale'],
+  ['message', 'rate'],
+  ['new-hid', 'rate'],
+  ['hid-state', 'cap'],
+  ['host-routes', 'cap'],
+] as const;
 
 export interface HostRegistered {
   hid: Xid;
@@ -54,7 +83,7 @@ export interface XrouteEvents {
 
 export const XROUTE_BROADCAST_DAG = Dag.chain(BROADCAST_HID, WellKnownSid.XROUTE);
 
-export class XrouteService extends EventEmitter<XrouteEvents> {
+export class XrouteService extends EventEmitter<XrouteEvents> implements Startable {
   private readonly helloIntervalMs: number;
   private readonly deadIntervals: number;
   private readonly freshnessMs: number;
@@ -62,10 +91,15 @@ export class XrouteService extends EventEmitter<XrouteEvents> {
   private unbind: (() => void) | undefined;
   private unsubscribe: (() => void) | undefined;
   /** Latest accepted timestamp (HELLO) and sequence (registration) per HID: replays lose. */
-  private readonly helloClock = new Map<string, number>();
-  private readonly registerSeq = new Map<string, number>();
-  private readonly movedSeq = new Map<string, number>();
-  readonly stats = { hellosSent: 0, hellosAccepted: 0, registrations: 0, rejected: 0 };
+  private readonly helloClock: LruMap<string, number>;
+  private readonly registered: LruMap<string, { seq: number; port: number }>;
+  private readonly movedSeq: LruMap<string, number>;
+  /** HELLOs of HIDs we do not know must be signed after this (see the file comment). */
+  private helloFloor = 0;
+  private readonly verifications: KeyedRateLimiter<number>;
+  private readonly newHids: KeyedRateLimiter<number>;
+  readonly refusals = new Refusals(REFUSALS);
+  readonly stats = { hellosSent: 0, hellosAccepted: 0, registrations: 0, rejected: 0, evictedHosts: 0 };
 
   constructor(
     private readonly node: XiaNode,
@@ -75,9 +109,48 @@ export class XrouteService extends EventEmitter<XrouteEvents> {
     this.helloIntervalMs = options.helloIntervalMs ?? 1000;
     this.deadIntervals = options.deadIntervals ?? 3.5;
     this.freshnessMs = options.freshnessMs ?? 60_000;
+    const clock = node.clock;
+    this.verifications = new KeyedRateLimiter(options.verificationsPerSecond ?? 500, options.verificationsBurst ?? 200, 1024, clock);
+    this.newHids = new KeyedRateLimiter(options.newHidsPerSecond ?? 20, options.newHidsBurst ?? 50, 1024, clock);
+    const maxHids = options.maxHids ?? 16_384;
+    this.helloClock = new LruMap({
+      maxEntries: maxHids,
+      onEvict: (_key, timestamp) => {
+        this.refusals.refuse('hid-state', 'cap');
+        if (this.fresh(timestamp)) this.helloFloor = Math.max(this.helloFloor, timestamp);
+      },
+    });
+    this.movedSeq = new LruMap({ maxEntries: maxHids, onEvict: () => this.refusals.refuse('hid-state', 'cap') });
+    this.registered = new LruMap({
+      maxEntries: options.maxHosts ?? 4096,
+      onEvict: (key, host) => this.evictHost(key, host.port),
+    });
+    if (node.registry) {
+      this.refusals.register(node.registry, 'xianet_xroute_refusals_total', 'Neighbour and host-registration messages refused, by resource and reason');
+    }
   }
 
-  start(): void {
+  /** Hosts registered on this router (bounded by maxHosts). */
+  get hosts(): number {
+    return this.registered.size;
+  }
+
+  private evictHost(key: string, port: number): void {
+    this.stats.evictedHosts++;
+    this.refusals.refuse('host-routes', 'cap');
+    let hid: Xid;
+    try {
+      hid = Xid.parse(key);
+    } catch {
+      return;
+    }
+    const route = this.node.routes.route(hid);
+    if (route?.origin === 'register' && route.port === port) this.node.routes.remove(XidType.HID, hid);
+    this.node.neighbors.forget(port, hid);
+  }
+
+  async start(): Promise<void> {
+    if (this.unbind) return;
     this.unbind = this.node.bind(WellKnownSid.XROUTE, (packet, arrival) => this.onPacket(packet, arrival));
     this.unsubscribe = this.node.onAttach((port) => this.sendHello(port));
     this.sendHellos();
@@ -85,7 +158,7 @@ export class XrouteService extends EventEmitter<XrouteEvents> {
     this.timer.unref();
   }
 
-  stop(): void {
+  async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     this.unbind?.();
@@ -111,21 +184,34 @@ export class XrouteService extends EventEmitter<XrouteEvents> {
     if (this.node.sendDatagramOnPort(port, 'broadcast', XROUTE_BROADCAST_DAG, data)) this.stats.hellosSent++;
   }
 
-  private reject(reason: string, arrival: Arrival): void {
+  private reject(reason: string, arrival: Arrival, refusal?: readonly [string, (typeof REFUSALS)[number][1]]): void {
     this.stats.rejected++;
+    if (refusal) this.refusals.refuse(refusal[0], refusal[1]);
     this.emit('rejected', { reason, port: arrival.port, from: arrival.from ?? '' });
-    this.node.logger.debug('xroute.rejected', { reason, port: arrival.port, from: arrival.from });
+    this.node.logger.debug('xroute.rejected', { reason, port: arrival.port, ...(arrival.from !== undefined ? { from: arrival.from } : {}) });
   }
 
   private onPacket(packet: Buffer, arrival: Arrival): void {
     if (arrival.port < 0 || arrival.from === undefined) return;
     const data = datagramData(packet, arrival);
-    if (!data) return this.reject('not a datagram', arrival);
-    let message;
+    if (!data) return this.reject('not a datagram', arrival, ['message', 'malformed']);
+    let peeked;
     try {
-      message = decodeXrouteMessage(data);
+      peeked = peekXrouteMessage(data);
     } catch (error) {
-      return this.reject(errorMessage(error), arrival);
+      return this.reject(errorMessage(error), arrival, ['message', 'malformed']);
+    }
+    const { message } = peeked;
+    // Cheap screening first: is it for us, fresh, new, within its rate? Only then the signature.
+    const screened = this.screen(message, arrival);
+    if (screened) return this.reject(screened[0], arrival, screened[1]);
+    if (message.type !== XrouteType.HID_MOVED) {
+      if (!this.verifications.take(arrival.port)) return this.reject('over the link\'s verification budget', arrival, ['message', 'rate']);
+      try {
+        peeked.verify();
+      } catch (error) {
+        return this.reject(errorMessage(error), arrival, ['message', 'forbidden']);
+      }
     }
     switch (message.type) {
       case XrouteType.HELLO:
@@ -133,10 +219,40 @@ export class XrouteService extends EventEmitter<XrouteEvents> {
       case XrouteType.HOST_REGISTER:
         return this.onRegister(message.register, arrival);
       case XrouteType.REGISTER_ACK:
-        if (message.ack.hid.equals(this.node.hid)) this.emit('register-ack', message.ack);
+        this.emit('register-ack', message.ack);
         return;
       case XrouteType.HID_MOVED:
         return this.onHidMoved(message.notice, arrival);
+    }
+  }
+
+  /** Why a message is refused before its signature is checked; undefined if it may be verified. */
+  private screen(message: ReturnType<typeof peekXrouteMessage>['message'], arrival: Arrival): [string, readonly [string, (typeof REFUSALS)[number][1]]] | undefined {
+    switch (message.type) {
+      case XrouteType.HELLO: {
+        const { hello } = message;
+        if (hello.hid.equals(this.node.hid)) return ['our own hello', ['message', 'malformed']];
+        if (!this.fresh(hello.timestamp)) return ['stale hello', ['message', 'stale']];
+        const last = this.helloClock.peek(hello.hid.key);
+        if (last !== undefined && last >= hello.timestamp) return ['replayed hello', ['message', 'stale']];
+        if (last === undefined && hello.timestamp <= this.helloFloor) return ['hello signed before hellos this node had to forget', ['message', 'stale']];
+        if (last === undefined && !this.newHids.take(arrival.port)) return ['too many new HIDs on this link', ['new-hid', 'rate']];
+        return undefined;
+      }
+      case XrouteType.HOST_REGISTER: {
+        const { register } = message;
+        if (this.node.role !== 'router' || !register.gatewayHid.equals(this.node.hid)) return ['registration for another router', ['message', 'malformed']];
+        if (!this.node.ad || !register.ad.equals(this.node.ad)) return ['registration for another AD', ['message', 'malformed']];
+        if (!this.fresh(register.timestamp)) return ['stale registration', ['message', 'stale']];
+        const last = this.registered.peek(register.hid.key);
+        if (last !== undefined && register.seq < last.seq) return ['old registration', ['message', 'stale']];
+        if (last === undefined && !this.newHids.take(arrival.port)) return ['too many new HIDs on this link', ['new-hid', 'rate']];
+        return undefined;
+      }
+      case XrouteType.REGISTER_ACK:
+        return message.ack.hid.equals(this.node.hid) ? undefined : ['an ack for another host', ['message', 'malformed']];
+      case XrouteType.HID_MOVED:
+        return this.node.role === 'host' ? undefined : ['HID_MOVED on a router', ['message', 'malformed']];
     }
   }
 
@@ -145,11 +261,7 @@ export class XrouteService extends EventEmitter<XrouteEvents> {
   }
 
   private onHello(hello: Hello, arrival: Arrival): void {
-    if (hello.hid.equals(this.node.hid)) return;
-    const key = hello.hid.key;
-    if (!this.fresh(hello.timestamp)) return this.reject('stale hello', arrival);
-    if ((this.helloClock.get(key) ?? -1) >= hello.timestamp) return this.reject('replayed hello', arrival);
-    this.helloClock.set(key, hello.timestamp);
+    this.helloClock.set(hello.hid.key, hello.timestamp);
     this.stats.hellosAccepted++;
     const port = arrival.port;
     const expiresAt = this.node.clock.now() + this.helloIntervalMs * this.deadIntervals;
@@ -187,14 +299,13 @@ export class XrouteService extends EventEmitter<XrouteEvents> {
    * it there, instead of black-holing traffic to it until they expire.
    */
   private onHidMoved(sealed: Buffer, arrival: Arrival): void {
-    if (this.node.role !== 'host') return;
     let notice: MoveNotice;
     try {
       notice = openMoveNotice(sealed).notice;
     } catch (error) {
-      return this.reject(`bad move notice: ${errorMessage(error)}`, arrival);
+      return this.reject(`bad move notice: ${errorMessage(error)}`, arrival, ['message', 'forbidden']);
     }
-    if (!this.fresh(notice.timestamp)) return this.reject('stale move notice', arrival);
+    if (!this.fresh(notice.timestamp)) return this.reject('stale move notice', arrival, ['message', 'stale']);
     const key = notice.hid.key;
     if ((this.movedSeq.get(key) ?? -1) >= notice.seq) return;
     this.movedSeq.set(key, notice.seq);
@@ -206,12 +317,8 @@ export class XrouteService extends EventEmitter<XrouteEvents> {
   }
 
   private onRegister(register: HostRegister, arrival: Arrival): void {
-    if (this.node.role !== 'router' || !register.gatewayHid.equals(this.node.hid)) return;
-    if (!this.node.ad || !register.ad.equals(this.node.ad)) return this.reject('registration for another AD', arrival);
-    if (!this.fresh(register.timestamp)) return this.reject('stale registration', arrival);
     const key = register.hid.key;
-    const last = this.registerSeq.get(key);
-    if (last !== undefined && register.seq < last) return this.reject('old registration', arrival);
+    const last = this.registered.get(key)?.seq;
     const port = arrival.port;
     this.node.neighbors.learn({
       hid: register.hid,
@@ -224,15 +331,15 @@ export class XrouteService extends EventEmitter<XrouteEvents> {
     const ack = encodeRegisterAck({ hid: register.hid, gatewayHid: this.node.hid, seq: register.seq }, this.node.identity);
     this.node.sendDatagramOnPort(port, arrival.from!, Dag.chain(register.hid, WellKnownSid.XROUTE), ack);
     if (last === register.seq) return; // a retry of what we already installed: ack again, nothing else
-    this.registerSeq.set(key, register.seq);
+    this.registered.set(key, { seq: register.seq, port });
     const previous = this.node.routes.route(register.hid);
     this.node.routes.set(XidType.HID, { xid: register.hid, port, nextHop: register.hid, flags: 0, origin: 'register' });
     this.stats.registrations++;
     this.node.logger.info('host.registered', {
       hid: register.hid.toString(),
       port,
-      previousPort: previous?.port,
       linkId: register.linkId,
+      ...(previous ? { previousPort: previous.port } : {}),
     });
     this.emit('host-registered', {
       hid: register.hid,
