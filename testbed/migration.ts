@@ -32,7 +32,15 @@ export interface MigrationOptions {
   beaconIntervalMs?: number;
   logger?: Logger;
   /** Called after each move has settled, with the running testbed (tests inspect it). */
-  afterMove?: (testbed: RunningTestbed, figures: MoveFigures) => Promise<void>;
+  afterMove?: (testbed: RunningTestbed, figures: MoveFigures, parts: MigrationParts) => Promise<void>;
+  /** Called before each move (1-based), e.g. to flood the daemons first. */
+  beforeMove?: (testbed: RunningTestbed, move: number, parts: MigrationParts) => Promise<void>;
+}
+
+/** The mobility parts the testbed runs, for tests that look inside them. */
+export interface MigrationParts {
+  plugins: MobilityPlugin[];
+  agent: Agent;
 }
 
 export interface MoveFigures {
@@ -122,7 +130,9 @@ export async function runMigrationTestbed(options: MigrationOptions): Promise<Mi
     const vm = t.network.stack('VM').node;
     const segments = ['seg-A', 'seg-B'];
     await new Promise((r) => setTimeout(r, settleMs));
+    const parts: MigrationParts = { plugins, agent: agent! };
     for (let i = 0; i < moves; i++) {
+      await options.beforeMove?.(t, i + 1, parts);
       const from = segments[i % 2]!;
       const to = segments[(i + 1) % 2]!;
       // Done when the old gateway (or the one gateway, intra-AD) has rewritten its route.
@@ -171,7 +181,7 @@ export async function runMigrationTestbed(options: MigrationOptions): Promise<Mi
         noticeAckedMs: ackedMs ?? null,
       };
       figures.push(measured);
-      await options.afterMove?.(t, measured);
+      await options.afterMove?.(t, measured, parts);
     }
     return figures;
   };
