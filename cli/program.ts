@@ -5,6 +5,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { ConfigError, XmigError } from '../shared/errors.js';
+import { applyExamples } from './examples.js';
 import { ExitCode } from './exit-codes.js';
 
 type CommandModule = () => Promise<Command[]>;
@@ -28,6 +29,9 @@ const COMMANDS: Record<string, CommandModule> = {
   send: async () => [(await import('./mover-commands.js')).sendCommand()],
   recv: async () => [(await import('./mover-commands.js')).recvCommand()],
   lab: async () => [(await import('./lab-command.js')).labCommand()],
+  config: async () => [(await import('./setup-command.js')).configCommand()],
+  setup: async () => [(await import('./setup-command.js')).setupCommand()],
+  man: async () => [(await import('./man-command.js')).manCommand()],
   migrate: async () => [(await import('./migrate-command.js')).migrateCommand()],
   'disk-target': async () => [(await import('./disk-target-command.js')).diskTargetCommand()],
 };
@@ -43,12 +47,45 @@ export async function buildProgram(name?: string): Promise<Command> {
     .configureHelp({ sortSubcommands: true });
   const wanted = name !== undefined && Object.hasOwn(COMMANDS, name) ? [COMMANDS[name]!] : Object.values(COMMANDS);
   for (const load of wanted) for (const command of await load()) program.addCommand(command);
+  applyExamples(program);
+  program.hook('preAction', (_program, action) => warnIgnored(action));
   return program;
+}
+
+/** Flags that do nothing without another one: said on stderr, not silently dropped. */
+const IGNORED_WITHOUT: ReadonlyArray<{ command: string; option: string; without: string }> = [
+  { command: 'xip decode', option: 'udpPort', without: 'pcap' },
+  { command: 'testbed', option: 'moves', without: 'migrate' },
+  { command: 'testbed', option: 'pauseMs', without: 'migrate' },
+  { command: 'setup', option: 'purge', without: 'remove' },
+  { command: 'setup', option: 'node', without: 'topology' },
+  { command: 'setup', option: 'address', without: 'topology' },
+  { command: 'config', option: 'node', without: 'topology' },
+  { command: 'config', option: 'address', without: 'topology' },
+];
+
+function flagOf(command: Command, key: string): string {
+  return command.options.find((o) => o.attributeName() === key)?.long ?? key;
+}
+
+export function ignoredFlags(action: Command): string[] {
+  const path: string[] = [];
+  for (let c: Command | null = action; c?.parent; c = c.parent) path.unshift(c.name());
+  const name = path.join(' ');
+  const given = (key: string): boolean => action.getOptionValueSource(key) === 'cli';
+  return IGNORED_WITHOUT.filter((rule) => rule.command === name && given(rule.option) && !given(rule.without)).map(
+    (rule) => `${flagOf(action, rule.option)} is ignored without ${flagOf(action, rule.without)}`,
+  );
+}
+
+function warnIgnored(action: Command): void {
+  for (const warning of ignoredFlags(action)) process.stderr.write(`xmig: warning: ${warning}\n`);
 }
 
 function exitCodeFor(error: unknown): number {
   if (error instanceof ConfigError) return ExitCode.CONFIG;
   if (error instanceof XmigError) {
+    if (error.code === 'ERR_CONFIG') return ExitCode.CONFIG;
     if (error.code === 'ERR_USAGE') return ExitCode.USAGE;
     if (error.code === 'ERR_UNREACHABLE' || error.code === 'ERR_TIMEOUT') return ExitCode.UNAVAILABLE;
     return ExitCode.DATA;
