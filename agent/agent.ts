@@ -34,6 +34,8 @@ import { removeStaleRoutes } from './stale-routes.js';
 export type { ServedName };
 
 export interface AgentOptions {
+  /** The VM's name, on every log event as `vm`. */
+  vm?: string;
   api: NodeApi;
   routes: RouteBackend;
   /** The VM's key: its HID is SHA-1 of this key, so only it can sign for the HID. */
@@ -84,7 +86,8 @@ export class Agent implements Startable {
   private readonly moveListeners = new Set<(move: MoveRecord) => void>();
 
   constructor(private readonly options: AgentOptions) {
-    this.logger = (options.logger ?? silentLogger()).child({ component: 'agent' });
+    // `vm` on every event: journalctl -o cat | grep '"vm":"vm1"' follows one VM through its moves.
+    this.logger = (options.logger ?? silentLogger()).child({ component: 'agent', vm: options.vm });
     this.state = new AgentStateStore(options.stateFile);
     this.state.onError = (error) => this.logger.error('agent.state-write-failed', { reason: errorMessage(error) });
     this.metrics = agentMetrics(options.registry);
@@ -201,7 +204,7 @@ export class Agent implements Startable {
       try {
         const { attempts } = await this.notices.announce(from, to, signal);
         move.noticeAckedMs = since();
-        this.metrics?.latency.observe({ milestone: 'notice-acked' }, move.noticeAckedMs);
+        this.metrics?.latency.observe({ milestone: 'notice-acked' }, move.noticeAckedMs / 1000);
         this.logger.info('move.notified', { phase: 'notification', gateway: to.gateway.toString(), attempts, ms: move.noticeAckedMs });
       } catch (error) {
         if (!signal.aborted) this.logger.warn('move.notify-failed', { phase: 'notification', reason: errorMessage(error) });
@@ -212,7 +215,7 @@ export class Agent implements Startable {
     const register = async (): Promise<void> => {
       if (!(await this.registrar.registerAll(to.ad, this.hid, true, signal))) return;
       move.registeredMs = since();
-      this.metrics?.latency.observe({ milestone: 'registered' }, move.registeredMs);
+      this.metrics?.latency.observe({ milestone: 'registered' }, move.registeredMs / 1000);
       this.logger.info('move.registered', { phase: 'registration', names: this.options.names.length, ad: to.ad.toString(), ms: move.registeredMs });
     };
     const clean = async (): Promise<void> => {
@@ -225,7 +228,7 @@ export class Agent implements Startable {
         });
         move.cleanedMs = since();
         move.removedRoutes = result.removed;
-        this.metrics?.latency.observe({ milestone: 'cleaned' }, move.cleanedMs);
+        this.metrics?.latency.observe({ milestone: 'cleaned' }, move.cleanedMs / 1000);
         this.logger.info('move.cleaned', { phase: 'cleanup', removed: result.removed, adFixed: result.adFixed, ms: move.cleanedMs });
       } catch (error) {
         this.logger.warn('move.cleanup-failed', { phase: 'cleanup', reason: errorMessage(error) });

@@ -63,15 +63,16 @@ export class NameRegistrar {
           deadlineMs: Infinity,
           onRetry: () => {
             this.stats.registrationRetries++;
-            metrics?.registrationFailures.inc();
+            metrics?.registrations.inc({ result: 'retransmitted' });
           },
         });
         this.stats.registrations++;
+        metrics?.registrations.inc({ result: 'ok' });
         return true;
       } catch (error) {
         if (signal.aborted) return false;
         this.stats.registrationFailures++;
-        metrics?.registrationFailures.inc();
+        metrics?.registrations.inc({ result: 'failed' });
         if (error instanceof NameRefusedError && error.permanent) {
           logger.error('name.register-refused', { phase: 'registration', name, seq, reason: error.reason });
           return false;

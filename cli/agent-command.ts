@@ -17,8 +17,12 @@ export function agentCommand(): Command {
     .description('the in-VM self-adaptive agent: perceives moves, re-registers names, notifies the new gateway, cleans stale routes')
     .requiredOption('-c, --config <file>', 'agent config (JSON)')
     .addOption(new Option('--log-level <level>', 'override the log level').choices(['error', 'warn', 'info', 'debug']))
-    .action(async (options: { config: string; logLevel?: string }) => {
-      const config = loadConfig(agentConfigSchema, { file: options.config, overrides: { logLevel: options.logLevel } });
+    .option('--metrics-port <port>', 'serve /metrics on this port (0: any free one, logged)', (v) => Number(v))
+    .action(async (options: { config: string; logLevel?: string; metricsPort?: number }) => {
+      const config = loadConfig(agentConfigSchema, {
+        file: options.config,
+        overrides: { logLevel: options.logLevel, metrics: options.metricsPort === undefined ? undefined : { port: options.metricsPort } },
+      });
       const logger = createLogger({ component: 'agent', level: config.logLevel });
       const registry = createRegistry({ processMetrics: true });
       const systemd = systemdNotifier({ onError: (error) => logger.warn('systemd.notify-failed', { reason: error.message }) });
@@ -30,13 +34,14 @@ export function agentCommand(): Command {
         names: config.names.map((n) => ({ name: n.name, sid: n.sid ? Xid.parse(n.sid) : undefined })),
         stateFile: config.stateFile,
         nameServer: config.nameServer ? Dag.parse(config.nameServer) : undefined,
+        vm: config.router,
         logger,
         registry,
         resume: config.resume,
         schedules: config.schedules,
       });
       await agent.start();
-      const metrics = config.metrics ? await startMetricsServer(registry, config.metrics) : undefined;
+      const metrics = config.metrics ? await startMetricsServer(registry, { ...config.metrics, logger }) : undefined;
       systemd.ready('watching for moves');
       await waitForShutdown(logger);
       systemd.stop();
