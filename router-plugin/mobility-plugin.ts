@@ -34,7 +34,8 @@ import type { Datagram, DatagramSocket, NodeApi } from '../xianet/api/node-api.j
 import { encodeHidMoved } from '../xianet/xroute-message.js';
 import { decodeMobility, encodeMobility, MobilityType, type MobilityTypeCode } from '../shared/mobility-message.js';
 import { NoticeForwarder, type ForwarderOptions } from './notice-forwarder.js';
-import { NoticeVerifier, type RejectReason, type VerifierOptions } from './notice-verifier.js';
+import { DURATION_BUCKETS_SECONDS, eachValue, zeroSeries } from '../shared/metrics.js';
+import { NoticeVerifier, REJECT_REASONS, type RejectReason, type VerifierOptions } from './notice-verifier.js';
 import { RouteRewriter, type Placement, type Role } from './route-rewriter.js';
 
 export type { Role };
@@ -132,14 +133,20 @@ export class MobilityPlugin implements Startable {
         rejected: new Counter({ name: 'xmig_plugin_notices_rejected_total', help: 'Notices rejected, by reason', labelNames: ['reason'] as const, registers: [registry] }),
         rewritten: new Counter({ name: 'xmig_plugin_routes_rewritten_total', help: 'HID routes rewritten', registers: [registry] }),
         latency: new Histogram({
-          name: 'xmig_plugin_propagation_ms',
+          name: 'xmig_plugin_propagation_seconds',
           help: 'From the VM signing a notice to this router rewriting its route (ms)',
           labelNames: ['role'] as const,
-          buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000],
+          buckets: DURATION_BUCKETS_SECONDS,
           registers: [registry],
         }),
       };
       this.refusals.register(registry, 'xmig_plugin_refusals_total', 'Mobility messages and state refused, by resource and reason');
+      // Every known series at 0: a dashboard's rate() of a reason never seen is 0, not absent.
+      const roles = ['new-gateway', 'same-gateway', 'old-gateway', 'transit'];
+      zeroSeries(this.metrics.received, eachValue('kind', ['notice', 'forwarded', 'ack', 'junk']));
+      zeroSeries(this.metrics.accepted, eachValue('role', roles));
+      zeroSeries(this.metrics.rejected, eachValue('reason', [...REJECT_REASONS]));
+      for (const role of roles) this.metrics.latency.zero({ role });
     }
   }
 
@@ -293,7 +300,7 @@ export class MobilityPlugin implements Startable {
     const latencyMs = Math.max(0, Date.now() - notice.timestamp);
     this.metrics?.rewritten.inc();
     this.metrics?.accepted.inc({ role: placement.role });
-    this.metrics?.latency.observe({ role: placement.role }, latencyMs);
+    this.metrics?.latency.observe({ role: placement.role }, latencyMs / 1000);
     this.logger.info('route.rewritten', { hid, seq: notice.seq, role: placement.role, port: placement.port, nextHop: placement.nextHop, ms: latencyMs, ad: notice.newAd.toString() });
     const rewrite: Rewrite = { hid: notice.hid, seq: notice.seq, role: placement.role, port: placement.port, nextHop: placement.nextHop, latencyMs };
     for (const listener of this.listeners) listener(rewrite);

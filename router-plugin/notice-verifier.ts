@@ -20,16 +20,9 @@ import { errorMessage, SignatureError } from '../shared/errors.js';
 import { KeyedRateLimiter, LruMap, TokenBucket } from '../shared/limits.js';
 import { openMoveNotice, peekMoveNotice, type MoveNotice } from '../shared/move-notice.js';
 
-export type RejectReason =
-  | 'malformed'
-  | 'stale'
-  | 'old-sequence'
-  | 'duplicate'
-  | 'bad-signature'
-  | 'key-mismatch'
-  | 'rate-limited'
-  | 'hid-rate'
-  | 'new-hid-rate';
+/** Why a notice was refused (a label of xmig_plugin_notices_rejected_total). */
+export const REJECT_REASONS = ['malformed', 'stale', 'old-sequence', 'duplicate', 'bad-signature', 'key-mismatch', 'rate-limited', 'hid-rate', 'new-hid-rate'] as const;
+export type RejectReason = (typeof REJECT_REASONS)[number];
 
 export type Verdict =
   | { accepted: true; notice: MoveNotice; repeat: boolean }
