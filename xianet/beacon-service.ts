@@ -13,6 +13,7 @@ import { datagramData } from './datagram.js';
 import type { LinkAddress } from './link.js';
 import type { Arrival, XiaNode } from './node.js';
 import { decodeXhcp, encodeBeacon } from './xhcp.js';
+import { Counter, type Registry } from '../shared/metrics.js';
 
 export const XHCP_BROADCAST_DAG = Dag.chain(BROADCAST_HID, WellKnownSid.XHCP);
 
@@ -125,4 +126,19 @@ export class BeaconService implements Startable {
     if (!this.node.interface(port)?.hostFacing) return;
     if (this.node.sendDatagramOnPort(port, to, XHCP_BROADCAST_DAG, this.beacon(port))) this.stats.solicitsAnswered++;
   }
+}
+
+/** `xianet_beacons_sent_total{node,kind}`: periodic beacons, and the answers to solicitations. */
+export function registerBeaconMetrics(registry: Registry, node: string, beacons: BeaconService): void {
+  new Counter({
+    name: 'xianet_beacons_sent_total',
+    help: 'XHCP beacons sent by this router: periodic (one per host-facing interface and period), solicited (answers to a host that asked)',
+    labelNames: ['node', 'kind'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc({ node, kind: 'periodic' }, beacons.stats.beaconsSent);
+      this.inc({ node, kind: 'solicited' }, beacons.stats.solicitsAnswered);
+    },
+  });
 }

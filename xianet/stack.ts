@@ -9,7 +9,7 @@ import type { Dag } from '../shared/dag.js';
 import type { Identity } from '../shared/identity.js';
 import type { Logger } from '../shared/logger.js';
 import { XidType, type Xid } from '../shared/xid.js';
-import { BeaconService } from './beacon-service.js';
+import { BeaconService, registerBeaconMetrics } from './beacon-service.js';
 import { ChunkService } from './chunk/chunk-service.js';
 import { StreamTransport } from './xstream/stream-transport.js';
 import type { StreamOptions } from './xstream/stream-connection.js';
@@ -68,6 +68,7 @@ export class XiaStack {
         beaconIntervalMs: options.beaconIntervalMs,
         nameServer: options.nameServer,
       });
+      if (components.registry) registerBeaconMetrics(components.registry, options.name, this.beacons);
     } else {
       this.join = new HostJoin(this.node, this.xroute, {
         ...options.join,

@@ -335,7 +335,10 @@ export class XrouteService extends EventEmitter<XrouteEvents> implements Startab
     const previous = this.node.routes.route(register.hid);
     this.node.routes.set(XidType.HID, { xid: register.hid, port, nextHop: register.hid, flags: 0, origin: 'register' });
     this.stats.registrations++;
-    this.node.logger.info('host.registered', {
+    // A renewal (same host, same port, every few seconds) is routine: debug. A new host, or one
+    // that moved to another port, is news: info.
+    const renewal = previous?.origin === 'register' && previous.port === port;
+    this.node.logger[renewal ? 'debug' : 'info']('host.registered', {
       hid: register.hid.toString(),
       port,
       linkId: register.linkId,

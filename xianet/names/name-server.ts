@@ -10,6 +10,7 @@
  */
 import type { Registry } from 'prom-client';
 import { Counter } from 'prom-client';
+import { zeroSeries } from '../../shared/metrics.js';
 import { errorMessage } from '../../shared/errors.js';
 import { KeyedRateLimiter, Refusals, TokenBucket } from '../../shared/limits.js';
 import { silentLogger, type Logger } from '../../shared/logger.js';
@@ -100,6 +101,11 @@ export class NameServer implements Startable {
           registers: [options.registry],
         }),
       };
+      // The known series at 0 from the start.
+      zeroSeries(this.metrics.requests, [
+        ...['register', 'query', 'rquery'].flatMap((type) => [{ type, result: 'ok' }, { type, result: 'error' }]),
+        { type: 'unknown', result: 'malformed' },
+      ]);
       this.refusals.register(options.registry, 'xmig_nameserver_refusals_total', 'Name-service requests refused, by resource and reason');
     }
   }
