@@ -1,6 +1,6 @@
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { Dag } from '../shared/dag.js';
-import { createLogger } from '../shared/logger.js';
+import { createLogger, type LogLevel } from '../shared/logger.js';
 import { createRegistry, startMetricsServer } from '../shared/metrics.js';
 import { NodeClient } from '../xianet/api/api-client.js';
 import { NameClient } from '../xianet/names/name-client.js';
@@ -22,9 +22,10 @@ export function nameserverCommand(): Command {
     .option('--db <file>', 'where records are persisted (an append-only log; a names.json of the earlier format is converted)', '/var/lib/xmig/names.log')
     .option('--max-names <n>', 'most names held in all', positiveInteger, 100_000)
     .option('--max-names-per-owner <n>', 'most names one key may own', positiveInteger, 64)
-    .option('--metrics-port <port>', 'serve /metrics on this port', (v) => Number(v))
-    .action(async (options: { api: string; db: string; maxNames: number; maxNamesPerOwner: number; metricsPort?: number }) => {
-      const logger = createLogger({ component: 'nameserver' });
+    .option('--metrics-port <port>', 'serve /metrics on this port (0: any free one, logged)', (v) => Number(v))
+    .addOption(new Option('--log-level <level>', 'log level').choices(['error', 'warn', 'info', 'debug']))
+    .action(async (options: { api: string; db: string; maxNames: number; maxNamesPerOwner: number; metricsPort?: number; logLevel?: LogLevel }) => {
+      const logger = createLogger({ component: 'nameserver', level: options.logLevel });
       const registry = createRegistry({ processMetrics: true });
       const api = await NodeClient.connect(options.api);
       const server = new NameServer(api, {
@@ -34,7 +35,7 @@ export function nameserverCommand(): Command {
         registry,
       });
       await server.start();
-      const metrics = options.metricsPort === undefined ? undefined : await startMetricsServer(registry, { port: options.metricsPort });
+      const metrics = options.metricsPort === undefined ? undefined : await startMetricsServer(registry, { port: options.metricsPort, logger });
       const systemd = systemdNotifier({ onError: (error) => logger.warn('systemd.notify-failed', { reason: error.message }) });
       systemd.ready('serving names');
       await waitForShutdown(logger);

@@ -47,7 +47,7 @@ export function routerPluginCommand(): Command {
         registry,
       });
       await plugin.start();
-      const metrics = options.metricsPort === undefined ? undefined : await startMetricsServer(registry, { port: options.metricsPort });
+      const metrics = options.metricsPort === undefined ? undefined : await startMetricsServer(registry, { port: options.metricsPort, logger });
       systemd.ready('verifying notices');
       await waitForShutdown(logger);
       systemd.stop();

@@ -30,7 +30,7 @@ export const INSTALL = {
   nodeKey: '/var/lib/xmig/node.key',
   adKey: '/var/lib/xmig/ad.key',
   agentState: '/var/lib/xmig/agent.json',
-  names: '/var/lib/xmig/names.json',
+  names: '/var/lib/xmig/names.log',
   /** The node's Click-compatible control port (the agent and a separate router plugin use it). */
   control: { host: '127.0.0.1', port: 7100 },
   /** /metrics of each daemon, on loopback (scrape through a reverse proxy or change host). */
