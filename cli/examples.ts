@@ -22,7 +22,11 @@ export const EXAMPLES: Record<string, readonly string[]> = {
   'cal ask': ['xmig cal ask goldbach.vm', 'xmig cal ask goldbach.vm --pin --json'],
   agent: ['xmig agent --config /etc/xmig/agent.json', 'xmig agent --config agent.json --metrics-port 9561 --log-level debug'],
   'router-plugin': ['xmig router-plugin --control 127.0.0.1:7100 --router R1 --key /var/lib/xmig/node.key --metrics-port 9562'],
-  send: [`qemu: migrate "exec:xmig send --to ${MIGRATION}"`, 'xmig send --transport tcp --to 10.0.0.2:4444 < vm.state'],
+  send: [
+    `qemu: migrate "exec:xmig send --to ${MIGRATION}"`,
+    `qemu: migrate "exec:xmig send --to ${MIGRATION} --metrics-textfile /var/lib/prometheus/node-exporter/xmig-send.prom"`,
+    'xmig send --transport tcp --to 10.0.0.2:4444 < vm.state',
+  ],
   recv: ['qemu-system-x86_64 … -incoming "exec:xmig recv"', 'xmig recv --from HID:… --stats recv.json > vm.state'],
   migrate: [
     `xmig migrate --qmp /run/vm.qmp --to ${MIGRATION} --report m.json`,

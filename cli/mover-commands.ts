@@ -11,9 +11,14 @@ import { admitTcpFrom, admitXiaFrom, connectTcp, connectXia, listenTcp, listenXi
 import { MigrationReceiver } from '../mover/receiver.js';
 import { DEFAULT_CHUNK_BYTES, MigrationSender } from '../mover/sender.js';
 import { DEFAULT_API_SOCKET } from './defaults.js';
+import { MoverMetrics, type MoverFigures, type MoverPhase, type MoverSide } from '../mover/mover-metrics.js';
+import { startMetricsServer } from '../shared/metrics.js';
+import type { Logger } from '../shared/logger.js';
 import { resolveTarget } from './resolve-target.js';
 
 interface MoverFlags {
+  metricsPort?: number;
+  metricsTextfile?: string;
   transport: 'xia' | 'tcp';
   api: string;
   stats?: string;
@@ -26,6 +31,8 @@ function common(command: Command): Command {
     .addOption(new Option('-t, --transport <kind>', 'xia: chunks over the local XIA node; tcp: the same protocol over TCP/IP').choices(['xia', 'tcp']).default('xia'))
     .option('--api <socket>', 'the local node API socket (xia)', DEFAULT_API_SOCKET)
     .option('--stats <file>', 'write the transfer figures (JSON) here when done')
+    .option('--metrics-port <port>', 'serve /metrics on this port while it runs', (v) => Number(v))
+    .option('--metrics-textfile <file>', 'write the metrics here every second and at the end (node exporter textfile collector: a .prom file)')
     .option('--resume-deadline-ms <ms>', 'how long a lost control connection may take to come back', (v) => Number(v), 10_000)
     .addOption(new Option('--log-level <level>', 'log level (logs go to stderr)').choices(['error', 'warn', 'info', 'debug']).env('XMIG_LOG_LEVEL').default('warn'));
 }
@@ -41,6 +48,10 @@ export function sendCommand(): Command {
       const logger = createLogger({ component: 'mover', destination: 'stderr', level: options.logLevel });
       let sender: MigrationSender | undefined;
       let api: NodeClient | undefined;
+      const metrics = await moverMetrics('send', options, logger, () => {
+        const s = sender?.snapshot();
+        return { bytes: s?.bytes ?? 0, chunks: { published: (s?.chunks ?? 0) - (s?.zeroChunks ?? 0), zero: s?.zeroChunks ?? 0 }, rounds: s?.rounds, reconnects: s?.reconnects };
+      });
       try {
         api = options.transport === 'xia' ? await NodeClient.connect(options.api) : undefined;
         let connect;
@@ -64,10 +75,13 @@ export function sendCommand(): Command {
           maxUnackedBytes: options.windowMb === undefined ? undefined : options.windowMb * 1024 * 1024,
           resumeDeadlineMs: options.resumeDeadlineMs,
           logger,
+          onProgress: () => metrics?.metrics.setPhase('transfer'),
         });
         const report = await sender.run();
+        await metrics?.finish('done');
         if (options.stats) writeFileSync(options.stats, JSON.stringify({ role: 'send', transport: options.transport, ...report }));
       } catch (error) {
+        await metrics?.finish('failed');
         // QEMU must see its pipe break at once, so it fails the migration and the VM runs on.
         process.stdin.destroy();
         // xmig migrate reads the real reason here: QEMU itself only sees a broken pipe.
@@ -93,6 +107,11 @@ export function recvCommand(): Command {
     .option('--from <sender...>', 'accept the migration only from these senders: a DAG, name or HID (xia), an IP address (tcp)')
     .action(async (options: MoverFlags & { sid: string; listen: string; from?: string[] }) => {
       const logger = createLogger({ component: 'mover', destination: 'stderr', level: options.logLevel });
+      let retriever: XiaRetriever | TcpRetriever | undefined;
+      const metrics = await moverMetrics('recv', options, logger, () => ({
+        bytes: retriever?.stats.bytes ?? 0,
+        chunks: { verified: retriever?.stats.fetched ?? 0, refetched: retriever?.stats.corrupt ?? 0 },
+      }));
       const api = options.transport === 'xia' ? await NodeClient.connect(options.api) : undefined;
       try {
         const listening = api
@@ -104,11 +123,19 @@ export function recvCommand(): Command {
           output: process.stdout,
           accept: () => listening.accept(),
           admit,
-          retriever: (mode, source) => (mode === 'xia' && api ? new XiaRetriever(api, Dag.parse(source)) : new TcpRetriever()),
+          retriever: (mode, source) => {
+            retriever = mode === 'xia' && api ? new XiaRetriever(api, Dag.parse(source)) : new TcpRetriever();
+            metrics?.metrics.setPhase('transfer');
+            return retriever;
+          },
           resumeDeadlineMs: options.resumeDeadlineMs,
           logger,
         });
-        const report = await receiver.run();
+        const report = await receiver.run().catch(async (error: unknown) => {
+          await metrics?.finish('failed');
+          throw error;
+        });
+        await metrics?.finish('done');
         await listening.close();
         if (options.stats) writeFileSync(options.stats, JSON.stringify({ role: 'recv', transport: options.transport, ...report }));
       } finally {
@@ -123,4 +150,28 @@ async function senderHid(text: string, api: NodeClient): Promise<Xid> {
   const hid = (await resolveTarget(text, api)).find(XidType.HID);
   if (!hid) throw new XmigError('ERR_CONFIG', `--from ${text}: its DAG has no HID`);
   return hid;
+}
+
+/** The mover's metrics, when asked for: /metrics while it runs, a textfile for the node exporter, or both. */
+async function moverMetrics(
+  side: MoverSide,
+  flags: MoverFlags,
+  logger: Logger,
+  figures: () => MoverFigures,
+): Promise<{ metrics: MoverMetrics; finish(phase: MoverPhase): Promise<void> } | undefined> {
+  if (flags.metricsPort === undefined && flags.metricsTextfile === undefined) return undefined;
+  const metrics = new MoverMetrics(side, figures);
+  const server = flags.metricsPort === undefined ? undefined : await startMetricsServer(metrics.registry, { port: flags.metricsPort, logger });
+  if (flags.metricsTextfile) metrics.startTextfile(flags.metricsTextfile);
+  let finished = false;
+  return {
+    metrics,
+    finish: async (phase) => {
+      if (finished) return;
+      finished = true;
+      metrics.setPhase(phase);
+      await metrics.stop(flags.metricsTextfile);
+      await server?.close();
+    },
+  };
 }
