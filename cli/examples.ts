@@ -39,6 +39,8 @@ export const EXAMPLES: Record<string, readonly string[]> = {
     'xmig config --role hypervisor --out /tmp/xmig-configs',
   ],
   setup: ['xmig setup router --name R1', 'xmig setup vm --name vm1', 'xmig setup hypervisor --topology fig1b.json --node A --address …', 'xmig setup --remove vm --purge'],
+  lab: ['xmig lab image', 'xmig lab image --cache-dir /var/cache/xmig-lab --json'],
+  'lab image': ['xmig lab image', 'xmig lab image --cache-dir /var/cache/xmig-lab --json'],
   man: ['xmig man | man -l -', 'xmig man > xmig.1'],
 };
 
