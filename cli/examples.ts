@@ -21,7 +21,7 @@ export const EXAMPLES: Record<string, readonly string[]> = {
   'cal serve': ['xmig cal serve --name goldbach.vm --owner-key /var/lib/xmig/node.key'],
   'cal ask': ['xmig cal ask goldbach.vm', 'xmig cal ask goldbach.vm --pin --json'],
   agent: ['xmig agent --config /etc/xmig/agent.json', 'xmig agent --config agent.json --metrics-port 9561 --log-level debug'],
-  'router-plugin': ['xmig router-plugin --control 127.0.0.1:7100 --router R1 --key /var/lib/xmig/node.key --metrics-port 9562'],
+  'router-plugin': ['xmig router-plugin --control /run/xmig/control.sock --router R1 --key /var/lib/xmig/node.key --metrics-port 9562'],
   send: [
     `qemu: migrate "exec:xmig send --to ${MIGRATION}"`,
     `qemu: migrate "exec:xmig send --to ${MIGRATION} --metrics-textfile /var/lib/prometheus/node-exporter/xmig-send.prom"`,

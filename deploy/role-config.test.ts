@@ -30,7 +30,7 @@ describe('roleConfig', () => {
     expect(config.files.every((f) => f.mode === 0o640)).toBe(true);
     if (role === 'vm') {
       const agent = parseConfig(agentConfigSchema, JSON.parse(config.files.find((f) => f.path.endsWith('agent.json'))!.content));
-      expect(agent).toMatchObject({ api: INSTALL.apiSocket, router: node.name, keyFile: INSTALL.nodeKey, control: '127.0.0.1:7100' });
+      expect(agent).toMatchObject({ api: INSTALL.apiSocket, router: node.name, keyFile: INSTALL.nodeKey, control: '/run/xmig/control.sock' });
       expect(config.units).toEqual(['xmig-node.service', 'xmig-agent.service']);
     } else {
       expect(config.units).toEqual(['xmig-node.service']);

@@ -31,8 +31,11 @@ export const INSTALL = {
   adKey: '/var/lib/xmig/ad.key',
   agentState: '/var/lib/xmig/agent.json',
   names: '/var/lib/xmig/names.log',
-  /** The node's Click-compatible control port (the agent and a separate router plugin use it). */
-  control: { host: '127.0.0.1', port: 7100 },
+  /**
+   * The node's Click-compatible control port, a Unix socket (0660, group xmig: the agent
+   * and a separate router plugin, both user xmig, write routes through it).
+   */
+  controlSocket: '/run/xmig/control.sock',
   /** /metrics of each daemon, on loopback (scrape through a reverse proxy or change host). */
   metricsPort: { node: 9560, agent: 9561, 'router-plugin': 9562, nameserver: 9563 },
   /** Without a topology: the LAN segment's multicast group and the UDP port of every interface. */
@@ -100,7 +103,7 @@ function nodeFromTopology(options: RoleConfigOptions): NodeConfig {
     adKeyFile: entry.role === 'router' ? INSTALL.adKey : undefined,
     // Real links: the interface's MTU is read from the system (udp-link.ts).
     interfaces: config.interfaces.map(({ mtu: _mtu, ...iface }) => iface) as NodeConfig['interfaces'],
-    controlPort: { ...INSTALL.control },
+    controlPort: { path: INSTALL.controlSocket, mode: 0o660, readOnly: false },
     apiSocket: INSTALL.apiSocket,
   };
 }
@@ -127,7 +130,7 @@ function standaloneNode(options: RoleConfigOptions): NodeConfig {
       } as NodeConfig['interfaces'][number],
     ],
     routes: [],
-    controlPort: { ...INSTALL.control },
+    controlPort: { path: INSTALL.controlSocket, mode: 0o660, readOnly: false },
     apiSocket: INSTALL.apiSocket,
     plugins: [],
     logLevel: 'info',
@@ -152,7 +155,7 @@ export function roleConfig(options: RoleConfigOptions): RoleConfig {
   if (options.role === 'vm') {
     agent = {
       api: INSTALL.apiSocket,
-      control: `${INSTALL.control.host}:${INSTALL.control.port}`,
+      control: INSTALL.controlSocket,
       router: node.name,
       keyFile: INSTALL.nodeKey,
       stateFile: INSTALL.agentState,
@@ -172,7 +175,7 @@ export function roleConfig(options: RoleConfigOptions): RoleConfig {
       content: [
         '# xmig-router-plugin.service: the router whose routes the plugin rewrites (a Click',
         '# ControlSocket: an xmig node or xia-core), and that router\'s name on it.',
-        `XMIG_CONTROL=${INSTALL.control.host}:${INSTALL.control.port}`,
+        `XMIG_CONTROL=${INSTALL.controlSocket}`,
         `XMIG_ROUTER=${node.name}`,
         '',
       ].join('\n'),

@@ -36,15 +36,15 @@ describe.skipIf(!hasPromtool)('every daemon’s /metrics', () => {
     await network.start();
     for (const name of ['R1', 'A']) urls.set(`node ${name}`, await metricsUrl(network.processes.get(name)!, 'node.ready'));
     const r1 = network.layout.configs.get('R1')!;
-    const control = r1.controlPort as { host: string; port: number };
-    const plugin = startXmig(['router-plugin', '--api', network.api('R1'), '--control', `${control.host}:${control.port}`, '--router', 'R1', '--key', r1.keyFile, '--metrics-port', '0']);
+    const control = r1.controlPort as { path: string };
+    const plugin = startXmig(['router-plugin', '--api', network.api('R1'), '--control', control.path, '--router', 'R1', '--key', r1.keyFile, '--metrics-port', '0']);
     const names = startXmig(['nameserver', '--api', network.api('A'), '--db', join(network.dir, 'names.log'), '--metrics-port', '0']);
     const b = network.layout.configs.get('B')!;
-    const bControl = b.controlPort as { host: string; port: number };
+    const bControl = b.controlPort as { path: string };
     const agentConfig = join(network.dir, 'agent.json');
     writeFileSync(
       agentConfig,
-      JSON.stringify({ api: network.api('B'), control: `${bControl.host}:${bControl.port}`, router: 'B', keyFile: b.keyFile, stateFile: join(network.dir, 'agent-state.json') }),
+      JSON.stringify({ api: network.api('B'), control: bControl.path, router: 'B', keyFile: b.keyFile, stateFile: join(network.dir, 'agent-state.json') }),
     );
     const agent = startXmig(['agent', '--config', agentConfig, '--metrics-port', '0']);
     others.push(plugin, names, agent);
