@@ -134,7 +134,7 @@ export class MobilityPlugin implements Startable {
         rewritten: new Counter({ name: 'xmig_plugin_routes_rewritten_total', help: 'HID routes rewritten', registers: [registry] }),
         latency: new Histogram({
           name: 'xmig_plugin_propagation_seconds',
-          help: 'From the VM signing a notice to this router rewriting its route (ms)',
+          help: 'From the VM signing a notice to this router rewriting its route',
           labelNames: ['role'] as const,
           buckets: DURATION_BUCKETS_SECONDS,
           registers: [registry],
