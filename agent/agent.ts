@@ -87,7 +87,7 @@ export class Agent implements Startable {
 
   constructor(private readonly options: AgentOptions) {
     // `vm` on every event: journalctl -o cat | grep '"vm":"vm1"' follows one VM through its moves.
-    this.logger = (options.logger ?? silentLogger()).child({ component: 'agent', vm: options.vm });
+    this.logger = (options.logger ?? silentLogger()).child({ component: 'agent', ...(options.vm === undefined ? {} : { vm: options.vm }) });
     this.state = new AgentStateStore(options.stateFile);
     this.state.onError = (error) => this.logger.error('agent.state-write-failed', { reason: errorMessage(error) });
     this.metrics = agentMetrics(options.registry);
