@@ -50,15 +50,8 @@ export function diskTargetCommand(): Command {
     .addHelpText(
       'after',
       `
-Examples (on the destination host, next to its QEMU):
-  qemu-img create -f qcow2 /var/lib/xmig/vm.qcow2 4G
-  qemu-system-x86_64 ... -drive file=/var/lib/xmig/vm.qcow2,format=qcow2,if=virtio \\
-    -qmp unix:/run/vm.qmp,server=on,wait=off -incoming 'exec:xmig recv'
-  xmig disk-target --qmp /run/vm.qmp
-and on the source host: xmig migrate --disk --qmp /run/vm.qmp --to <destination>
-The TCP/IP baseline (QEMU's own transports, no xianet):
-  xmig disk-target --qmp /run/vm.qmp --transport tcp --listen 0.0.0.0:4445 --nbd-listen 0.0.0.0:10809
-  xmig migrate --disk --qmp /run/vm.qmp --transport qemu-tcp --to hostB:4444 --disk-to hostB:4445
+Run it on the destination host, next to its QEMU started with -incoming 'exec:xmig recv' and the
+(empty, big enough) destination disk; the source runs xmig migrate --disk.
 
 Exit status: 0 the destination runs on the migrated disk, 1 the migration failed (disk discarded).`,
     )

@@ -32,6 +32,11 @@ export const EXAMPLES: Record<string, readonly string[]> = {
     `xmig migrate --qmp /run/vm.qmp --to ${MIGRATION} --report m.json`,
     'xmig migrate --qmp /run/vm.qmp --to vm-dest --timeout 60 --timeout-action switchover --auto-converge',
   ],
+  'disk-target': [
+    'xmig disk-target --qmp /run/vm.qmp',
+    'xmig disk-target --qmp /run/vm.qmp --from A.hosts --stats disk.json',
+    'xmig disk-target --qmp /run/vm.qmp --transport tcp --listen 0.0.0.0:4445 --nbd-listen 0.0.0.0:10809',
+  ],
   'migrate status': ['xmig migrate status', 'xmig migrate status --qmp /run/vm.qmp --json'],
   config: [
     'xmig config --role vm --name vm1',
