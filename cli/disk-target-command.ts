@@ -15,8 +15,7 @@ import { DiskTarget, listenOnDiskSid } from '../mover/disk-target.js';
 import { parseSocketAddress } from '../xianet/udp-link.js';
 import { DEFAULT_API_SOCKET } from './defaults.js';
 import { ExitCode } from './exit-codes.js';
-import { resolveTarget } from './resolve-target.js';
-import { XidType } from '../shared/xid.js';
+import { hostHid } from './host-hid.js';
 import { XmigError } from '../shared/errors.js';
 
 interface DiskTargetFlags {
@@ -63,7 +62,7 @@ Exit status: 0 the destination runs on the migrated disk, 1 the migration failed
       try {
         const tcp = parseSocketAddress(options.listen);
         const listen = api ? listenOnDiskSid(api, Xid.parse(options.sid)) : () => listenTcp(tcp.host, tcp.port);
-        const admit = !options.from ? undefined : api ? admitXiaFrom(await Promise.all(options.from.map((f) => sourceHid(f, api)))) : admitTcpFrom(options.from);
+        const admit = !options.from ? undefined : api ? admitXiaFrom(await Promise.all(options.from.map((f) => hostHid(f, api)))) : admitTcpFrom(options.from);
         if (options.nbdListen && api) throw new XmigError('ERR_CONFIG', '--nbd-listen is the TCP/IP baseline: use it with --transport tcp');
         const nbdListen = options.nbdListen ? parseSocketAddress(options.nbdListen) : undefined;
         target = new DiskTarget({ qmp: options.qmp, listen, nbdListen, disk: options.diskDevice, admit, discard: options.discard, logger });
@@ -84,10 +83,3 @@ Exit status: 0 the destination runs on the migrated disk, 1 the migration failed
     });
 }
 
-/** A source named by its HID, its DAG or its name: the HID its streams come from. */
-async function sourceHid(text: string, api: NodeClient): Promise<Xid> {
-  if (/^HID:/i.test(text)) return Xid.parse(text);
-  const hid = (await resolveTarget(text, api)).find(XidType.HID);
-  if (!hid) throw new XmigError('ERR_CONFIG', `--from ${text}: its DAG has no HID`);
-  return hid;
-}

@@ -2,8 +2,8 @@ import { writeFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { Dag } from '../shared/dag.js';
 import { createLogger, type LogLevel } from '../shared/logger.js';
-import { errorMessage, XmigError } from '../shared/errors.js';
-import { Xid, WellKnownSid, XidType } from '../shared/xid.js';
+import { errorMessage } from '../shared/errors.js';
+import { Xid, WellKnownSid } from '../shared/xid.js';
 import { parseSocketAddress } from '../xianet/udp-link.js';
 import { NodeClient } from '../xianet/api/api-client.js';
 import { TcpPublisher, TcpRetriever, XiaPublisher, XiaRetriever } from '../mover/chunk-exchange.js';
@@ -14,6 +14,7 @@ import { DEFAULT_API_SOCKET } from './defaults.js';
 import { MoverMetrics, type MoverFigures, type MoverPhase, type MoverSide } from '../mover/mover-metrics.js';
 import { startMetricsServer } from '../shared/metrics.js';
 import type { Logger } from '../shared/logger.js';
+import { hostHid } from './host-hid.js';
 import { resolveTarget } from './resolve-target.js';
 
 interface MoverFlags {
@@ -117,7 +118,7 @@ export function recvCommand(): Command {
         const listening = api
           ? await listenXia(api, Xid.parse(options.sid))
           : await listenTcp(parseSocketAddress(options.listen).host, parseSocketAddress(options.listen).port);
-        const admit = !options.from ? undefined : api ? admitXiaFrom(await Promise.all(options.from.map((f) => senderHid(f, api)))) : admitTcpFrom(options.from);
+        const admit = !options.from ? undefined : api ? admitXiaFrom(await Promise.all(options.from.map((f) => hostHid(f, api)))) : admitTcpFrom(options.from);
         logger.info('recv.listening', { address: listening.address, transport: options.transport });
         const receiver = new MigrationReceiver({
           output: process.stdout,
@@ -142,14 +143,6 @@ export function recvCommand(): Command {
         await api?.close();
       }
     });
-}
-
-/** A sender named by its HID, its DAG or its name: the HID it connects from. */
-async function senderHid(text: string, api: NodeClient): Promise<Xid> {
-  if (/^HID:/i.test(text)) return Xid.parse(text);
-  const hid = (await resolveTarget(text, api)).find(XidType.HID);
-  if (!hid) throw new XmigError('ERR_CONFIG', `--from ${text}: its DAG has no HID`);
-  return hid;
 }
 
 /** The mover's metrics, when asked for: /metrics while it runs, a textfile for the node exporter, or both. */
