@@ -37,6 +37,9 @@ export const EXAMPLES: Record<string, readonly string[]> = {
     'xmig disk-target --qmp /run/vm.qmp --from A.hosts --stats disk.json',
     'xmig disk-target --qmp /run/vm.qmp --transport tcp --listen 0.0.0.0:4445 --nbd-listen 0.0.0.0:10809',
   ],
+  'libvirt-proxy': ['xmig libvirt-proxy target --from hostA.xia', 'xmig libvirt-proxy source --domain web1 --to hostB.xia'],
+  'libvirt-proxy source': ['xmig libvirt-proxy source --domain web1 --to hostB.xia', "xmig libvirt-proxy source --domain web1 --to 'RE AD:… HID:…' --stats /tmp/web1-proxy.json"],
+  'libvirt-proxy target': ['xmig libvirt-proxy target --from hostA.xia hostC.xia', 'xmig libvirt-proxy target --from HID:… --channels libvirtd,migration --metrics-port 9564'],
   'migrate status': ['xmig migrate status', 'xmig migrate status --qmp /run/vm.qmp --json'],
   config: [
     'xmig config --role vm --name vm1',

@@ -34,6 +34,7 @@ const COMMANDS: Record<string, CommandModule> = {
   man: async () => [(await import('./man-command.js')).manCommand()],
   migrate: async () => [(await import('./migrate-command.js')).migrateCommand()],
   'disk-target': async () => [(await import('./disk-target-command.js')).diskTargetCommand()],
+  'libvirt-proxy': async () => [(await import('./libvirt-proxy-command.js')).libvirtProxyCommand()],
 };
 
 /** The command tree: every subcommand, or only `name`'s when it is one of them. */

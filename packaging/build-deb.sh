@@ -40,6 +40,7 @@ install -D -m 0644 "$repo/packaging/xmig.sysusers" "$stage/usr/lib/sysusers.d/xm
 install -D -m 0644 "$repo/packaging/xmig.tmpfiles" "$stage/usr/lib/tmpfiles.d/xmig.conf"
 install -D -m 0644 "$repo/tools/wireshark/xmig.lua" "$stage/usr/share/xmig/wireshark/xmig.lua"
 install -D -m 0644 "$repo/tools/grafana/xmig-migration.json" "$stage/usr/share/xmig/grafana/xmig-migration.json"
+install -D -m 0755 "$repo/tools/libvirt/qemu-hook" "$stage/usr/share/xmig/libvirt/qemu-hook"
 
 xmig=("$(command -v node)" "$app/bin/xmig.js")
 install -d "$stage/usr/share/man/man1"

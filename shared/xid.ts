@@ -180,4 +180,6 @@ export const WellKnownSid = {
   MIGRATION: wellKnownSid('1110000000000000000000000000000000001115'),
   /** xmig's own: where `xmig disk-target` takes a disk migration's control and NBD streams. */
   DISK: wellKnownSid('1110000000000000000000000000000000001116'),
+  /** xmig's own: where `xmig libvirt-proxy target` takes libvirt's proxied connections. */
+  LIBVIRT: wellKnownSid('1110000000000000000000000000000000001117'),
 } as const;
