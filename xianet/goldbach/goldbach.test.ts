@@ -37,7 +37,8 @@ describe('Goldbach', () => {
 
     const client = connect(port, '127.0.0.1');
     const pending = askGoldbach(client);
-    await new Promise((r) => setTimeout(r, 50));
+    // Broken once answers have come: the first data (askGoldbach reads it first, so it has counted them).
+    await new Promise((r) => client.once('data', r));
     sockets[sockets.length - 1]!.destroy();
     const broken = await pending;
     expect(broken.ended).toBe('broken');
