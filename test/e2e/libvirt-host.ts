@@ -190,9 +190,9 @@ export class LibvirtHost {
   }
 }
 
-/** Whether Debian's libvirt daemon and virsh are installed (libvirt-daemon-system). */
+/** Whether Debian's libvirt daemon and virsh are installed (libvirt-daemon-system), and what makes its namespaces. */
 export function hasLibvirt(): boolean {
-  return ['libvirtd', 'virsh', 'unshare', 'nsenter'].every((c) => spawnSync('sh', ['-c', `command -v ${c}`], { stdio: 'ignore' }).status === 0);
+  return ['libvirtd', 'virsh', 'unshare', 'nsenter', 'ip'].every((c) => spawnSync('sh', ['-c', `command -v ${c}`], { stdio: 'ignore' }).status === 0);
 }
 
 export interface GuestDomain {

@@ -1,12 +1,13 @@
 /**
  * A libvirt-managed guest migrates live through xmig: Debian's libvirtd on a "source" and
- * a "destination" host (each in its own network and mount namespace, with its own
- * /etc/libvirt, /run and host UUID: test/e2e/libvirt-host.ts), a TCG guest defined in
+ * a "destination" host (each in network, mount and UTS namespaces of its own, with its own
+ * /etc/libvirt, /run, hostname and host UUID: test/e2e/libvirt-host.ts), a TCG guest defined in
  * libvirt (direct kernel boot, busybox initramfs counting on its serial console), and
  * `virsh migrate --live --p2p` over Unix sockets — libvirtd's connection, QEMU's migration
  * stream and the storage copy's NBD — that `xmig libvirt-proxy` carries as STREAMs over
- * xianet (hosts A and B behind router R1, `xmig node` daemons on UDP). The only way
- * between the two hosts is xmig: their sockets live in their own namespaces.
+ * xianet (hosts A and B behind router R1, `xmig node` daemons on UDP over loopback, whose
+ * API sockets the proxies reach by path). The only way between the two libvirt hosts is
+ * xmig: their sockets live in their own namespaces.
  *
  * Then the failure: the proxy target killed in the middle of a migration; libvirt must
  * report the migration failed and the guest go on running at the source.
@@ -30,7 +31,7 @@ const kernel = findKernel();
 const busybox = findBusybox();
 const ready = requirement(
   isRoot() && hasLibvirt() && (qemuMajor() ?? 0) >= 10 && kernel !== undefined && busybox !== undefined && commandExists('cpio'),
-  "root, Debian's libvirt (libvirtd, virsh), QEMU 10 or later, a kernel in /boot, static busybox or cpio",
+  "root, Debian's libvirt (libvirtd, virsh), unshare/nsenter/ip, QEMU 10 or later, a kernel in /boot, static busybox and cpio",
   'run as root on Debian 12 after .ci/run (it installs libvirt-daemon-system and QEMU 10 from bookworm-backports)',
 );
 
