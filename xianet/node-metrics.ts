@@ -67,6 +67,7 @@ export const NODE_REFUSALS: ReadonlyArray<readonly [string, RefusalReason]> = [
   ['api-stream-token', 'forbidden'],
   ['stream-handshake', 'cap'],
   ['stream-handshake', 'timeout'],
+  ['stream-handshake-source', 'cap'],
   ['ping', 'malformed'],
   ['xcmp-error', 'rate'],
 ];

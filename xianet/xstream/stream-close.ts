@@ -36,6 +36,11 @@ export class StreamClose {
     this.resetDone = true;
   }
 
+  /** Leave without a word: no RESET (a half-open connection dropped: its source may be forged). */
+  quiet(): void {
+    this.resetDone = true;
+  }
+
   /**
    * On destroy: `graceful` when our FIN is acknowledged and all of the peer's data up to
    * its FIN delivered; `owesAck` when the peer sent something we have not acknowledged

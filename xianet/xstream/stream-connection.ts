@@ -19,6 +19,7 @@
  *    gateway again after a move or pause (`probeNow`);
  *  - a timeout alone never shrinks the congestion window (see stream-sender.ts).
  */
+import { randomInt } from 'node:crypto';
 import { Duplex } from 'node:stream';
 import type { Dag } from '../../shared/dag.js';
 import type { Xid } from '../../shared/xid.js';
@@ -91,10 +92,12 @@ export class StreamConnection extends Duplex {
 
   private peer: StreamPath;
   private readonly options: Required<StreamOptions>;
-  private nextPn = 0;
+  private nextPn: number;
   private lastHeard: number;
   /** The path of the packet whose frames are being visited. */
   private currentPath: StreamPath | undefined;
+  /** This packet confirmed a server's client: say so once its frames are taken. */
+  private confirmedNow = false;
 
   private readonly handshake: StreamHandshake;
   private readonly sender: StreamSender;
@@ -129,6 +132,9 @@ export class StreamConnection extends Duplex {
     this.localSid = init.localSid;
     this.peer = init.peer;
     this.lastHeard = now();
+    // A server's packet numbers start at random: a client's first ACK names one, which a
+    // forged source never hears (see half-open-connections.ts). A client's start at 0.
+    this.nextPn = init.role === 'server' ? randomInt(0, 2 ** 32) : 0;
     this.handshake = new StreamHandshake(init.role);
     this.receiver = new StreamReceiver(options.receiveWindow, options.maxAckDelayMs, this.stats);
     this.sender = new StreamSender(lower, options, this.stats, (packet) => this.onLost(packet), {
@@ -155,6 +161,17 @@ export class StreamConnection extends Duplex {
   /** Whether a timer is armed (a destroyed connection must leave none). */
   get timerArmed(): boolean {
     return this.timer !== undefined;
+  }
+
+  /** A server connection whose client has not yet acknowledged anything of ours (its source unproven). */
+  get awaitingConfirmation(): boolean {
+    return !this.handshake.confirmed;
+  }
+
+  /** Ends the connection without a word to the peer (no RESET, no 'error'). */
+  abandon(): void {
+    this.closing.quiet();
+    this.destroy();
   }
 
   /** Congestion and RTT state, for tests and metrics. */
@@ -224,6 +241,10 @@ export class StreamConnection extends Duplex {
     if (this.options.followPeerAddress) this.paths.heardFrom(path, this.peer);
     if (wasBackingOff && this.backingOff) this.probeNow();
     else this.queueFlush();
+    if (this.confirmedNow) {
+      this.confirmedNow = false;
+      this.emit('confirmed');
+    }
   }
 
   private get backingOff(): boolean {
@@ -232,7 +253,9 @@ export class StreamConnection extends Duplex {
 
   private readonly visitor: FrameVisitor = {
     ping: () => undefined,
-    ack: (ranges) => this.sender.onAck(ranges, now()),
+    ack: (ranges) => {
+      if (this.sender.onAck(ranges, now(), this.nextPn) && this.handshake.acknowledged()) this.confirmedNow = true;
+    },
     reset: (code) => this.fail(this.closing.peerReset(code)),
     stream: (offset, data, fin) => this.onStream(offset, data, fin),
     maxData: (limit) => this.sender.raisePeerMaxData(limit),

@@ -5,6 +5,9 @@
  * established from the init on. Either frame is sent again when the packet carrying it
  * is lost, and the client's init again on every probe until it is accepted; a server
  * that hears the init again (its accept was lost) accepts again.
+ *
+ * A server's connection is confirmed when the client first acknowledges one of its
+ * packets: until then its source may be forged (see half-open-connections.ts).
  */
 import type { SegmentWriter } from './stream-segment.js';
 
@@ -21,11 +24,14 @@ export interface HandshakeHeard {
 
 export class StreamHandshake {
   established: boolean;
+  /** A server's client has acknowledged a packet of ours: it hears us where it says it is. */
+  confirmed: boolean;
   /** The role byte of a HANDSHAKE frame waiting to be sent (0 init, 1 accept). */
   private pending: 0 | 1 | undefined;
 
   constructor(readonly role: 'client' | 'server') {
     this.established = role === 'server';
+    this.confirmed = role === 'client';
     this.pending = role === 'client' ? 0 : 1;
   }
 
@@ -53,6 +59,13 @@ export class StreamHandshake {
     if (this.pending === undefined || writer.room < HANDSHAKE_FRAME_LENGTH) return false;
     writer.handshake(this.pending, maxData);
     this.pending = undefined;
+    return true;
+  }
+
+  /** The peer acknowledged something we sent; true the first time it confirms a server's client. */
+  acknowledged(): boolean {
+    if (this.confirmed) return false;
+    this.confirmed = true;
     return true;
   }
 

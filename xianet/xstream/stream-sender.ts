@@ -107,7 +107,13 @@ export class StreamSender {
     if (limit > this.peerMaxData) this.peerMaxData = limit;
   }
 
-  onAck(ranges: Array<[number, number]>, t: number): void {
+  /**
+   * An ACK frame; true if it acknowledged something new. `sentBelow`: the next packet
+   * number this end would use. An ACK naming a packet never sent is ignored whole: only
+   * a peer guessing at our packet numbers sends one.
+   */
+  onAck(ranges: Array<[number, number]>, t: number, sentBelow: number): boolean {
+    for (const [, end] of ranges) if (end > sentBelow) return false;
     let newlyAcked = false;
     let largestNewly: SentPacket | undefined;
     for (const [start, end] of ranges) {
@@ -130,7 +136,7 @@ export class StreamSender {
         }
       }
     }
-    if (!newlyAcked) return;
+    if (!newlyAcked) return false;
     if (largestNewly && largestNewly.pn > this.largestAcked) {
       this.largestAcked = largestNewly.pn;
       this.rtt.sample(t - largestNewly.sentAt);
@@ -138,6 +144,7 @@ export class StreamSender {
     this.ptoCount = 0;
     this.detectLosses(t);
     this.advanceAcked();
+    return true;
   }
 
   private onPacketAcked(packet: SentPacket): void {

@@ -1,7 +1,8 @@
 /**
  * STREAM on a node: binds SIDs, demultiplexes segments to connections by
  * connection ID (never by address: that is what lets a connection follow a
- * migrating peer), opens server connections on a handshake, answers segments for
+ * migrating peer), opens server connections on a handshake (bounded while half-open,
+ * handed to the listener once confirmed: half-open-connections.ts), answers segments for
  * unknown connections with a RESET, and builds the XIP packets connections send,
  * reusing each connection's encoded header while its addresses stay the same.
  */
@@ -18,6 +19,7 @@ import {
 } from '../../shared/xip-header.js';
 import type { Arrival, XiaNode } from '../node.js';
 import { TransportType } from '../transport-header.js';
+import { HalfOpenConnections, type HalfOpenLimits } from './half-open-connections.js';
 import { ResetCode, StreamConnection, StreamError, type StreamLower, type StreamOptions, type StreamPath } from './stream-connection.js';
 import { XcmpType } from '../xcmp.js';
 import { isHandshakeInit, readSegmentHeader, SegmentWriter, segmentWantsAnswer } from './stream-segment.js';
@@ -60,12 +62,25 @@ export class StreamTransport {
   readonly stats = { accepted: 0, connected: 0, resetsSent: 0, malformed: 0, unknown: 0 };
 
   private readonly unlistenXcmp: () => void;
+  private readonly halfOpen: HalfOpenConnections;
+  /** Connections dropped before they were confirmed: gone at once, no tombstone to answer for them. */
+  private readonly abandoned = new WeakSet<StreamConnection>();
 
   constructor(
     readonly node: XiaNode,
     private readonly defaults: StreamOptions = {},
+    halfOpenLimits: Partial<HalfOpenLimits> = {},
   ) {
     this.unlistenXcmp = node.onXcmp((message) => this.onXcmpError(message.type, message.code, message.data));
+    this.halfOpen = new HalfOpenConnections(halfOpenLimits, node.refusals, (connection) => {
+      this.abandoned.add(connection);
+      connection.abandon();
+    });
+  }
+
+  /** Server connections waiting for their client's first acknowledgement. */
+  get halfOpenCount(): number {
+    return this.halfOpen.size;
   }
 
   /** An XCMP error quoting one of our STREAM packets: a connection being set up to nowhere fails at once. */
@@ -158,6 +173,7 @@ export class StreamTransport {
   /** Destroys every connection (the node is going away). */
   close(): void {
     this.unlistenXcmp();
+    this.halfOpen.clear();
     for (const connection of this.connections.values()) connection.destroy();
     for (const tombstone of this.tombstones.values()) {
       clearTimeout(tombstone.timer);
@@ -221,6 +237,12 @@ export class StreamTransport {
     const key = connection.connectionId.toString('latin1');
     if (this.connections.get(key) !== connection) return;
     this.connections.delete(key);
+    this.halfOpen.remove(connection);
+    if (this.abandoned.has(connection)) {
+      // Never confirmed: a later packet of it is answered with a RESET, not a tombstone's ACK.
+      onGone?.();
+      return;
+    }
     // Linger briefly (the client's SID still bound), to acknowledge a peer that did
     // not hear our last ACK of its FIN.
     const timer = setTimeout(() => {
@@ -254,6 +276,7 @@ export class StreamTransport {
     const connection = this.connections.get(key);
     if (connection) {
       if (!connection.localSid.equals(sid)) return;
+      if (connection.awaitingConfirmation) this.halfOpen.heard(connection);
       connection.receive(segment, header.packetNumber, header.framesAt, this.pathOf(connection, packet, srcKey) ?? connection.peerPath);
       return;
     }
@@ -268,15 +291,19 @@ export class StreamTransport {
     if (listener && isHandshakeInit(segment)) {
       const source = this.sourceDag(packet);
       if (!source) return;
+      const host = sourceHost(source);
+      if (!this.halfOpen.admit(host)) return;
       const binding = this.bindings.get(sid.key)!;
       binding.connections++;
       const created = this.create('server', Buffer.from(header.connectionId), sid, { dag: source, key: Buffer.from(srcKey) }, undefined, listener.options, () => {
         binding.connections--;
         this.releaseBinding(binding);
       });
-      this.stats.accepted++;
+      // Nobody holds it yet: its failure (a RESET, an outage) must not be an unhandled 'error'.
+      created.on('error', ignore);
+      created.once('confirmed', () => this.confirmed(created, binding, listener));
+      this.halfOpen.add(created, host);
       created.receive(segment, header.packetNumber, header.framesAt, created.peerPath);
-      listener.onConnection(created);
       return;
     }
     this.stats.unknown++;
@@ -285,6 +312,19 @@ export class StreamTransport {
     if (!source) return;
     this.stats.resetsSent++;
     this.sendControl(header.connectionId, source, sid, (w) => w.reset(ResetCode.UNKNOWN_CONNECTION));
+  }
+
+  /** A half-open connection's client acknowledged our accept: the listener gets it now. */
+  private confirmed(connection: StreamConnection, binding: Binding, listener: NonNullable<Binding['listener']>): void {
+    if (!this.halfOpen.remove(connection) || connection.destroyed) return;
+    if (binding.listener !== listener) {
+      // Nobody listens any more: the client gets a RESET.
+      connection.destroy();
+      return;
+    }
+    connection.off('error', ignore);
+    this.stats.accepted++;
+    listener.onConnection(connection);
   }
 
   /** Where this packet came from, decoding the source DAG only when its bytes are new. */
@@ -324,3 +364,10 @@ export class StreamTransport {
     this.node.originate(writer.buffer.subarray(0, writer.length));
   }
 }
+
+/** The host a source DAG names (its HID), what half-open connections are counted by. */
+function sourceHost(source: Dag): string {
+  return source.find(XidType.HID)?.key ?? source.toString();
+}
+
+function ignore(): void {}
