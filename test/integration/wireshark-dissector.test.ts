@@ -15,10 +15,14 @@ import { describe, expect, it } from 'vitest';
 import { Identity } from '../../shared/identity.js';
 import { encodeMobility, MobilityType } from '../../shared/mobility-message.js';
 import { sealMoveNotice } from '../../shared/move-notice.js';
+import { LinkType, PcapWriter } from '../../shared/pcap.js';
 import { Dag } from '../../shared/dag.js';
-import { encodeXip } from '../../shared/xip-header.js';
+import { encodeXip, NextHeader } from '../../shared/xip-header.js';
 import { WellKnownSid, Xid, XidType } from '../../shared/xid.js';
 import { NodeClient } from '../../xianet/api/api-client.js';
+import { TransportType } from '../../xianet/transport-header.js';
+import { SegmentWriter } from '../../xianet/xstream/stream-segment.js';
+import { ChunkKind, encodeMessage, MessageType, type ControlMessage } from '../../mover/control-messages.js';
 import { XMIG_ARGV } from '../support/processes.js';
 import { commandExists, isRoot, requirement } from '../support/requirements.js';
 import { MIGRATION_HOSTS, UdpNetwork } from '../support/udp-network.js';
@@ -87,6 +91,63 @@ function tshark(file: string, fields: string[]): string[][] {
   // Only the last newline goes: a row's trailing fields may be empty.
   return result.stdout.replace(/\n$/, '').split('\n').map((line) => line.split('\t'));
 }
+
+const hasTshark = requirement(commandExists('tshark'), 'tshark', 'install it: apt-get install tshark (.ci/run does)');
+
+/** An IPv4/UDP datagram around `payload` (raw IPv4 link type; checksums left at 0, which Wireshark takes). */
+function udp4(payload: Buffer, srcPort: number, dstPort: number): Buffer {
+  const ip = Buffer.alloc(20);
+  ip[0] = 0x45;
+  ip.writeUInt16BE(28 + payload.length, 2);
+  ip[8] = 64;
+  ip[9] = 17;
+  Buffer.from([127, 0, 0, 1]).copy(ip, 12);
+  Buffer.from([127, 0, 0, 1]).copy(ip, 16);
+  const udp = Buffer.alloc(8);
+  udp.writeUInt16BE(srcPort, 0);
+  udp.writeUInt16BE(dstPort, 2);
+  udp.writeUInt16BE(8 + payload.length, 4);
+  return Buffer.concat([ip, udp, payload]);
+}
+
+describe.skipIf(!hasTshark)('the xmig Wireshark dissector on a written capture', () => {
+  it('decodes every mover control message type, KEEPALIVE included (a capture with one was malformed)', () => {
+    const ad = Xid.random(XidType.AD);
+    const cid = randomBytes(20);
+    const messages: ControlMessage[] = [
+      { type: MessageType.HELLO, session: randomBytes(16), mode: 0, source: Dag.hostAddress(ad, Xid.random(XidType.HID)).toString() },
+      { type: MessageType.WELCOME, session: randomBytes(16), nextRound: 0 },
+      { type: MessageType.OFFER, round: 0, chunks: [{ kind: ChunkKind.FETCH, length: 100, cid }, { kind: ChunkKind.ZERO, length: 4096 }] },
+      { type: MessageType.ACK, round: 0 },
+      { type: MessageType.REQUEST, cids: [cid] },
+      { type: MessageType.DATA, cid, data: [randomBytes(100)] },
+      { type: MessageType.KEEPALIVE },
+      { type: MessageType.ERROR, message: 'a test' },
+      { type: MessageType.DONE, rounds: 1, bytes: 4096 },
+      { type: MessageType.DONE_ACK },
+    ];
+    const data = Buffer.concat(messages.map(encodeMessage));
+    const writer = new SegmentWriter(data.length + 64, 0, randomBytes(8), 0);
+    writer.stream(0, data, false);
+    const segment = writer.buffer.subarray(1, writer.length);
+    const packet = encodeXip({
+      dst: Dag.hostAddress(ad, Xid.random(XidType.HID), WellKnownSid.MIGRATION),
+      src: Dag.hostAddress(ad, Xid.random(XidType.HID), Xid.random(XidType.SID)),
+      nextHeader: NextHeader.TRANSPORT,
+      payload: Buffer.concat([Buffer.from([TransportType.STREAM]), segment]),
+    });
+    const pcap = new PcapWriter(LinkType.IPV4);
+    pcap.add(udp4(packet, 17001, 17002));
+    const file = join(mkdtempSync(join(tmpdir(), 'xmig-dissect-')), 'mover.pcap');
+    writeFileSync(file, pcap.toBuffer());
+    const rows = tshark(file, ['_ws.col.Info', 'xmig_mover.type', '_ws.malformed', '_ws.expert.severity', '_ws.expert.message']);
+    expect(rows).toHaveLength(1);
+    const [info, types, bad, severity, message] = rows[0]!;
+    expect(bad, `${info} ${message}`).toBe('');
+    expect(severity ?? '', `${info} ${message}`).not.toMatch(/error|warn/i);
+    expect(types!.split('|').map(Number)).toEqual(messages.map((m) => m.type));
+  });
+});
 
 describe.skipIf(!canCapture)('the xmig Wireshark dissector', () => {
   it('decodes a capture of beacons, pings, a migration stream, chunks and a notice with no malformed frame', async () => {

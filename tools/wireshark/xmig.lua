@@ -62,7 +62,7 @@ local CHUNK_OPS = { [1] = "REQUEST", [2] = "DATA", [3] = "NOT_FOUND" }
 local CHUNK_NO_STORE = 0x80
 local MOVER_TYPES = {
   [1] = "HELLO", [2] = "WELCOME", [3] = "OFFER", [4] = "ACK", [5] = "DONE",
-  [6] = "DONE_ACK", [7] = "REQUEST", [8] = "DATA", [9] = "ERROR",
+  [6] = "DONE_ACK", [7] = "REQUEST", [8] = "DATA", [9] = "ERROR", [10] = "KEEPALIVE",
 }
 local MOVER_MAX_FRAME = 1 + 20 + 16 * 1024 * 1024
 
@@ -518,6 +518,8 @@ local function mover_message(tvb, t, at, avail)
     m:add(f.mv_cid, tvb:range(b, 20))
   elseif kind == 9 then
     if stop > b then m:add(f.mv_text, tvb:range(b, stop - b)) end
+  elseif kind == 10 and stop == b then
+    -- KEEPALIVE has no body
   else
     return nil, "control message " .. name .. " of " .. length .. " bytes does not parse"
   end
