@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { encodeXip, NextHeader } from '../shared/xip-header.js';
 import { Xid, XidType } from '../shared/xid.js';
 import { waitFor } from '../test/support/wait.js';
-import { mutation, xipPacket } from '../test/support/xip-arbitraries.js';
+import { mutation, serviceMessages, xipPacket } from '../test/support/xip-arbitraries.js';
 import { datagramData } from './datagram.js';
 import { DropReason } from './node.js';
 import { InProcessNetwork, INTER_AD } from './topology.js';
@@ -49,6 +49,10 @@ describe('XiaNode.receive under fuzzed input from links', () => {
     const known = [...net.stacks.values()].flatMap((s) => [s.node.hid, ...(s.node.ad ? [s.node.ad] : [])]);
     known.push(dgramSid, streamSid, cid);
     const services = [b.node.serviceAddress(dgramSid), b.node.serviceAddress(streamSid), net.stack('A').node.serviceAddress(cid)];
+    // And what the services behind the transports take, toward both routers' ADs.
+    const messages = ['R1', 'R2'].flatMap((r) =>
+      serviceMessages({ ad: net.stack(r).node.ad!, routerHid: net.stack(r).node.hid, chunks: [services[2]!], migration: [services[1]!] }),
+    );
     const targets = [
       { node: net.stack('R1').node, port: 0 },
       { node: net.stack('R1').node, port: 2 },
@@ -59,7 +63,7 @@ describe('XiaNode.receive under fuzzed input from links', () => {
     const from = net.link('C').address!;
     let fed = 0;
     await fc.assert(
-      fc.asyncProperty(xipPacket(known, services), mutation, fc.nat(targets.length - 1), async (packet, mutate, which) => {
+      fc.asyncProperty(xipPacket(known, services, messages), mutation, fc.nat(targets.length - 1), async (packet, mutate, which) => {
         const target = targets[which]!;
         target.node.receive(mutate(packet), target.port, from);
         if (++fed % 250 === 0) await settle();
