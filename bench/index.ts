@@ -10,6 +10,7 @@ import { runMoverBench } from './mover.js';
 import { runQemuMigrationBench } from './qemu-migration.js';
 import { runDiskTransportBench } from './disk-transport.js';
 import { runFullMigrationBench } from './full-migration.js';
+import { runFloodBench } from './floods.js';
 
 const benches: Record<string, () => Promise<object[]>> = {
   forwarding: () => runForwardingBench(),
@@ -20,6 +21,7 @@ const benches: Record<string, () => Promise<object[]>> = {
   'qemu-migration': () => runQemuMigrationBench(),
   'disk-transport': () => runDiskTransportBench(),
   'full-migration': () => runFullMigrationBench(),
+  floods: () => runFloodBench(),
 };
 
 const wanted = process.argv.slice(2);
