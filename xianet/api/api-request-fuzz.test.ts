@@ -114,12 +114,16 @@ describe('the API request handler under fuzzed requests', () => {
     // A reply is lost only if it never comes: the fuzz may keep the loop busy for a while.
     const pinging = good.ping(b.node.address(), { count: 100, intervalMs: 10, timeoutMs: 30_000 });
     const data = randomBytes(2 << 20);
+    // Both run beside the fuzz; if the fuzz fails first, the cleanup below ends them (and their
+    // rejections are not left unhandled: a STREAM connect after the socket went was an ENOENT).
+    pinging.catch(() => undefined);
     const streaming = (async () => {
       const connection = await good.connect(b.node.serviceAddress(streamSid));
       connection.end(data);
       connection.resume();
       await waitFor(() => digests.includes(createHash('sha256').update(data).digest('hex')), 60_000, 'the good STREAM', 10);
     })();
+    streaming.catch(() => undefined);
 
     // Noise on other connections: each is cut off when its framing breaks, and comes back.
     let noisy = true;
@@ -135,49 +139,54 @@ describe('the API request handler under fuzzed requests', () => {
 
     // The noise loop ends with the test, failed or not: a loop left running would connect to a
     // socket whose directory afterAll removed (an unhandled ENOENT in the next test file's time).
-    const fuzzer = await RawApiClient.connect(server.path);
     try {
-      let id = 0;
-      let answered = 0;
-      const codes = new Map<string, number>();
-      await fc.assert(
-        fc.asyncProperty(fc.array(requestArbitrary(known, dags), { minLength: 50, maxLength: 50 }), fc.uint8Array({ maxLength: 64 }), async (requests, body) => {
-          const first = id + 1;
-          for (const request of requests) fuzzer.send({ ...request, id: ++id }, body);
-          const last = id;
-          // A ping without a count runs until cancelled: cancel every ping of the batch.
-          requests.forEach((request, i) => request['op'] === 'ping' && fuzzer.send({ op: 'cancel', pingId: first + i }));
-          await fuzzer.until(() => fuzzer.closed || fuzzer.frames.filter((f) => typeof f.header['id'] === 'number' && (f.header['id'] as number) >= first).length >= last - first + 1, 30_000, `answers to requests ${first}..${last}`);
-          expect(fuzzer.closed).toBe(false);
-          for (const frame of fuzzer.frames.splice(0)) {
-            const h = frame.header;
-            if (typeof h['id'] !== 'number') continue;
-            answered++;
-            if (h['ok'] === true) continue;
-            const code = (h['error'] as { code: string }).code;
-            codes.set(code, (codes.get(code) ?? 0) + 1);
-            if (!TYPED.has(code)) return false;
-          }
-          return true;
-        }),
-        { numRuns: 200 },
-      );
-      expect(id).toBeGreaterThanOrEqual(10_000);
-      expect(answered).toBe(id);
-      expect(codes.get('ERR_BAD_REQUEST')).toBeGreaterThan(1000);
+      const fuzzer = await RawApiClient.connect(server.path);
+      try {
+        let id = 0;
+        let answered = 0;
+        const codes = new Map<string, number>();
+        await fc.assert(
+          fc.asyncProperty(fc.array(requestArbitrary(known, dags), { minLength: 50, maxLength: 50 }), fc.uint8Array({ maxLength: 64 }), async (requests, body) => {
+            const first = id + 1;
+            for (const request of requests) fuzzer.send({ ...request, id: ++id }, body);
+            const last = id;
+            // A ping without a count runs until cancelled: cancel every ping of the batch.
+            requests.forEach((request, i) => request['op'] === 'ping' && fuzzer.send({ op: 'cancel', pingId: first + i }));
+            await fuzzer.until(() => fuzzer.closed || fuzzer.frames.filter((f) => typeof f.header['id'] === 'number' && (f.header['id'] as number) >= first).length >= last - first + 1, 30_000, `answers to requests ${first}..${last}`);
+            // If the node cut the fuzzer off, say why (its last frame is an `event: "refused"`).
+            const refusal = fuzzer.frames.find((f) => f.header['event'] === 'refused')?.header['message'];
+            expect(fuzzer.closed, `the node closed the fuzzer's connection: ${String(refusal ?? 'no reason given')}`).toBe(false);
+            for (const frame of fuzzer.frames.splice(0)) {
+              const h = frame.header;
+              if (typeof h['id'] !== 'number') continue;
+              answered++;
+              if (h['ok'] === true) continue;
+              const code = (h['error'] as { code: string }).code;
+              codes.set(code, (codes.get(code) ?? 0) + 1);
+              if (!TYPED.has(code)) return false;
+            }
+            return true;
+          }),
+          { numRuns: 200 },
+        );
+        expect(id).toBeGreaterThanOrEqual(10_000);
+        expect(answered).toBe(id);
+        expect(codes.get('ERR_BAD_REQUEST')).toBeGreaterThan(1000);
+      } finally {
+        noisy = false;
+        fuzzer.close();
+        noiseClient?.close();
+        await noise.catch(() => undefined);
+      }
+      const pinged = await pinging;
+      expect(pinged.received).toBe(100);
+      await streaming;
+      expect((await good.info()).name).toBe('C');
+      expect(c.node.counters.dropped.internal).toBe(0);
     } finally {
-      noisy = false;
-      fuzzer.close();
-      noiseClient?.close();
-      await noise.catch(() => undefined);
+      await good.close().catch(() => undefined);
+      await server.stop();
+      await net.stop();
     }
-    const pinged = await pinging;
-    expect(pinged.received).toBe(100);
-    await streaming;
-    expect((await good.info()).name).toBe('C');
-    expect(c.node.counters.dropped.internal).toBe(0);
-    await good.close();
-    await server.stop();
-    await net.stop();
   }, 120_000);
 });
