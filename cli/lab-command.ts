@@ -6,6 +6,7 @@
  */
 import { Command, Option } from 'commander';
 import type { BuiltImage, ImageProgress } from '../lab/image/build-image.js';
+import { labCleanCommand, labRelayCommand, labRunAction } from './lab-run.js';
 
 const MiB = 1048576;
 
@@ -53,7 +54,8 @@ async function progressReporter(enabled: boolean): Promise<{ report: (p: ImagePr
 }
 
 export function labCommand(): Command {
-  const lab = new Command('lab').description("the paper's experiment on real QEMU VMs in network namespaces");
+  // Options after a subcommand's name are that subcommand's (`lab image --json` is image's).
+  const lab = new Command('lab').description("the paper's experiment on real QEMU VMs in network namespaces: run it (as root), or build its image").enablePositionalOptions();
   lab
     .command('image')
     .description("build the lab VM's image (kernel + initramfs with Node.js, xmig and the guest init), cached by content hash")
@@ -84,5 +86,7 @@ export function labCommand(): Command {
         process.off('SIGINT', onSignal);
       }
     });
-  return lab;
+  lab.addCommand(labCleanCommand());
+  lab.addCommand(labRelayCommand(), { hidden: true });
+  return labRunAction(lab);
 }

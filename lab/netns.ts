@@ -15,10 +15,14 @@
  */
 import { execFile, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { XmigError, errorMessage } from '../shared/errors.js';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError, XmigError, errorMessage } from '../shared/errors.js';
 
 /** Every namespace a lab run makes starts with this. */
 export const LAB_NETNS_PREFIX = 'xmig-lab-';
+/** Where a run notes its pid, so `xmig lab clean` can tell a kept or killed run from a live one. */
+export const LAB_OWNERS_DIR = '/run/xmig/lab';
 /** Linux interface names are at most 15 bytes. */
 const IFNAMSIZ = 15;
 /** `ip` itself takes milliseconds; this only ends a hung one. */
@@ -57,7 +61,7 @@ export function newRunPrefix(): string {
 /** A prefix given by a user: letters, digits and "-", short enough to leave room for host names. */
 export function checkPrefix(prefix: string): string {
   if (!/^[A-Za-z0-9][A-Za-z0-9-]{0,39}$/.test(prefix)) {
-    throw new XmigError('ERR_CONFIG', `namespace prefix "${prefix}": letters, digits and "-" only, at most 40 characters`);
+    throw new ConfigError(`namespace prefix "${prefix}": letters, digits and "-" only, at most 40 characters`);
   }
   return prefix;
 }
@@ -125,6 +129,7 @@ export class NetnsRegistry {
     if ((await listNamespaces()).includes(name)) {
       throw new XmigError('ERR_STATE', `network namespace ${name} already exists (a leftover of another run? remove it: ip netns del ${name})`);
     }
+    if (this.namespaces.length === 0) this.noteOwner();
     await run('ip', ['netns', 'add', name]);
     this.made.push({ kind: 'namespace', name });
     await this.ip(name, ['link', 'set', 'lo', 'up']);
@@ -235,7 +240,28 @@ export class NetnsRegistry {
       }
     }
     this.made.length = 0;
+    if (report.errors.length === 0) rmSync(this.ownerFile, { force: true });
     return report;
+  }
+
+  private get ownerFile(): string {
+    return ownerPath(this.prefix);
+  }
+
+  private noteOwner(): void {
+    try {
+      mkdirSync(LAB_OWNERS_DIR, { recursive: true });
+      writeFileSync(this.ownerFile, `${process.pid}\n`);
+    } catch {
+      // Only `xmig lab clean` reads it; a run without one is taken for a leftover there.
+    }
+  }
+
+  /** Takes over a namespace another run left (`xmig lab clean`): teardown then removes it too. */
+  adopt(namespace: string): void {
+    this.assertLive();
+    if (!namespace.startsWith(`${this.prefix}-`)) throw new XmigError('ERR_STATE', `namespace ${namespace} is not one of ${this.prefix}'s`);
+    this.made.push({ kind: 'namespace', name: namespace });
   }
 
   /** For `--keep`: how to look inside what was left. */
@@ -287,4 +313,66 @@ async function waitUntil(condition: () => Promise<boolean>, deadlineMs: number):
     if (await condition()) return;
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** The prefix of a lab namespace (`xmig-lab-1a2b3c-A` -> `xmig-lab-1a2b3c`). */
+function prefixOf(namespace: string): string {
+  return namespace.slice(0, namespace.lastIndexOf('-'));
+}
+
+/**
+ * Removes the namespaces, and what runs in them, of lab runs that are gone (kept with
+ * --keep, or killed): every run of the family (`xmig-lab-*`) whose owner is not alive, or
+ * exactly `prefix`'s if given. A live run's namespaces are never touched unless named.
+ * Owner files of dead runs that left no namespace go too.
+ */
+export async function cleanLeftovers(prefix?: string, family = LAB_NETNS_PREFIX): Promise<string[]> {
+  if (prefix !== undefined) checkPrefix(prefix);
+  const removed: string[] = [];
+  const inFamily = (n: string): boolean => n.startsWith(family);
+  const namespaces = (await listNamespaces()).filter((n) => (prefix === undefined ? inFamily(n) : prefixOf(n) === prefix));
+  for (const runPrefix of new Set(namespaces.map(prefixOf))) {
+    const pid = ownerOf(runPrefix);
+    if (prefix === undefined && pid !== undefined && pid !== process.pid && alive(pid)) continue;
+    const registry = new NetnsRegistry(runPrefix);
+    for (const name of namespaces.filter((n) => prefixOf(n) === runPrefix)) registry.adopt(name);
+    const report = await registry.teardown(2000);
+    removed.push(...report.namespaces);
+    rmSync(ownerPath(runPrefix), { force: true });
+  }
+  const left = new Set((await listNamespaces()).filter(inFamily).map(prefixOf));
+  let files: string[] = [];
+  try {
+    files = readdirSync(LAB_OWNERS_DIR);
+  } catch {
+    // no run ever noted an owner here
+  }
+  for (const file of files) {
+    const runPrefix = file.endsWith('.pid') ? file.slice(0, -'.pid'.length) : undefined;
+    if (!runPrefix || !runPrefix.startsWith(family) || left.has(runPrefix) || (prefix !== undefined && runPrefix !== prefix)) continue;
+    const pid = ownerOf(runPrefix);
+    if (pid === undefined || pid === process.pid || !alive(pid)) rmSync(ownerPath(runPrefix), { force: true });
+  }
+  return removed;
+}
+
+function ownerPath(runPrefix: string): string {
+  return join(LAB_OWNERS_DIR, `${runPrefix}.pid`);
+}
+
+/** The pid a run noted as its owner, if it noted one. */
+function ownerOf(runPrefix: string): number | undefined {
+  const path = ownerPath(runPrefix);
+  if (!existsSync(path)) return undefined;
+  const pid = Number(readFileSync(path, 'utf8').trim());
+  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
 }

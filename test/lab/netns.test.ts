@@ -6,7 +6,9 @@
 import { spawn } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { activeResources, leftBehind } from '../../shared/startable.js';
-import { checkInterfaceName, listNamespaces, NetnsRegistry, run } from '../../lab/netns.js';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { checkInterfaceName, cleanLeftovers, LAB_OWNERS_DIR, listNamespaces, NetnsRegistry, newRunPrefix, run } from '../../lab/netns.js';
 import { commandExists, isRoot, requirement } from '../support/requirements.js';
 
 const canRun = requirement(isRoot() && commandExists('ip'), 'root and iproute2 (network namespaces)', 'run the tests as root on Linux with iproute2 installed');
@@ -89,5 +91,34 @@ describe.skipIf(!canRun)('NetnsRegistry', () => {
     await net.teardown();
     expect(await ours(net.prefix)).toEqual([a]);
     await run('ip', ['netns', 'del', a]);
+  });
+
+  it('xmig lab clean: removes a kept run, leaves a live one alone, forgets owners that left nothing', async () => {
+    // A family of our own, so that a clean of every run never meets another test's namespaces.
+    const family = `${newRunPrefix().replace('xmig-lab-', 'xmig-labt-')}-`;
+    const kept = registry(`${family}k`);
+    const a = await kept.addNamespace('A');
+    kept.keep();
+    await kept.teardown();
+    // A run whose owner is alive (here a sleeping child) is not a leftover.
+    const live = registry(`${family}l`);
+    await live.addNamespace('A');
+    const owner = spawn('sleep', ['600'], { stdio: 'ignore' });
+    writeFileSync(join(LAB_OWNERS_DIR, `${live.prefix}.pid`), `${owner.pid}\n`);
+    // The owner file of a run killed before it made anything, its owner gone.
+    const ghost = `${family}g`;
+    writeFileSync(join(LAB_OWNERS_DIR, `${ghost}.pid`), '2147483646\n');
+    try {
+      expect(await cleanLeftovers(undefined, family)).toEqual([a]);
+      expect(await ours(kept.prefix)).toEqual([]);
+      expect(await ours(live.prefix)).toEqual([`${live.prefix}-A`]);
+      expect(existsSync(join(LAB_OWNERS_DIR, `${kept.prefix}.pid`))).toBe(false);
+      expect(existsSync(join(LAB_OWNERS_DIR, `${live.prefix}.pid`))).toBe(true);
+      expect(existsSync(join(LAB_OWNERS_DIR, `${ghost}.pid`))).toBe(false);
+      // Named, a live run goes too.
+      expect(await cleanLeftovers(live.prefix)).toEqual([`${live.prefix}-A`]);
+    } finally {
+      owner.kill('SIGKILL');
+    }
   });
 });

@@ -1,0 +1,217 @@
+/**
+ * One live migration of the lab VM from hypervisor `from` to hypervisor `to`, as the
+ * paper does it: the destination QEMU is started first, in `to`'s namespace, with its
+ * own tap on `to`'s segment and `-incoming "exec:xmig recv"` (or QEMU's own
+ * `tcp:`, for the TCP/IP baseline); then `xmig migrate`, run in `from`'s namespace
+ * against `from`'s node, drives the source QEMU over QMP to `exec:xmig send`.
+ *
+ * The lab watches both QEMUs on their observer monitors (QMP serves one client per
+ * monitor; `xmig migrate` holds the other): the source's progress (query-migrate) and
+ * STOP, the destination's RESUME. Total time is migrate → destination RESUME, downtime
+ * source STOP → destination RESUME, both on QEMU's event clock (this machine's). QEMU's
+ * own figures (`total-time`, `downtime`) come from `xmig migrate`'s report beside them.
+ * Once the destination runs, the source QEMU (paused, post-migrate) is stopped.
+ */
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { XmigError, errorMessage } from '../shared/errors.js';
+import type { MigrationReport, MigrationSample } from '../mover/migrate.js';
+import { QmpClient, type QmpEvent } from '../mover/qmp-client.js';
+import type { GuestConfig } from './guest/guest-config.js';
+import type { LabImage } from './image/build-image.js';
+import { LabProcess, xmigCommand } from './lab-process.js';
+import { bridgeOf, QEMU_TCP_PORT, type Hypervisor } from './topology.js';
+import { LabVm } from './vm.js';
+import type { LabWorld } from './world.js';
+
+export type MoveTransport = 'xia' | 'qemu-tcp';
+
+export interface MoveProgress {
+  phase: 'destination' | 'migrating' | 'switchover' | 'resumed';
+  status?: string;
+  transferred?: number;
+  total?: number;
+  ms: number;
+}
+
+export interface MoveOptions {
+  world: LabWorld;
+  image: Pick<LabImage, 'kernel' | 'initramfs'>;
+  config: GuestConfig;
+  mac: string;
+  memoryMb?: number;
+  source: LabVm;
+  from: Hypervisor;
+  to: Hypervisor;
+  transport: MoveTransport;
+  /** xia: the destination's migration DAG and the source host's node API socket. */
+  xia?: { to: string; sourceApi: string; destinationApi: string };
+  /** qemu-tcp: the destination host's IPv4 address. */
+  tcpAddress?: string;
+  /** This move's directory (the destination VM's files, the report). */
+  dir: string;
+  /** A unique tap name for the destination. */
+  tap: string;
+  deadlineMs: number;
+  signal?: AbortSignal;
+  onProgress?: (progress: MoveProgress) => void;
+}
+
+export interface MoveResult {
+  from: Hypervisor;
+  to: Hypervisor;
+  transport: MoveTransport;
+  destination: LabVm;
+  /** Epoch ms (lab clock) the lab issued `xmig migrate`. */
+  requestedAt: number;
+  /** xmig migrate's report (its `startedAt`: when it issued QMP migrate). */
+  report: MigrationReport;
+  /** QEMU event clock: source STOP, destination RESUME (epoch ms). */
+  sourceStoppedAt?: number;
+  resumedAt: number;
+  /** migrate issued → destination RESUME. */
+  totalMs: number;
+  /** source STOP → destination RESUME. */
+  downtimeMs?: number;
+  /** The source's query-migrate samples, as the lab saw them (for the timeline). */
+  samples: Array<MigrationSample & { at: number }>;
+}
+
+const eventTime = (event: QmpEvent): number | undefined => (event.timestamp ? event.timestamp.seconds * 1000 + event.timestamp.microseconds / 1000 : undefined);
+
+function waitForQmpEvent(qmp: QmpClient, name: string, deadlineMs: number, signal?: AbortSignal, failure?: () => string | undefined): Promise<QmpEvent> {
+  return new Promise((resolve, reject) => {
+    const seen = qmp.events.find((e) => e.event === name);
+    if (seen) return resolve(seen);
+    let poll: NodeJS.Timeout | undefined;
+    const finish = (error?: Error, event?: QmpEvent): void => {
+      clearTimeout(timer);
+      clearInterval(poll);
+      off();
+      signal?.removeEventListener('abort', onAbort);
+      if (error) reject(error);
+      else resolve(event!);
+    };
+    const off = qmp.onEvent((e) => e.event === name && finish(undefined, e));
+    const onAbort = (): void => finish(new XmigError('ERR_TIMEOUT', `aborted waiting for QEMU's ${name}`));
+    const timer = setTimeout(() => finish(new XmigError('ERR_TIMEOUT', `no ${name} from QEMU within ${Math.round(deadlineMs / 1000)} s`)), deadlineMs);
+    if (failure) {
+      poll = setInterval(() => {
+        const why = failure();
+        if (why) finish(new XmigError('ERR_MIGRATION', why));
+      }, 200);
+    }
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+export async function moveVm(options: MoveOptions): Promise<MoveResult> {
+  const { world, from, to } = options;
+  mkdirSync(options.dir, { recursive: true });
+  const t0 = performance.now();
+  const ms = (): number => Math.round(performance.now() - t0);
+  options.onProgress?.({ phase: 'destination', ms: ms() });
+  const recvStats = join(options.dir, 'recv.json');
+  let incoming: string;
+  if (options.transport === 'xia') {
+    if (!options.xia) throw new XmigError('ERR_CONFIG', 'a move over XIA needs the destination DAG and the node sockets');
+    incoming = `exec:${xmigCommand().join(' ')} recv --api ${options.xia.destinationApi} --stats ${recvStats}`;
+  } else {
+    incoming = `tcp:0.0.0.0:${QEMU_TCP_PORT}`;
+  }
+  const destination = new LabVm({
+    netns: world.ns(to),
+    tap: options.tap,
+    bridge: bridgeOf(to),
+    mac: options.mac,
+    image: options.image,
+    config: options.config,
+    dir: join(options.dir, 'vm'),
+    memoryMb: options.memoryMb,
+    incoming,
+    deadlineMs: options.deadlineMs,
+    signal: options.signal,
+  });
+  let sourceObserver: QmpClient | undefined;
+  let destinationObserver: QmpClient | undefined;
+  let migrate: LabProcess | undefined;
+  let sampler: NodeJS.Timeout | undefined;
+  try {
+    await destination.start();
+    destinationObserver = await QmpClient.connect(destination.observerQmpSocket, 30_000);
+    sourceObserver = await QmpClient.connect(options.source.observerQmpSocket, 30_000);
+    await sourceObserver.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] }).catch(() => undefined);
+    const samples: MoveResult['samples'] = [];
+    const reportFile = join(options.dir, 'migrate.json');
+    const target = options.transport === 'xia' ? options.xia!.to : `${options.tcpAddress}:${QEMU_TCP_PORT}`;
+    const args = ['migrate', '--qmp', options.source.qmpSocket, '--to', target, '--transport', options.transport, '--report', reportFile, '--json', '--no-progress', '--status-file', join(options.dir, 'status.json')];
+    if (options.transport === 'xia') args.push('--api', options.xia!.sourceApi, '--xmig', xmigCommand().join(' '));
+    migrate = new LabProcess({ net: world.net, ns: world.ns(from), name: `xmig migrate ${from}->${options.to}`, args, stderrFile: join(options.dir, 'migrate.stderr') });
+    const requestedAt = Date.now();
+    await migrate.start();
+    const observer = sourceObserver;
+    sampler = setInterval(() => {
+      observer
+        .execute<{ status?: string; ram?: { transferred: number; remaining: number; total: number } }>('query-migrate', undefined, { timeoutMs: 5000 })
+        .then((info) => {
+          const ram = info.ram;
+          const sample = {
+            at: Date.now(),
+            t: Date.now() - requestedAt,
+            status: info.status ?? 'none',
+            transferred: ram?.transferred ?? 0,
+            remaining: ram?.remaining ?? 0,
+            total: ram?.total ?? 0,
+            rateBytesPerSecond: 0,
+            qemuMbps: 0,
+            passes: 0,
+          };
+          samples.push(sample);
+          options.onProgress?.({ phase: 'migrating', status: sample.status, transferred: sample.transferred, total: sample.total, ms: ms() });
+        })
+        .catch(() => undefined);
+    }, 500);
+    const abort = (): void => void migrate?.interrupt(30_000);
+    options.signal?.addEventListener('abort', abort, { once: true });
+    let code: number | null;
+    try {
+      code = await migrate.waitForExit(options.deadlineMs, options.signal);
+    } finally {
+      options.signal?.removeEventListener('abort', abort);
+      clearInterval(sampler);
+    }
+    const report = existsSync(reportFile) ? (JSON.parse(readFileSync(reportFile, 'utf8')) as MigrationReport) : undefined;
+    if (!report || report.status !== 'completed' || code !== 0) {
+      const why = report?.error ?? migrate.exitReason() ?? `exit code ${code}`;
+      throw new XmigError('ERR_MIGRATION', `migration ${from} -> ${options.to} over ${options.transport} ${report?.status ?? 'failed'}: ${why}`);
+    }
+    options.onProgress?.({ phase: 'switchover', ms: ms() });
+    const resume = await waitForQmpEvent(destinationObserver, 'RESUME', 60_000, options.signal, () => destination.pid === undefined ? 'the destination QEMU is gone' : undefined);
+    const resumedAt = eventTime(resume) ?? Date.now();
+    const stop = sourceObserver.events.find((e) => e.event === 'STOP');
+    const sourceStoppedAt = stop ? eventTime(stop) : report.sourceStoppedAt;
+    options.onProgress?.({ phase: 'resumed', ms: ms() });
+    return {
+      from,
+      to: options.to,
+      transport: options.transport,
+      destination,
+      requestedAt,
+      report,
+      ...(sourceStoppedAt !== undefined ? { sourceStoppedAt } : {}),
+      resumedAt,
+      totalMs: Math.round(resumedAt - report.startedAt),
+      ...(sourceStoppedAt !== undefined ? { downtimeMs: Math.round(resumedAt - sourceStoppedAt) } : {}),
+      samples,
+    };
+  } catch (error) {
+    await destination.stop();
+    throw error instanceof XmigError ? error : new XmigError('ERR_MIGRATION', errorMessage(error), { cause: error });
+  } finally {
+    clearInterval(sampler);
+    await migrate?.stop();
+    await sourceObserver?.close();
+    await destinationObserver?.close();
+  }
+}
