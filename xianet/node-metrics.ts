@@ -62,6 +62,8 @@ export const NODE_REFUSALS: ReadonlyArray<readonly [string, RefusalReason]> = [
   ['api-request', 'cap'],
   ['api-write', 'budget'],
   ['api-event', 'budget'],
+  ['api-event', 'cap'],
+  ['api-reply', 'cap'],
   ['api-stream-token', 'cap'],
   ['api-stream-token', 'timeout'],
   ['api-stream-token', 'forbidden'],

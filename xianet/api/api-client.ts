@@ -3,7 +3,7 @@ import { connect, Socket } from 'node:net';
 import { Dag } from '../../shared/dag.js';
 import { XmigError, type XmigErrorCode } from '../../shared/errors.js';
 import type { Xid } from '../../shared/xid.js';
-import type { PingOptions, PingReply, PingSummary } from '../xping.js';
+import { MAX_KEPT_REPLIES, type PingOptions, type PingReply, type PingSummary } from '../xping.js';
 import { encodeFrame, encodeFrameParts, FrameDecoder, writeFrame, type Header } from './api-frames.js';
 import { fromWire, toWire } from './api-json.js';
 import type {
@@ -194,13 +194,22 @@ export class NodeClient implements NodeApi {
 
   async ping(dst: Dag, options: PingOptions = {}): Promise<PingSummary> {
     const id = this.nextId++;
-    if (options.onResult) this.pingListeners.set(id, options.onResult);
+    // The node sends every reply as an event and leaves them out of the summary (a long
+    // ping's would not fit in a frame): they are put back here, in the order sent.
+    const replies: PingReply[] = [];
+    this.pingListeners.set(id, (reply) => {
+      replies.push(reply);
+      if (replies.length > 2 * MAX_KEPT_REPLIES) replies.splice(0, replies.length - MAX_KEPT_REPLIES);
+      options.onResult?.(reply);
+    });
     const onAbort = (): void => void this.request({ op: 'cancel', pingId: id }).catch(() => undefined);
     options.signal?.addEventListener('abort', onAbort, { once: true });
     try {
       const { count, intervalMs, timeoutMs, size } = options;
       const response = await this.request({ op: 'ping', dst, count, intervalMs, timeoutMs, size }, [], id);
-      return response.header['summary'] as PingSummary;
+      const summary = response.header['summary'] as PingSummary;
+      if (response.header['repliesAsEvents'] !== true) return summary;
+      return { ...summary, replies: replies.sort((a, b) => a.seq - b.seq).slice(-MAX_KEPT_REPLIES) };
     } finally {
       this.pingListeners.delete(id);
       options.signal?.removeEventListener('abort', onAbort);

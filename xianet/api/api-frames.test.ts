@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { encodeFrame, encodeFrameParts, FrameDecoder, type DecodeResult } from './api-frames.js';
+import { encodeFrame, encodeFrameParts, FrameDecoder, MAX_HEADER, type DecodeResult } from './api-frames.js';
 
 /** Feeds `wire` in pieces cut at `cuts`, kept or borrowed, and joins what comes out. */
 function decode(wire: Buffer, cuts: number[], borrowed: boolean, maxFrame?: number): DecodeResult {
@@ -48,6 +48,13 @@ describe('API frames', () => {
       expect(frames.every((f, i) => f.body.equals(kept[i]!.body))).toBe(true);
     }
     expect(kept[1]!.body.equals(body)).toBe(true);
+  });
+
+  it('refuses a header longer than its u16 length field with a typed error, and takes the longest that fits', () => {
+    const header = (jsonBytes: number): Record<string, unknown> => ({ pad: 'x'.repeat(jsonBytes - '{"pad":""}'.length) });
+    expect(() => encodeFrameParts(header(MAX_HEADER + 1))).toThrow(expect.objectContaining({ code: 'ERR_REFUSED' }));
+    const [frame] = new FrameDecoder().push(encodeFrame(header(MAX_HEADER))).frames;
+    expect(frame!.header).toEqual(header(MAX_HEADER));
   });
 
   it('reports a frame length past the limit as fatal before allocating it, and reads nothing after', () => {

@@ -15,6 +15,8 @@
  * malformed (the framing still holds, the next frame is read), and a length out of
  * bounds is fatal (the framing is lost: the connection must go).
  */
+import { XmigError } from '../../shared/errors.js';
+
 export const FrameOffset = {
   LENGTH: 0,
   HEADER_LENGTH: 4,
@@ -25,6 +27,8 @@ export const FrameOffset = {
 export const FRAME_PREFIX = FrameOffset.HEADER;
 /** Largest frame length the decoder takes by default (a frame's length field, after it). */
 export const MAX_FRAME = 16 * 1024 * 1024;
+/** Largest JSON header a frame carries: its length field is a u16. */
+export const MAX_HEADER = 0xffff;
 
 export type Header = Record<string, unknown>;
 
@@ -53,6 +57,7 @@ export function encodeFrame(header: Header, body: Uint8Array = Buffer.alloc(0)):
  */
 export function encodeFrameParts(header: Header, body: readonly Uint8Array[] = []): Buffer[] {
   const json = Buffer.from(JSON.stringify(header), 'utf8');
+  if (json.length > MAX_HEADER) throw new XmigError('ERR_REFUSED', `API frame header of ${json.length} bytes is over the ${MAX_HEADER} a frame carries`);
   const bodyLength = body.reduce((sum, part) => sum + part.length, 0);
   const head = Buffer.allocUnsafe(FRAME_PREFIX + json.length);
   head.writeUInt32BE(FRAME_PREFIX - FrameOffset.HEADER_LENGTH + json.length + bodyLength, FrameOffset.LENGTH);

@@ -119,7 +119,19 @@ export class ApiSession {
       this.refusals.refuse('api-event', 'budget');
       return;
     }
-    writeFrame(this.socket, encodeFrameParts(toWire(header) as Header, body ? [body] : []));
+    let parts: Buffer[];
+    try {
+      parts = encodeFrameParts(toWire(header) as Header, body ? [body] : []);
+    } catch (error) {
+      // A header no frame can carry: the request gets a typed error instead, an event is
+      // dropped; counted either way, and the session (and the node) go on.
+      this.refusals.refuse(kind === 'reply' ? 'api-reply' : 'api-event', 'cap');
+      this.logger.warn('api.reply-too-large', { kind, reason: errorMessage(error) });
+      if (kind === 'reply' && typeof header['id'] === 'number') {
+        parts = encodeFrameParts({ id: header['id'], ok: false, error: { code: 'ERR_REFUSED', message: errorMessage(error) } });
+      } else return;
+    }
+    writeFrame(this.socket, parts);
     const after = this.socket.writableLength;
     if (after > this.limits.writeHardBytes) {
       this.refuse({ resource: 'api-write', reason: 'budget', message: `more than ${this.limits.writeHardBytes} bytes queued toward a client that does not read` });
@@ -276,7 +288,9 @@ export class ApiSession {
         signal: controller.signal,
         onResult: (reply) => this.event({ event: 'ping-result', pingId: id, reply }),
       });
-      return { header: { summary } };
+      // Each reply went to the client as its own ping-result event; the summary's copy of
+      // them (up to 100,000) would not fit in one frame's header. The client puts them back.
+      return { header: { summary: { ...summary, replies: [] }, repliesAsEvents: true } };
     } finally {
       if (this.pings.get(id) === controller) this.pings.delete(id);
       controller.abort(); // a ping that failed to start must not be left running

@@ -97,6 +97,19 @@ describe('application API over a Unix socket', () => {
     expect(changes[0]!.previousAd?.equals(net.stack('R1').node.ad!)).toBe(true);
   });
 
+  it('ends a ping of thousands of echoes with its summary and every reply; the node answers on', async () => {
+    // A summary's replies as JSON grow past the 64 KiB a frame's header holds after about
+    // 1,300 echoes (xping at 10 ms for 13 s); sent in the reply's header they killed the node.
+    const { net, client } = await setup();
+    const c = await client('C');
+    const results: number[] = [];
+    const summary = await c.ping(net.stack('B').node.address(), { count: 2000, intervalMs: 1, onResult: (r) => results.push(r.seq) });
+    expect(summary.sent).toBe(2000);
+    expect(summary.replies.map((r) => r.seq)).toEqual([...Array(2000).keys()]);
+    expect(results).toHaveLength(2000);
+    expect((await c.info()).hid.equals(net.stack('C').node.hid)).toBe(true);
+  }, 120_000);
+
   it('refuses a data socket with a wrong token, and reports unknown operations', async () => {
     const { client } = await setup();
     const c = await client('C');
