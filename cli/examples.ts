@@ -47,7 +47,9 @@ export const EXAMPLES: Record<string, readonly string[]> = {
     'xmig config --role hypervisor --out /tmp/xmig-configs',
   ],
   setup: ['xmig setup router --name R1', 'xmig setup vm --name vm1', 'xmig setup hypervisor --topology fig1b.json --node A --address …', 'xmig setup --remove vm --purge'],
-  lab: ['xmig lab image', 'xmig lab image --cache-dir /var/cache/xmig-lab --json'],
+  lab: ['xmig lab --topology intra-ad', 'xmig lab --moves 6 --delay-ms 20 --json > lab.json', 'xmig lab --topology inter-ad --keep'],
+  'lab clean': ['xmig lab clean', 'xmig lab clean --prefix xmig-lab-1a2b3c'],
+  'lab relay': ['xmig lab relay --listen /tmp/vm-control.sock --to [fe80::5054:ff:fe58:4941%brA]:7101'],
   'lab image': ['xmig lab image', 'xmig lab image --cache-dir /var/cache/xmig-lab --json'],
   man: ['xmig man | man -l -', 'xmig man > xmig.1'],
 };
