@@ -15,7 +15,7 @@ import { ControlChannel } from './control-channel.js';
 import { connectTcp, listenTcp } from './connections.js';
 import { encodeMessage, MessageReader, MessageType, type ControlMessage } from './control-messages.js';
 import { MAX_EARLY_ROUNDS, MigrationReceiver } from './receiver.js';
-import { SendWindow } from './send-window.js';
+import { DRAIN_MS, SendWindow } from './send-window.js';
 import { MigrationSender } from './sender.js';
 
 /** An XIA-like chunk exchange in memory: published chunks are fetched by CID, after a delay, counted. */
@@ -176,5 +176,52 @@ describe('SendWindow', () => {
     const huge = new SendWindow({ floorBytes: 16 << 20, capBytes: 256 << 20 });
     for (let t = 0; t <= 20000; t += 100) huge.acked(64 << 20, t - 5000, t);
     expect(huge.bytes).toBe(256 << 20);
+  });
+
+  /**
+   * The sender and its window in a closed loop with a path of `rate` and `baseMs` (offer
+   * to fetched, queue aside), QEMU always ahead: rounds are offered whenever the window has
+   * room and served one after another. Returns the largest window it reached and the
+   * share of the path's rate it kept.
+   */
+  function closedLoop(rateMiBs: number, baseMs: number, seconds: number): { maxWindow: number; keptRate: number } {
+    const window = new SendWindow({ floorBytes: 16 << 20, capBytes: 256 << 20 });
+    const round = 4 << 20;
+    const perMs = (rateMiBs * 1048576) / 1000;
+    const queue: Array<{ offeredAt: number; doneAt: number }> = [];
+    let unacked = 0;
+    let lastDone = 0;
+    let acked = 0;
+    let maxWindow = 0;
+    for (let now = 0; now < seconds * 1000; ) {
+      while (unacked + round <= window.bytes) {
+        const doneAt = Math.max(lastDone, now + baseMs) + round / perMs;
+        queue.push({ offeredAt: now, doneAt });
+        lastDone = doneAt;
+        unacked += round;
+      }
+      maxWindow = Math.max(maxWindow, window.bytes);
+      const next = queue.shift()!;
+      now = next.doneAt;
+      window.acked(round, next.offeredAt, now);
+      unacked -= round;
+      acked += round;
+    }
+    return { maxWindow, keptRate: acked / (seconds * 1000) / perMs };
+  }
+
+  it('holds no more than the path drains in a second beyond the floor, however long its own queue makes the rounds', () => {
+    // A loaded machine's path, 6 MiB/s: the queue the window makes must not grow the window
+    // (it grew to the 256 MiB cap: a 28 s downtime in the lab, QEMU saying 139 ms).
+    const slow = closedLoop(6, 20, 120);
+    expect(slow.maxWindow).toBeLessThanOrEqual(Math.max(16 << 20, 6 * 1048576 * (DRAIN_MS / 1000)));
+    expect(slow.keptRate).toBeGreaterThan(0.95);
+    // A fast LAN: the window still keeps it busy.
+    const lan = closedLoop(200, 2, 30);
+    expect(lan.maxWindow).toBeLessThanOrEqual(200 * 1048576 * (DRAIN_MS / 1000));
+    expect(lan.keptRate).toBeGreaterThan(0.95);
+    // A long path (400 ms, 40 MiB/s: 16 MiB in flight) is kept busy too.
+    const long = closedLoop(40, 400, 60);
+    expect(long.keptRate).toBeGreaterThan(0.9);
   });
 });

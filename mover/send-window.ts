@@ -10,6 +10,15 @@
  * than `floorBytes` (16 MiB: what loopback and LAN runs were measured with) nor more
  * than `capBytes`. The shortest round, not the latest, so that rounds waiting in the
  * window's own queue do not grow the window that queued them.
+ *
+ * That is not enough once the window is full: with QEMU faster than the path, every
+ * round waits behind the window before its own turn, the shortest round is the window
+ * over the rate, and twice it doubles the window until the cap — 256 MiB that must be
+ * fetched while the VM is stopped. On a loaded machine (the lab's, 6 MB/s) that was a
+ * 28 s downtime where QEMU reported 139 ms. So beyond the floor the window holds no more
+ * than the path drains in `DRAIN_MS`: a path whose rate times its shortest round is
+ * more than that is at least half a second long, and one that long is not what the
+ * mover carries a VM over.
  */
 export interface SendWindowOptions {
   floorBytes: number;
@@ -20,6 +29,8 @@ export interface SendWindowOptions {
 const MEMORY_MS = 5000;
 /** A rate sample spans at least this long (acknowledgements come in bursts of rounds). */
 const RATE_INTERVAL_MS = 100;
+/** Beyond the floor, the window holds what the path drains in this long (it adds to the downtime). */
+export const DRAIN_MS = 1000;
 
 export class SendWindow {
   private readonly rates: Array<{ at: number; rate: number }> = [];
@@ -55,6 +66,6 @@ export class SendWindow {
     for (const r of this.rounds) round = Math.min(round, r.ms);
     const { floorBytes, capBytes } = this.options;
     if (rate === 0 || !Number.isFinite(round)) return floorBytes;
-    return Math.min(capBytes, Math.max(floorBytes, 2 * rate * round));
+    return Math.min(capBytes, Math.max(floorBytes, Math.min(2 * rate * round, rate * DRAIN_MS)));
   }
 }
