@@ -10,7 +10,9 @@
  *    once, on every segment), loads the kernel modules listed in /etc/xmig/modules in
  *    that order (virtio-net, virtio-blk, ext4 and what they need), brings up lo and eth0,
  *    and the fixed IPv4 address if configured; mounts /dev/vda at /data if there is one.
- * 4. Starts `xmig node`, then, once its API socket is there, `xmig agent` and
+ * 4. Keeps the clock on the RTC's (QEMU's follows the host's): stepped when 2 s apart, as
+ *    a VM's chrony would after a migration's downtime.
+ * 5. Starts `xmig node`, then, once its API socket is there, `xmig agent` and
  *    `xmig cal serve`, each restarted a second after it exits (systemd's Restart=always).
  *
  * Where things go: each daemon's JSON log lines (stdout) go to the second serial port
@@ -215,6 +217,22 @@ if [ -b ${P.dataDevice} ]; then
     event guest.data-failed ",\\"device\\":\\"${P.dataDevice}\\""
   fi
 fi
+
+# The clock, as chrony or timesyncd keep a VM's: QEMU's RTC follows the host's clock (on
+# whichever host the VM runs), while the guest's own stands still while the VM is stopped —
+# a migration's downtime — and can fall behind a starved TCG vCPU. A clock tens of seconds
+# behind signs HID-move notices that routers refuse as stale. Stepped to the RTC once they
+# are 2 s apart (the RTC counts whole seconds), checked every second.
+(
+  while true; do
+    read -r rtc 2>/dev/null < /sys/class/rtc/rtc0/since_epoch || rtc=
+    now=$(date +%s)
+    if [ -n "$rtc" ] && { [ $((rtc - now)) -ge 2 ] || [ $((now - rtc)) -ge 2 ]; }; then
+      hwclock -s -u && event guest.clock-stepped ",\\"byS\\":$((rtc - now))"
+    fi
+    sleep 1
+  done
+) &
 
 mkdir -p ${P.logDir} /run/xmig
 set -o pipefail
