@@ -11,6 +11,7 @@ import { runQemuMigrationBench } from './qemu-migration.js';
 import { runDiskTransportBench } from './disk-transport.js';
 import { runFullMigrationBench } from './full-migration.js';
 import { runFloodBench } from './floods.js';
+import { runLabBench } from './lab.js';
 
 const benches: Record<string, () => Promise<object[]>> = {
   forwarding: () => runForwardingBench(),
@@ -22,6 +23,7 @@ const benches: Record<string, () => Promise<object[]>> = {
   'disk-transport': () => runDiskTransportBench(),
   'full-migration': () => runFullMigrationBench(),
   floods: () => runFloodBench(),
+  lab: () => runLabBench(),
 };
 
 const wanted = process.argv.slice(2);
