@@ -7,6 +7,7 @@
  *    the receiver verifies each chunk's SHA-1 itself.
  */
 import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import type { Dag } from '../shared/dag.js';
 import { XmigError } from '../shared/errors.js';
 import { Xid, XidType } from '../shared/xid.js';
@@ -21,6 +22,8 @@ export interface ChunkPublisher {
   drop(cids: Buffer[]): Promise<void>;
   /** TCP mode: answer a REQUEST that came on the control channel. */
   serve?(cids: Buffer[], channel: ControlChannel): Promise<void>;
+  /** The migration is over (failed): free whatever is still published. */
+  release?(): Promise<void>;
 }
 
 /** A chunk's bytes as the pieces they arrived in, in order (one piece, or a socket read each). */
@@ -33,6 +36,8 @@ export interface ChunkRetriever {
   deliver?(cid: Buffer, data: ChunkBytes): void;
   /** TCP mode: requests now go on this channel (a reconnection). */
   attach?(channel: ControlChannel): void;
+  /** The migration is over: every fetch still running stops (and rejects). */
+  cancel?(): void;
   readonly stats: { fetched: number; corrupt: number; bytes: number };
 }
 
@@ -43,31 +48,66 @@ export function sha1(data: Buffer | ChunkBytes): Buffer {
 }
 
 export class XiaPublisher implements ChunkPublisher {
+  /**
+   * Published and not dropped, with how many offered chunks have that CID: the same
+   * bytes may come again in a later round (a page pattern QEMU sends twice), and
+   * dropping the first must not take away what the later one still needs.
+   */
+  private readonly live = new Map<string, { cid: Xid; uses: number }>();
+
   constructor(private readonly api: NodeApi) {}
 
   async publish(chunks: Buffer[]): Promise<Buffer[]> {
     // The node hashes what it stores: one SHA-1 per chunk, not two. A VM's memory is
     // private and fetched once: routers on the way must not keep copies of it.
-    return (await this.api.publishChunks(chunks, { noStore: true })).map((cid) => cid.id);
+    const cids = await this.api.publishChunks(chunks, { noStore: true });
+    for (const cid of cids) {
+      const entry = this.live.get(cid.key);
+      if (entry) entry.uses++;
+      else this.live.set(cid.key, { cid, uses: 1 });
+    }
+    return cids.map((cid) => cid.id);
   }
 
   async drop(cids: Buffer[]): Promise<void> {
-    await this.api.unpublishChunks(cids.map((id) => Xid.of(XidType.CID, id)));
+    const gone: Xid[] = [];
+    for (const id of cids) {
+      const cid = Xid.of(XidType.CID, id);
+      const entry = this.live.get(cid.key);
+      if (!entry || --entry.uses > 0) continue;
+      this.live.delete(cid.key);
+      gone.push(cid);
+    }
+    if (gone.length > 0) await this.api.unpublishChunks(gone);
+  }
+
+  async release(): Promise<void> {
+    const left = [...this.live.values()].map((entry) => entry.cid);
+    this.live.clear();
+    if (left.length > 0) await this.api.unpublishChunks(left);
   }
 }
 
 export class XiaRetriever implements ChunkRetriever {
   readonly stats = { fetched: 0, corrupt: 0, bytes: 0 };
+  private readonly cancelled = new AbortController();
 
   constructor(
     private readonly api: NodeApi,
     private readonly source: Dag,
-  ) {}
+  ) {
+    // One signal for every fetch of the migration (hundreds at once): no listener warning.
+    setMaxListeners(0, this.cancelled.signal);
+  }
+
+  cancel(): void {
+    this.cancelled.abort();
+  }
 
   async fetch(cid: Buffer, length: number): Promise<ChunkBytes> {
     // The node's CHUNK fetcher verifies, asks again for what is lost, and paces its window;
     // the length (from the OFFER) lets it plan every request of the chunk at once.
-    const data = await this.api.fetchChunk(Xid.of(XidType.CID, cid), this.source, { length });
+    const data = await this.api.fetchChunk(Xid.of(XidType.CID, cid), this.source, { length, signal: this.cancelled.signal });
     this.stats.fetched++;
     this.stats.bytes += data.length;
     return [data];
@@ -75,23 +115,35 @@ export class XiaRetriever implements ChunkRetriever {
 }
 
 export class TcpPublisher implements ChunkPublisher {
-  private readonly store = new Map<string, Buffer>();
+  /** By CID: the bytes, and how many offered chunks have them (as XiaPublisher counts). */
+  private readonly store = new Map<string, { data: Buffer; uses: number }>();
 
   async publish(chunks: Buffer[]): Promise<Buffer[]> {
     return chunks.map((chunk) => {
       const cid = sha1(chunk);
-      this.store.set(cid.toString('latin1'), chunk);
+      const key = cid.toString('latin1');
+      const entry = this.store.get(key);
+      if (entry) entry.uses++;
+      else this.store.set(key, { data: chunk, uses: 1 });
       return cid;
     });
   }
 
   async drop(cids: Buffer[]): Promise<void> {
-    for (const cid of cids) this.store.delete(cid.toString('latin1'));
+    for (const cid of cids) {
+      const key = cid.toString('latin1');
+      const entry = this.store.get(key);
+      if (entry && --entry.uses <= 0) this.store.delete(key);
+    }
+  }
+
+  async release(): Promise<void> {
+    this.store.clear();
   }
 
   async serve(cids: Buffer[], channel: ControlChannel): Promise<void> {
     for (const cid of cids) {
-      const data = this.store.get(cid.toString('latin1'));
+      const data = this.store.get(cid.toString('latin1'))?.data;
       if (!data) {
         await channel.send({ type: MessageType.ERROR, message: `no chunk ${cid.toString('hex')}` });
         continue;

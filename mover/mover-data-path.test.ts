@@ -13,7 +13,7 @@ import type { ChunkBytes, ChunkPublisher, ChunkRetriever } from './chunk-exchang
 import { sha1 } from './chunk-exchange.js';
 import { ControlChannel } from './control-channel.js';
 import { connectTcp, listenTcp } from './connections.js';
-import { encodeMessage, MessageReader, MessageType, type ControlMessage } from './control-messages.js';
+import { ChunkKind, encodeMessage, MessageReader, MessageType, type ControlMessage } from './control-messages.js';
 import { MAX_EARLY_ROUNDS, MigrationReceiver } from './receiver.js';
 import { DRAIN_MS, SendWindow } from './send-window.js';
 import { MigrationSender } from './sender.js';
@@ -133,6 +133,49 @@ describe('the receiver across a control reconnection', () => {
     socket.destroy();
     await listening.close();
     expect(result).toMatch(new RegExp(`more than ${MAX_EARLY_ROUNDS} ahead`));
+  });
+});
+
+describe('the receiver when the migration fails', () => {
+  it("fails at once on the sender's ERROR, even while a fetch hangs, and cancels its fetches", async () => {
+    const listening = await listenTcp('127.0.0.1', 0);
+    const [host, port] = listening.address.split(':');
+    let cancelled = 0;
+    let started = 0;
+    // A fetch that never ends by itself (the sender stopped serving: it failed).
+    const hanging: ChunkRetriever = {
+      stats: { fetched: 0, corrupt: 0, bytes: 0 },
+      fetch: () => {
+        started++;
+        return new Promise<ChunkBytes>(() => undefined);
+      },
+      cancel: () => void cancelled++,
+    };
+    const receiver = new MigrationReceiver({ output: new PassThrough(), accept: () => listening.accept(), retriever: () => hanging, resumeDeadlineMs: 60_000 });
+    const outcome = receiver.run().then(
+      () => 'completed',
+      (error: Error) => error.message,
+    );
+    const socket = connect(Number(port), host!);
+    await new Promise((r) => socket.once('connect', r));
+    socket.on('data', () => undefined);
+    socket.on('error', () => undefined);
+    const source = Dag.chain(Xid.of(XidType.HID, randomBytes(20))).toString();
+    socket.write(encodeMessage({ type: MessageType.HELLO, session: randomBytes(16), mode: 0, source }));
+    socket.write(encodeMessage({ type: MessageType.OFFER, round: 0, chunks: [{ kind: ChunkKind.FETCH, length: 10, cid: randomBytes(20) }] }));
+    await new Promise<void>((resolve) => {
+      const check = (): void => (started > 0 ? resolve() : void setTimeout(check, 10));
+      check();
+    });
+    socket.write(encodeMessage({ type: MessageType.ERROR, message: 'the send client went away' }));
+    // Nothing times out in 30 s here: without the failure racing the fetch, this waits forever.
+    let timer: NodeJS.Timeout | undefined;
+    const result = await Promise.race([outcome, new Promise((r) => (timer = setTimeout(() => r('hung'), 20_000)))]);
+    clearTimeout(timer);
+    socket.destroy();
+    await listening.close();
+    expect(result).toBe('sender: the send client went away');
+    expect(cancelled).toBe(1);
   });
 });
 

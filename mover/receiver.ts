@@ -93,8 +93,12 @@ export class MigrationReceiver {
   private readonly report = { bytes: 0, chunks: 0, zeroChunks: 0, cachedChunks: 0, reconnects: 0 };
   private firstOfferAt: number | undefined;
   private readonly zero = Buffer.alloc(1024 * 1024);
+  /** Rejects with the failure: the writer waits on a fetch and on this, whichever settles first. */
+  private onFailure: ((error: Error) => void) | undefined;
+  private readonly failed = new Promise<never>((_, reject) => (this.onFailure = reject));
 
   constructor(private readonly options: ReceiverOptions) {
+    this.failed.catch(() => undefined);
     this.logger = (options.logger ?? silentLogger()).child({ component: 'mover', role: 'recv' });
     this.intake = new ReceiverIntake({
       accept: options.accept,
@@ -111,7 +115,7 @@ export class MigrationReceiver {
     const started = performance.now();
     this.intake.start();
     try {
-      await new Promise<void>((resolve) => (this.sessionStarted = resolve));
+      if (!this.failure) await new Promise<void>((resolve) => (this.sessionStarted = resolve));
       await this.write();
       await this.channel?.end();
     } catch (error) {
@@ -126,6 +130,8 @@ export class MigrationReceiver {
       this.finished = true;
       this.intake.stop();
       clearTimeout(this.resumeTimer);
+      // Whatever is still being fetched is for nobody now (XIA: the node stops at once).
+      this.retriever?.cancel?.();
     }
     const seconds = (performance.now() - started) / 1000;
     this.logger.info('recv.done', { phase: 'done', bytes: this.report.bytes, rounds: this.done?.rounds, ms: Math.round(seconds * 1000) });
@@ -138,9 +144,18 @@ export class MigrationReceiver {
     };
   }
 
+  /** Ends the migration with `error` (its owner gave up on it): run() rejects, and the other side is told. */
+  abort(error: Error): void {
+    this.fail(error);
+  }
+
   private fail(error: Error): void {
     this.failure ??= error;
+    this.onFailure?.(this.failure);
     this.wakeWriter?.();
+    // Still waiting for the first sender: the writer's loop sees the failure and throws.
+    this.sessionStarted?.();
+    this.sessionStarted = undefined;
   }
 
   /** A connection said HELLO for the session (the first, a resumption, or a replacement). */
@@ -285,6 +300,23 @@ export class MigrationReceiver {
     this.wakeWriter?.();
   }
 
+  /** Resolves when `output` drains, or when it is gone (then the next loop sees the failure). */
+  private drained(output: NodeJS.WritableStream): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        output.off('drain', done);
+        output.off('close', gone);
+        resolve();
+      };
+      const gone = (): void => {
+        this.fail(new XmigError('ERR_MIGRATION', 'the output closed before the stream was written'));
+        done();
+      };
+      output.once('drain', done);
+      output.once('close', gone);
+    });
+  }
+
   /** Writes chunks out strictly in order; acknowledges each round once written. */
   private async write(): Promise<void> {
     const output = this.options.output;
@@ -299,8 +331,10 @@ export class MigrationReceiver {
       }
       let data: ChunkBytes;
       try {
-        data = await job.data;
+        // A failure (the sender's ERROR, our owner's abort) must not wait for this fetch to time out.
+        data = await Promise.race([job.data, this.failed]);
       } catch (error) {
+        if (this.failure) throw this.failure;
         if (job.generation !== this.generation) continue;
         throw error;
       }
@@ -313,7 +347,7 @@ export class MigrationReceiver {
       corkable.cork?.();
       for (const piece of data) writable = output.write(piece);
       corkable.uncork?.();
-      if (!writable) await new Promise((resolve) => output.once('drain', resolve));
+      if (!writable) await this.drained(output);
       this.report.bytes += byteLength(data);
       this.report.chunks++;
       this.next = job.last ? { round: job.round + 1, index: 0 } : { round: job.round, index: job.index + 1 };

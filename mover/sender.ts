@@ -58,6 +58,8 @@ export interface SenderOptions {
   resumeDeadlineMs?: number;
   logger?: Logger;
   onProgress?: (progress: SendProgress) => void;
+  /** The first control connection is up (the receiver said WELCOME). */
+  onConnected?: () => void;
 }
 
 export interface SendProgress {
@@ -140,10 +142,20 @@ export class MigrationSender {
     });
   }
 
+  /** Ends the migration with `error` (its owner gave up on it): run() rejects, and the other side is told. */
+  abort(error: Error): void {
+    this.fail(error);
+  }
+
   private fail(error: Error): void {
     this.failure ??= error;
+    // A connection being tried for (the first, or a resumption) stops trying.
+    this.stopped.abort();
     this.wake();
   }
+
+  /** Aborted once the migration has failed: connection attempts give up at once. */
+  private readonly stopped = new AbortController();
 
   async run(): Promise<SendReport> {
     try {
@@ -156,6 +168,8 @@ export class MigrationSender {
         await within(channel.send({ type: MessageType.ERROR, message: errorMessage(error) }), 1000).catch(() => undefined);
         channel.close(`send failed: ${errorMessage(error)}`);
       }
+      // Nobody will fetch what is still published (XIA: the node frees it now, not when we exit).
+      await this.options.publisher.release?.().catch(() => undefined);
       throw error;
     }
   }
@@ -182,8 +196,9 @@ export class MigrationSender {
     const started = performance.now();
     this.startedAt = started;
     this.lastInputAt = started;
-    this.attach((await this.connection.open('connecting')).channel);
+    this.attach((await this.connection.open('connecting', { signal: this.stopped.signal })).channel);
     this.logger.info('send.connected', { phase: 'connect', mode: this.options.mode, ms: Math.round(performance.now() - started) });
+    this.options.onConnected?.();
     // Small: QEMU sizes its final stop-and-copy by how fast we take its stream, so
     // reading far ahead of the receiver would make it stop the VM far too early; as
     // large as the path needs to be kept busy (send-window.ts).
@@ -220,6 +235,8 @@ export class MigrationSender {
         }
       };
       input.on('data', onData);
+      // An input handed over paused (the node's mover service reads a request line first) flows now.
+      input.resume();
       input.once('end', () => {
         cutter.flush();
         resolve();
@@ -350,7 +367,7 @@ export class MigrationSender {
     const deadline = performance.now() + (this.options.resumeDeadlineMs ?? 10_000);
     for (;;) {
       try {
-        const { channel, nextRound } = await this.connection.open('resuming', { deadlineMs: Math.max(1, deadline - performance.now()) });
+        const { channel, nextRound } = await this.connection.open('resuming', { deadlineMs: Math.max(1, deadline - performance.now()), signal: this.stopped.signal });
         this.attach(channel);
         this.report.reconnects++;
         this.logger.info('send.resumed', { nextRound });
@@ -363,6 +380,7 @@ export class MigrationSender {
         return;
       } catch (error) {
         // The connection's own retries ran out, or the new one dropped at once: try again while time is left.
+        if (this.failure) return;
         if (performance.now() >= deadline || !isLostAgain(error)) {
           this.fail(new XmigError('ERR_MIGRATION', errorMessage(error).startsWith('receiver unreachable') ? errorMessage(error) : `receiver unreachable; gave up resuming: ${errorMessage(error)}`));
           return;
