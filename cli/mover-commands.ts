@@ -2,13 +2,14 @@ import { writeFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { Dag } from '../shared/dag.js';
 import { createLogger, type LogLevel } from '../shared/logger.js';
-import { errorMessage } from '../shared/errors.js';
+import { errorMessage, XmigError } from '../shared/errors.js';
 import { Xid, WellKnownSid } from '../shared/xid.js';
 import { parseSocketAddress } from '../xianet/udp-link.js';
 import { NodeClient } from '../xianet/api/api-client.js';
 import { TcpPublisher, TcpRetriever, XiaPublisher, XiaRetriever } from '../mover/chunk-exchange.js';
 import { admitTcpFrom, admitXiaFrom, connectTcp, connectXia, listenTcp, listenXia } from '../mover/connections.js';
 import { MigrationReceiver } from '../mover/receiver.js';
+import { moverSocketOf, recvViaNode, sendViaNode } from '../mover/mover-client.js';
 import { DEFAULT_CHUNK_BYTES, MigrationSender } from '../mover/sender.js';
 import { DEFAULT_API_SOCKET } from './defaults.js';
 import { MoverMetrics, type MoverFigures, type MoverPhase, type MoverSide } from '../mover/mover-metrics.js';
@@ -21,6 +22,7 @@ interface MoverFlags {
   metricsPort?: number;
   metricsTextfile?: string;
   transport: 'xia' | 'tcp';
+  viaNode?: boolean;
   api: string;
   stats?: string;
   logLevel: LogLevel;
@@ -35,6 +37,7 @@ function common(command: Command): Command {
     .option('--metrics-port <port>', 'serve /metrics on this port while it runs', (v) => Number(v))
     .option('--metrics-textfile <file>', 'write the metrics here every second and at the end (node exporter textfile collector: a .prom file)')
     .option('--resume-deadline-ms <ms>', 'how long a lost control connection may take to come back', (v) => Number(v), 10_000)
+    .option('--via-node', "xia: let the local node run the migration, and only pipe the stream to (send) or from (recv) it: no chunk crosses the API in messages")
     .addOption(new Option('--log-level <level>', 'log level (logs go to stderr)').choices(['error', 'warn', 'info', 'debug']).env('XMIG_LOG_LEVEL').default('warn'));
 }
 
@@ -47,6 +50,10 @@ export function sendCommand(): Command {
     .option('--window-mb <n>', 'most MiB read from QEMU and not yet acknowledged (default: sized to the path, 16 MiB and up); small keeps QEMU\'s bandwidth estimate, and so its downtime, honest', (v) => Number(v))
     .action(async (options: MoverFlags & { to: string; chunkKb: number; roundKb: number; windowMb?: number }) => {
       const logger = createLogger({ component: 'mover', destination: 'stderr', level: options.logLevel });
+      if (options.viaNode) {
+        await sendThroughNode(options, logger);
+        return;
+      }
       let sender: MigrationSender | undefined;
       let api: NodeClient | undefined;
       const metrics = await moverMetrics('send', options, logger, () => {
@@ -108,6 +115,10 @@ export function recvCommand(): Command {
     .option('--from <sender...>', 'accept the migration only from these senders: a DAG, name or HID (xia), an IP address (tcp)')
     .action(async (options: MoverFlags & { sid: string; listen: string; from?: string[] }) => {
       const logger = createLogger({ component: 'mover', destination: 'stderr', level: options.logLevel });
+      if (options.viaNode) {
+        await recvThroughNode(options, logger);
+        return;
+      }
       let retriever: XiaRetriever | TcpRetriever | undefined;
       const metrics = await moverMetrics('recv', options, logger, () => ({
         bytes: retriever?.stats.bytes ?? 0,
@@ -167,4 +178,90 @@ async function moverMetrics(
       await server?.close();
     },
   };
+}
+
+/** `send --via-node`: the stream into the local node's mover (mover-service.ts); the node does the rest. */
+async function sendThroughNode(options: MoverFlags & { to: string; chunkKb: number; roundKb: number; windowMb?: number }, logger: Logger): Promise<void> {
+  if (options.transport !== 'xia') throw new XmigError('ERR_CONFIG', '--via-node moves chunks over XIA only');
+  const started = performance.now();
+  let bytes = 0;
+  const metrics = await moverMetrics('send', options, logger, () => ({ bytes, chunks: {} }));
+  try {
+    let to: Dag;
+    if (/^\s*(RE|DAG)(\s|$)/.test(options.to)) to = Dag.parse(options.to);
+    else {
+      const api = await NodeClient.connect(options.api);
+      try {
+        to = await resolveTarget(options.to, api);
+      } finally {
+        await api.close();
+      }
+    }
+    const report = await sendViaNode(
+      moverSocketOf(options.api),
+      {
+        op: 'send',
+        to: to.toString(),
+        chunkBytes: options.chunkKb * 1024,
+        roundBytes: options.roundKb * 1024,
+        maxUnackedBytes: options.windowMb === undefined ? undefined : options.windowMb * 1024 * 1024,
+        resumeDeadlineMs: options.resumeDeadlineMs,
+      },
+      process.stdin,
+      {
+        onConnected: () => {
+          metrics?.metrics.setPhase('transfer');
+          logger.info('send.connected', { phase: 'connect', mode: 'xia', via: 'node', ms: Math.round(performance.now() - started) });
+        },
+        onBytes: (n) => (bytes = n),
+      },
+    );
+    await metrics?.finish('done');
+    logger.info('send.done', { phase: 'done', via: 'node', bytes, ms: Math.round(performance.now() - started) });
+    if (options.stats) writeFileSync(options.stats, JSON.stringify({ role: 'send', transport: 'xia', via: 'node', ...report }));
+  } catch (error) {
+    await metrics?.finish('failed');
+    // QEMU must see its pipe break at once, so it fails the migration and the VM runs on.
+    process.stdin.destroy();
+    if (options.stats) {
+      try {
+        writeFileSync(options.stats, JSON.stringify({ role: 'send', transport: 'xia', via: 'node', bytes, error: errorMessage(error) }));
+      } catch {
+        // the exit status is what QEMU acts on
+      }
+    }
+    throw error;
+  }
+}
+
+/** `recv --via-node`: the local node receives (mover-service.ts); we only pass its stream to stdout. */
+async function recvThroughNode(options: MoverFlags & { sid: string; from?: string[] }, logger: Logger): Promise<void> {
+  if (options.transport !== 'xia') throw new XmigError('ERR_CONFIG', '--via-node moves chunks over XIA only');
+  const started = performance.now();
+  let bytes = 0;
+  const metrics = await moverMetrics('recv', options, logger, () => ({ bytes, chunks: {} }));
+  try {
+    let from: string[] | undefined;
+    if (options.from) {
+      const api = await NodeClient.connect(options.api);
+      try {
+        from = (await Promise.all(options.from.map((f) => hostHid(f, api)))).map((hid) => hid.toString());
+      } finally {
+        await api.close();
+      }
+    }
+    const report = await recvViaNode(moverSocketOf(options.api), { op: 'recv', sid: options.sid, from, resumeDeadlineMs: options.resumeDeadlineMs }, process.stdout, {
+      onListening: (address) => logger.info('recv.listening', { address, transport: 'xia', via: 'node' }),
+      onBytes: (n) => {
+        if (bytes === 0) metrics?.metrics.setPhase('transfer');
+        bytes = n;
+      },
+    });
+    await metrics?.finish('done');
+    logger.info('recv.done', { phase: 'done', via: 'node', bytes, ms: Math.round(performance.now() - started) });
+    if (options.stats) writeFileSync(options.stats, JSON.stringify({ role: 'recv', transport: 'xia', via: 'node', ...report, seconds: (performance.now() - started) / 1000 }));
+  } catch (error) {
+    await metrics?.finish('failed');
+    throw error;
+  }
 }

@@ -6,6 +6,7 @@ import { waitForShutdown } from './shutdown.js';
 import { MobilityPlugin } from '../router-plugin/mobility-plugin.js';
 import { systemdNotifier } from '../shared/systemd-notify.js';
 import { LocalRoutes } from '../xianet/local-routes.js';
+import { moverSocketOf } from '../mover/mover-client.js';
 
 export function nodeCommand(): Command {
   return new Command('node')
@@ -36,10 +37,18 @@ export function nodeCommand(): Command {
           })
         : undefined;
       await plugin?.start();
+      // Hosts run the mover for `xmig send|recv --via-node` beside their API socket (loaded
+      // only there, and after node.ready: routers and start-up need none of it).
+      const mover =
+        config.role === 'host' && config.apiSocket
+          ? new (await import('../mover/mover-service.js')).MoverService({ api: daemon.api, path: moverSocketOf(config.apiSocket), logger: daemon.logger, registry: daemon.registry })
+          : undefined;
+      await mover?.start();
       const systemd = systemdNotifier({ onError: (error) => daemon.logger.warn('systemd.notify-failed', { reason: error.message }) });
       systemd.ready(`${config.role} ${config.name} up`);
       await waitForShutdown(daemon.logger);
       systemd.stop();
+      await mover?.stop();
       await plugin?.stop();
       await daemon.stop();
     });

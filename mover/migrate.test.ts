@@ -8,6 +8,13 @@ describe('migrationUri', () => {
     expect(uri).toBe(`exec:/usr/bin/xmig send --transport xia --to 'RE AD:1 HID:2 SID:3 it'\\''s' --stats '/tmp/s.json' --api '/run/xmig/a b.sock'`);
   });
 
+  it('asks for the migration inside the node with viaNode (XIA only)', () => {
+    expect(migrationUri({ qmp: 'q', to: 'DAG 0 - HID:2', transport: 'xia', api: '/a.sock', xmigCommand: 'xmig', viaNode: true }, '/s')).toBe(
+      `exec:xmig send --transport xia --to 'DAG 0 - HID:2' --stats '/s' --api '/a.sock' --via-node`,
+    );
+    expect(migrationUri({ qmp: 'q', to: '10.0.0.2:4444', transport: 'tcp', xmigCommand: 'xmig', viaNode: true }, '/s')).not.toContain('--via-node');
+  });
+
   it('leaves the API socket out over TCP, and QEMU does tcp: itself', () => {
     expect(migrationUri({ qmp: 'q', to: '10.0.0.2:4444', transport: 'tcp', api: '/a.sock', xmigCommand: 'xmig' }, '/s')).toBe(`exec:xmig send --transport tcp --to '10.0.0.2:4444' --stats '/s'`);
     expect(migrationUri({ qmp: 'q', to: '10.0.0.2:4444', transport: 'qemu-tcp' }, '/s')).toBe('tcp:10.0.0.2:4444');

@@ -74,6 +74,8 @@ export interface MigrateOptions {
   xmigCommand?: string;
   /** The local node's API socket, for `send` over XIA. */
   api?: string;
+  /** XIA: `xmig send --via-node`, the migration run inside the local node (mover-service.ts). */
+  viaNode?: boolean;
   pollMs?: number;
   /** Cancels the migration (QMP migrate_cancel); the source VM goes on running. */
   signal?: AbortSignal;
@@ -136,6 +138,7 @@ export function migrationUri(options: MigrateOptions, statsFile: string): string
   const quote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
   const args = ['send', '--transport', options.transport, '--to', quote(options.to), '--stats', quote(statsFile)];
   if (options.transport === 'xia' && options.api) args.push('--api', quote(options.api));
+  if (options.transport === 'xia' && options.viaNode) args.push('--via-node');
   return `exec:${xmig} ${args.join(' ')}`;
 }
 

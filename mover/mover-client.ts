@@ -1,0 +1,191 @@
+/**
+ * The `xmig send --via-node` / `xmig recv --via-node` end of a host node's mover
+ * socket (mover-service.ts; the wire is mover-socket-protocol.ts): a request line,
+ * then the stream in DATA frames — stdin into the node, or the node into stdout.
+ * What QEMU's `exec:` sees is unchanged: a process that takes the stream, or gives
+ * it, and exits non-zero if the migration failed.
+ */
+import { connect, type Socket } from 'node:net';
+import { errorMessage, XmigError } from '../shared/errors.js';
+import { FrameReader, FrameType, frameHeader, MAX_DATA_BYTES, type RecvRequest, type SendRequest } from './mover-socket-protocol.js';
+
+/** Where a host's node serves the mover: beside its API socket. */
+export function moverSocketOf(apiSocket: string): string {
+  return `${apiSocket}.mover`;
+}
+
+/** How long a socket that is not there yet is tried for: a node that has just started opens it a moment after node.ready. */
+const OPEN_RETRY_MS = 3000;
+
+function openOnce(path: string, signal?: AbortSignal): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ path, signal });
+    socket.once('error', reject);
+    socket.once('connect', () => {
+      socket.off('error', reject);
+      // From now on a broken socket shows as 'close' without the last STATUS.
+      socket.on('error', () => undefined);
+      resolve(socket);
+    });
+  });
+}
+
+async function open(path: string, signal?: AbortSignal): Promise<Socket> {
+  const deadline = performance.now() + OPEN_RETRY_MS;
+  for (let delay = 50; ; delay = Math.min(delay * 2, 500)) {
+    try {
+      return await openOnce(path, signal);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if ((code !== 'ENOENT' && code !== 'ECONNREFUSED') || performance.now() + delay > deadline || signal?.aborted) {
+        throw new XmigError('ERR_UNREACHABLE', `cannot reach the node's mover at ${path} (is this host's xmig node running, and new enough?): ${(error as Error).message}`, {
+          cause: error,
+        });
+      }
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+}
+
+function failure(status: Record<string, unknown>): XmigError {
+  return new XmigError('ERR_MIGRATION', typeof status['error'] === 'string' ? status['error'] : 'the node mover failed');
+}
+
+export interface SendViaNodeOptions {
+  /** The node's sender reached the receiver. */
+  onConnected?: () => void;
+  /** Bytes handed to the node so far. */
+  onBytes?: (bytes: number) => void;
+  signal?: AbortSignal;
+}
+
+/**
+ * Pipes `input` (QEMU's stream) into the node's sender; resolves with its report once
+ * the receiver has all of it, rejects if the migration failed (or the node went away).
+ */
+export async function sendViaNode(path: string, request: SendRequest, input: NodeJS.ReadableStream, options: SendViaNodeOptions = {}): Promise<Record<string, unknown>> {
+  const socket = await open(path, options.signal);
+  const reader = new FrameReader();
+  let sent = 0;
+  try {
+    return await new Promise<Record<string, unknown>>((resolve, reject) => {
+      let settled = false;
+      const settle = (error: Error | undefined, report?: Record<string, unknown>): void => {
+        if (settled) return;
+        settled = true;
+        input.off('data', onInput);
+        if (error) reject(error);
+        else resolve(report ?? {});
+      };
+      socket.on('data', (data: Buffer) => {
+        try {
+          reader.push(data, (frame) => {
+            if (frame.type !== FrameType.STATUS) throw new XmigError('ERR_MIGRATION', 'the node mover sent stream bytes to a sender');
+            const status = frame.status;
+            if (status['connected'] === true) options.onConnected?.();
+            else if (status['ok'] === true) settle(undefined, (status['report'] as Record<string, unknown> | undefined) ?? {});
+            else if (status['ok'] === false) settle(failure(status));
+          });
+        } catch (error) {
+          settle(new XmigError('ERR_MIGRATION', `the node mover broke the protocol: ${errorMessage(error)}`));
+        }
+      });
+      socket.once('close', () => settle(new XmigError('ERR_MIGRATION', `the node mover went away after ${sent} bytes, before the migration ended`)));
+      const onInput = (data: Buffer | string): void => {
+        const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+        let writable = true;
+        socket.cork();
+        for (let at = 0; at < bytes.length; at += MAX_DATA_BYTES) {
+          const piece = bytes.subarray(at, at + MAX_DATA_BYTES);
+          socket.write(frameHeader(FrameType.DATA, piece.length));
+          writable = socket.write(piece);
+        }
+        socket.uncork();
+        sent += bytes.length;
+        options.onBytes?.(sent);
+        if (!writable) {
+          input.pause();
+          socket.once('drain', () => input.resume());
+        }
+      };
+      input.on('data', onInput);
+      input.once('end', () => {
+        if (!settled) socket.end(frameHeader(FrameType.END, 0));
+      });
+      input.once('error', (error: Error) => settle(new XmigError('ERR_MIGRATION', `reading the stream: ${error.message}`)));
+      socket.write(`${JSON.stringify(request)}\n`);
+    });
+  } finally {
+    socket.destroy();
+  }
+}
+
+export interface RecvViaNodeOptions {
+  /** The DAG senders connect to (the node is listening). */
+  onListening?: (address: string) => void;
+  /** Bytes written to `output` so far. */
+  onBytes?: (bytes: number) => void;
+  signal?: AbortSignal;
+}
+
+/**
+ * Pipes the node receiver's stream into `output` (QEMU's stdin). Resolves with the
+ * node's report once the stream is whole (the node said so after the last byte) and
+ * written; rejects if the node broke it off, the migration failed, or `output` broke.
+ */
+export async function recvViaNode(path: string, request: RecvRequest, output: NodeJS.WritableStream, options: RecvViaNodeOptions = {}): Promise<Record<string, unknown>> {
+  const socket = await open(path, options.signal);
+  const reader = new FrameReader();
+  let bytes = 0;
+  try {
+    return await new Promise<Record<string, unknown>>((resolve, reject) => {
+      let settled = false;
+      /** The node said the stream is whole: only writing it out is left. */
+      let whole = false;
+      const settle = (error: Error | undefined, report?: Record<string, unknown>): void => {
+        if (settled) return;
+        settled = true;
+        if (error) reject(error);
+        else resolve(report ?? {});
+      };
+      // QEMU gone (EPIPE): the node must hear of it, so the sender fails too.
+      const onOutputError = (error: Error): void => {
+        settle(new XmigError('ERR_MIGRATION', `writing the stream: ${error.message}`));
+        socket.destroy();
+      };
+      output.once('error', onOutputError);
+      socket.on('data', (data: Buffer) => {
+        try {
+          reader.push(data, (frame) => {
+            if (frame.type === FrameType.DATA) {
+              bytes += frame.data.length;
+              if (!output.write(frame.data)) {
+                socket.pause();
+                output.once('drain', () => socket.resume());
+              }
+              options.onBytes?.(bytes);
+            } else if (frame.type === FrameType.STATUS) {
+              const status = frame.status;
+              if (typeof status['listening'] === 'string') options.onListening?.(status['listening']);
+              else if (status['ok'] === true) {
+                // Whole: done once it is all out of our hands.
+                const report = (status['report'] as Record<string, unknown> | undefined) ?? {};
+                whole = true;
+                output.write('', () => settle(undefined, { ...report, bytesWritten: bytes }));
+              } else if (status['ok'] === false) settle(failure(status));
+            } else throw new XmigError('ERR_MIGRATION', 'the node mover sent END to a receiver');
+          });
+        } catch (error) {
+          settle(new XmigError('ERR_MIGRATION', `the node mover broke the protocol: ${errorMessage(error)}`));
+          socket.destroy();
+        }
+      });
+      socket.once('close', () => {
+        if (!whole) settle(new XmigError('ERR_MIGRATION', `the node mover broke the stream off after ${bytes} bytes`));
+      });
+      socket.write(`${JSON.stringify(request)}\n`);
+    });
+  } finally {
+    socket.destroy();
+  }
+}
