@@ -3,8 +3,9 @@
  *
  *  - on loopback (64 KiB datagrams, no impairment), medians of `runs`, interleaved:
  *    a plain TCP pipe (two processes: stdin -> socket -> stdout), `xmig send | recv`
- *    with the control protocol over TCP, and `xmig send | recv` over xianet (host
- *    daemons A and B behind router R1 on UDP, chunks SHA-1 verified);
+ *    with the control protocol over TCP, `xmig send | recv` over xianet (host
+ *    daemons A and B behind router R1 on UDP, chunks SHA-1 verified), and the same
+ *    with --via-node (the migration runs in the nodes; send and recv only pipe bytes);
  *  - over xianet at MTU 1500, a matrix of loss {0, 1, 5} % x delay {0, 10, 50} ms on
  *    each link (both segments A-R1 and R1-B impaired at every interface: a datagram
  *    from A to B crosses two impaired links, a round trip four), `matrixRuns` each.
@@ -32,6 +33,7 @@ import { MIGRATION_HOSTS, UdpNetwork } from '../test/support/udp-network.js';
 import { median } from './two-nodes.js';
 
 export type ProcessName = 'send' | 'recv' | 'A' | 'R1' | 'B';
+const PROCESSES: readonly ProcessName[] = ['send', 'recv', 'A', 'R1', 'B'];
 
 export interface MoverResult {
   bench: 'mover';
@@ -45,6 +47,8 @@ export interface MoverResult {
   completed: number;
   medianSeconds: number | null;
   mbytePerSecond: number | null;
+  /** Spread: the slowest and fastest completed run. */
+  mbytePerSecondRange?: [number, number];
   /** Loopback paths: against the TCP pipe. Matrix cells: against the lossless 0 ms cell. */
   ratio?: number | null;
   /** CPU-seconds per GB moved, per process, and all of them together (medians). */
@@ -214,7 +218,7 @@ function summarise(base: Omit<MoverResult, 'runs' | 'completed' | 'medianSeconds
   const gb = bytes / 1e9;
   const cpu: MoverResult['cpuSecondsPerGb'] = { total: 0, busiest: '-' };
   let busiest = -1;
-  for (const name of ['send', 'recv', 'A', 'R1', 'B'] as const) {
+  for (const name of PROCESSES) {
     const values = ok.map((r) => r.cpu[name]).filter((v): v is number => v !== undefined && Number.isFinite(v));
     if (values.length === 0) continue;
     const perGb = round(median(values) / gb, 2);
@@ -232,19 +236,20 @@ function summarise(base: Omit<MoverResult, 'runs' | 'completed' | 'medianSeconds
     completed: ok.length,
     medianSeconds: s === null ? null : round(s, 3),
     mbytePerSecond: s === null ? null : round(bytes / s / 1e6, 1),
+    ...(ok.length > 0 ? { mbytePerSecondRange: [round(bytes / Math.max(...ok.map((r) => r.seconds!)) / 1e6, 1), round(bytes / Math.min(...ok.map((r) => r.seconds!)) / 1e6, 1)] as [number, number] } : {}),
     cpuSecondsPerGb: cpu,
     ...(failures.length > 0 ? { failures } : {}),
   };
 }
 
-function xianetPath(name: string, network: UdpNetwork): Path {
+function xianetPath(name: string, network: UdpNetwork, extra: string[] = []): Path {
   const xmig = [process.execPath, ...XMIG_ARGV];
   return {
     name,
     network,
-    receiver: () => ({ command: [...xmig, 'recv', '--api', network.api('B'), '--log-level', 'info'], ready: /recv\.listening/ }),
+    receiver: () => ({ command: [...xmig, 'recv', '--api', network.api('B'), '--log-level', 'info', ...extra], ready: /recv\.listening/ }),
     sender: () => ({
-      command: [...xmig, 'send', '--api', network.api('A'), '--to', network.serviceDag('B', 'AD1', WellKnownSid.MIGRATION).toString(), '--log-level', 'info'],
+      command: [...xmig, 'send', '--api', network.api('A'), '--to', network.serviceDag('B', 'AD1', WellKnownSid.MIGRATION).toString(), '--log-level', 'info', ...extra],
       ready: /send\.connected/,
     }),
   };
@@ -295,6 +300,7 @@ export async function runMoverBench(options: { megabytes?: number; runs?: number
         sender: (ready) => ({ command: [...xmig, 'send', '--transport', 'tcp', '--to', (JSON.parse(ready) as { address: string }).address, '--log-level', 'info'], ready: /send\.connected/ }),
       },
       xianetPath('xmig send | recv over xianet (A -> R1 -> B on UDP)', loopback),
+      xianetPath('xmig send | recv --via-node over xianet', loopback, ['--via-node']),
     ];
     const outcomes = new Map<Path, RunResult[]>(paths.map((p) => [p, []]));
     // Interleaved, so drift in the machine's load hits every path alike.
