@@ -73,7 +73,7 @@ function cpuSeconds(pid: number): number {
   }
 }
 
-interface Path {
+export interface Path {
   name: string;
   network?: UdpNetwork;
   receiver(): { command: string[]; ready: RegExp };
@@ -148,14 +148,14 @@ function start(command: string[], ready: RegExp, role: 'receiver' | 'sender'): S
   };
 }
 
-interface RunResult {
+export interface RunResult {
   seconds: number | null;
   received: number;
   cpu: Partial<Record<ProcessName, number>>;
   failure?: string;
 }
 
-async function once(path: Path, data: Buffer, deadlineMs: number): Promise<RunResult> {
+export async function once(path: Path, data: Buffer, deadlineMs: number): Promise<RunResult> {
   const r = path.receiver();
   const receiver = start(r.command, r.ready, 'receiver');
   let sender: Started | undefined;
@@ -212,7 +212,7 @@ async function once(path: Path, data: Buffer, deadlineMs: number): Promise<RunRe
 
 const round = (value: number, digits: number): number => Math.round(value * 10 ** digits) / 10 ** digits;
 
-function summarise(base: Omit<MoverResult, 'runs' | 'completed' | 'medianSeconds' | 'mbytePerSecond' | 'cpuSecondsPerGb' | 'failures'>, results: RunResult[], bytes: number): MoverResult {
+export function summarise(base: Omit<MoverResult, 'runs' | 'completed' | 'medianSeconds' | 'mbytePerSecond' | 'cpuSecondsPerGb' | 'failures'>, results: RunResult[], bytes: number): MoverResult {
   const ok = results.filter((r) => r.seconds !== null);
   const s = ok.length > 0 ? median(ok.map((r) => r.seconds!)) : null;
   const gb = bytes / 1e9;

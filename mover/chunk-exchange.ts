@@ -18,8 +18,11 @@ import { byteLength, MessageType } from './control-messages.js';
 export interface ChunkPublisher {
   /** Makes the chunks available to the receiver; returns their CIDs (20-byte SHA-1 each). */
   publish(chunks: Buffer[]): Promise<Buffer[]>;
-  /** The receiver has them: free them. */
-  drop(cids: Buffer[]): Promise<void>;
+  /**
+   * The receiver has them: free them. Returns the chunk buffers nobody holds any longer
+   * (they may be filled again), if the publisher knows.
+   */
+  drop(cids: Buffer[]): Promise<Buffer[] | void>;
   /** TCP mode: answer a REQUEST that came on the control channel. */
   serve?(cids: Buffer[], channel: ControlChannel): Promise<void>;
   /** The migration is over (failed): free whatever is still published. */
@@ -53,7 +56,7 @@ export class XiaPublisher implements ChunkPublisher {
    * bytes may come again in a later round (a page pattern QEMU sends twice), and
    * dropping the first must not take away what the later one still needs.
    */
-  private readonly live = new Map<string, { cid: Xid; uses: number }>();
+  private readonly live = new Map<string, { cid: Xid; uses: number; buffers: Buffer[] }>();
 
   constructor(private readonly api: NodeApi) {}
 
@@ -61,24 +64,30 @@ export class XiaPublisher implements ChunkPublisher {
     // The node hashes what it stores: one SHA-1 per chunk, not two. A VM's memory is
     // private and fetched once: routers on the way must not keep copies of it.
     const cids = await this.api.publishChunks(chunks, { noStore: true });
-    for (const cid of cids) {
+    cids.forEach((cid, i) => {
       const entry = this.live.get(cid.key);
-      if (entry) entry.uses++;
-      else this.live.set(cid.key, { cid, uses: 1 });
-    }
+      if (entry) {
+        entry.uses++;
+        entry.buffers.push(chunks[i]!);
+      } else this.live.set(cid.key, { cid, uses: 1, buffers: [chunks[i]!] });
+    });
     return cids.map((cid) => cid.id);
   }
 
-  async drop(cids: Buffer[]): Promise<void> {
+  async drop(cids: Buffer[]): Promise<Buffer[]> {
     const gone: Xid[] = [];
+    const freed: Buffer[] = [];
     for (const id of cids) {
       const cid = Xid.of(XidType.CID, id);
       const entry = this.live.get(cid.key);
       if (!entry || --entry.uses > 0) continue;
       this.live.delete(cid.key);
       gone.push(cid);
+      freed.push(...entry.buffers);
     }
+    // Unpublished first: a node on this side (LocalNodeApi) holds the first buffer until then.
     if (gone.length > 0) await this.api.unpublishChunks(gone);
+    return freed;
   }
 
   async release(): Promise<void> {
@@ -116,25 +125,32 @@ export class XiaRetriever implements ChunkRetriever {
 
 export class TcpPublisher implements ChunkPublisher {
   /** By CID: the bytes, and how many offered chunks have them (as XiaPublisher counts). */
-  private readonly store = new Map<string, { data: Buffer; uses: number }>();
+  private readonly store = new Map<string, { data: Buffer; uses: number; buffers: Buffer[] }>();
 
   async publish(chunks: Buffer[]): Promise<Buffer[]> {
     return chunks.map((chunk) => {
       const cid = sha1(chunk);
       const key = cid.toString('latin1');
       const entry = this.store.get(key);
-      if (entry) entry.uses++;
-      else this.store.set(key, { data: chunk, uses: 1 });
+      if (entry) {
+        entry.uses++;
+        entry.buffers.push(chunk);
+      } else this.store.set(key, { data: chunk, uses: 1, buffers: [chunk] });
       return cid;
     });
   }
 
-  async drop(cids: Buffer[]): Promise<void> {
+  async drop(cids: Buffer[]): Promise<Buffer[]> {
+    const freed: Buffer[] = [];
     for (const cid of cids) {
       const key = cid.toString('latin1');
       const entry = this.store.get(key);
-      if (entry && --entry.uses <= 0) this.store.delete(key);
+      if (entry && --entry.uses <= 0) {
+        this.store.delete(key);
+        freed.push(...entry.buffers);
+      }
     }
+    return freed;
   }
 
   async release(): Promise<void> {

@@ -2,8 +2,9 @@
  * Cuts the migration stream QEMU writes into chunks, and chunks into rounds. A round
  * closes when it holds `roundBytes`, or when the input pauses for `flushMs` — QEMU's
  * last, stop-and-copy round must not wait for more input that will never come — or
- * when the input ends. Chunks are views of what was read (joined only where a chunk
- * straddles two reads).
+ * when the input ends. Each byte read is copied once, into a chunk buffer from
+ * `take` (a ChunkPool's: memory used before, see chunk-pool.ts); a flushed last chunk
+ * is a view of the start of one.
  */
 export interface RoundCutterOptions {
   chunkBytes: number;
@@ -12,11 +13,14 @@ export interface RoundCutterOptions {
   flushMs: number;
   /** A closed round: its chunks, in order, and their bytes. */
   onRound: (chunks: Buffer[], bytes: number) => void;
+  /** A buffer of `chunkBytes` for the next chunk (default: a fresh one). */
+  take?: () => Buffer;
 }
 
 export class RoundCutter {
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
+  /** The chunk being filled, and how much of it is. */
+  private current: Buffer | undefined;
+  private filled = 0;
   private round: Buffer[] = [];
   private roundBytes = 0;
   private idle: NodeJS.Timeout | undefined;
@@ -25,12 +29,18 @@ export class RoundCutter {
 
   /** Bytes read but not yet in a closed round. */
   get buffered(): number {
-    return this.pendingBytes + this.roundBytes;
+    return this.filled + this.roundBytes;
   }
 
   push(data: Buffer): void {
-    this.pending.push(data);
-    this.pendingBytes += data.length;
+    const { chunkBytes } = this.options;
+    for (let at = 0; at < data.length; ) {
+      this.current ??= this.options.take?.() ?? Buffer.allocUnsafeSlow(chunkBytes);
+      const copied = data.copy(this.current, this.filled, at, Math.min(data.length, at + chunkBytes - this.filled));
+      at += copied;
+      this.filled += copied;
+      if (this.filled === chunkBytes) this.closeChunk();
+    }
     this.cut(false);
     if (this.idle) clearTimeout(this.idle);
     this.idle = setTimeout(() => {
@@ -50,18 +60,18 @@ export class RoundCutter {
     this.idle = undefined;
   }
 
+  private closeChunk(): void {
+    const chunk = this.filled === this.options.chunkBytes ? this.current! : this.current!.subarray(0, this.filled);
+    this.round.push(chunk);
+    this.roundBytes += chunk.length;
+    this.current = undefined;
+    this.filled = 0;
+  }
+
   private cut(force: boolean): void {
-    const { chunkBytes, roundBytes } = this.options;
-    // Whole chunks out of what has been read; on a flush, the remainder too.
-    while (this.pendingBytes >= chunkBytes || (force && this.pendingBytes > 0)) {
-      const all = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
-      const size = Math.min(chunkBytes, all.length);
-      this.round.push(all.subarray(0, size));
-      this.roundBytes += size;
-      const rest = all.subarray(size);
-      this.pending = rest.length > 0 ? [rest] : [];
-      this.pendingBytes = rest.length;
-    }
+    const { roundBytes } = this.options;
+    // On a flush, the chunk being filled closes too.
+    if (force && this.filled > 0) this.closeChunk();
     if (this.round.length > 0 && (force || this.roundBytes >= roundBytes)) {
       const chunks = this.round;
       const bytes = this.roundBytes;

@@ -23,6 +23,7 @@ import { silentLogger, type Logger } from '../shared/logger.js';
 import type { ControlChannel } from './control-channel.js';
 import { ChunkKind, MessageType, type ControlMessage, type OfferedChunk } from './control-messages.js';
 import type { ChunkPublisher } from './chunk-exchange.js';
+import { ChunkPool } from './chunk-pool.js';
 import { RoundCutter } from './round-cutter.js';
 import { SenderConnection } from './sender-connection.js';
 import { SendWindow } from './send-window.js';
@@ -108,10 +109,13 @@ export class MigrationSender {
   private readonly zero: Buffer;
   private readonly report = { bytes: 0, chunks: 0, zeroChunks: 0, reconnects: 0, bytesAcked: 0 };
   private readonly window: SendWindow;
+  /** Chunk buffers, filled again once acknowledged and unpublished (chunk-pool.ts). */
+  private readonly pool: ChunkPool;
 
   constructor(private readonly options: SenderOptions) {
     this.logger = (options.logger ?? silentLogger()).child({ component: 'mover', role: 'send' });
     this.zero = Buffer.alloc(options.chunkBytes ?? DEFAULT_CHUNK_BYTES);
+    this.pool = new ChunkPool(options.chunkBytes ?? DEFAULT_CHUNK_BYTES);
     this.window = new SendWindow({ floorBytes: 16 * 1024 * 1024, capBytes: options.maxWindowBytes ?? 256 * 1024 * 1024 });
     this.connection = new SenderConnection({
       connect: options.connect,
@@ -206,7 +210,8 @@ export class MigrationSender {
     const maxUnacked = (): number => fixed ?? this.window.bytes;
     let closing: Promise<void> = Promise.resolve();
     const cutter = new RoundCutter({
-      chunkBytes: this.options.chunkBytes ?? DEFAULT_CHUNK_BYTES,
+      chunkBytes: this.pool.chunkBytes,
+      take: () => this.pool.take(),
       roundBytes: this.options.roundBytes ?? 4 * 1024 * 1024,
       flushMs: this.options.flushMs ?? 2,
       onRound: (chunks, bytes) => {
@@ -278,6 +283,8 @@ export class MigrationSender {
       return zero ? { kind: ChunkKind.ZERO, length: chunk.length } : { kind: ChunkKind.FETCH, length: chunk.length };
     });
     const toPublish = data.filter((_, i) => chunks[i]!.kind === ChunkKind.FETCH);
+    // A zero chunk is never published or fetched: its buffer serves again now.
+    data.forEach((chunk, i) => chunks[i]!.kind === ChunkKind.ZERO && this.pool.give(chunk));
     const cids = toPublish.length > 0 ? await this.options.publisher.publish(toPublish) : [];
     let next = 0;
     for (const chunk of chunks) if (chunk.kind === ChunkKind.FETCH) chunk.cid = cids[next++]!;
@@ -346,7 +353,9 @@ export class MigrationSender {
     this.acked = Math.max(this.acked, round);
     this.wake();
     this.progress();
-    if (dropped.length > 0) await this.options.publisher.drop(dropped).catch(() => undefined);
+    if (dropped.length === 0) return;
+    const freed = await this.options.publisher.drop(dropped).catch(() => undefined);
+    if (freed) for (const buffer of freed) this.pool.give(buffer);
   }
 
   /** Makes `channel` the control connection; losing it starts a reconnection. */
