@@ -116,10 +116,13 @@ export class XiaRetriever implements ChunkRetriever {
   async fetch(cid: Buffer, length: number): Promise<ChunkBytes> {
     // The node's CHUNK fetcher verifies, asks again for what is lost, and paces its window;
     // the length (from the OFFER) lets it plan every request of the chunk at once.
-    const data = await this.api.fetchChunk(Xid.of(XidType.CID, cid), this.source, { length, signal: this.cancelled.signal });
+    const options = { length, signal: this.cancelled.signal };
+    const xid = Xid.of(XidType.CID, cid);
+    // In the node (--via-node): the datagrams' own bytes, never joined into one buffer.
+    const data = this.api.fetchChunkPieces ? await this.api.fetchChunkPieces(xid, this.source, options) : [await this.api.fetchChunk(xid, this.source, options)];
     this.stats.fetched++;
-    this.stats.bytes += data.length;
-    return [data];
+    this.stats.bytes += byteLength(data);
+    return data;
   }
 }
 

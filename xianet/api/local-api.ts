@@ -220,6 +220,11 @@ export class LocalNodeApi implements NodeApi {
   }
 
   async fetchChunk(cid: Xid, source: Dag, options: FetchChunkOptions = {}): Promise<Buffer> {
+    const pieces = await this.fetchChunkPieces(cid, source, options);
+    return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
+  }
+
+  async fetchChunkPieces(cid: Xid, source: Dag, options: FetchChunkOptions = {}): Promise<Buffer[]> {
     if (!this.fetcher) {
       const fetcher = new ChunkFetcher(this.stack.node);
       fetcher.start();
@@ -229,7 +234,7 @@ export class LocalNodeApi implements NodeApi {
         this.fetcher = undefined;
       });
     }
-    return this.fetcher.fetch(cid, source, options);
+    return this.fetcher.fetchPieces(cid, source, options);
   }
 
   async close(): Promise<void> {

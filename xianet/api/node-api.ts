@@ -147,5 +147,10 @@ export interface NodeApi {
    * a deadline; `signal` cancels it (a client that goes away cancels all of its fetches).
    */
   fetchChunk(cid: Xid, source: Dag, options?: FetchChunkOptions): Promise<Buffer>;
+  /**
+   * The same, as the pieces the chunk arrived in (in order), for a caller that writes
+   * them out as they are: in-process only (LocalNodeApi), where no copy is needed.
+   */
+  fetchChunkPieces?(cid: Xid, source: Dag, options?: FetchChunkOptions): Promise<Buffer[]>;
   close(): Promise<void>;
 }

@@ -58,7 +58,7 @@ export interface ChunkFetcherOptions {
 }
 
 interface Waiter {
-  resolve: (data: Buffer) => void;
+  resolve: (pieces: Buffer[]) => void;
   reject: (error: Error) => void;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
@@ -75,7 +75,12 @@ interface Fetch {
   /** Length announced by the caller (-1: unknown), and the chunk's own once DATA says (-1 until then). */
   expected: number;
   total: number;
-  data: Buffer | undefined;
+  /**
+   * The fragments that brought new bytes, as they arrived (views of their datagrams:
+   * nothing is copied into a chunk-sized buffer, whose fresh memory costs more than
+   * the copy itself). Put in order, overlaps cut, when the chunk is whole.
+   */
+  pieces: Array<{ at: number; data: Buffer }>;
   have: ByteRanges;
   received: number;
   /** First byte never asked for. */
@@ -254,6 +259,14 @@ export class ChunkFetcher {
    * the transfer.
    */
   fetch(cid: Xid, source: Dag, options: FetchOptions = {}): Promise<Buffer> {
+    return this.fetchPieces(cid, source, options).then((pieces) => (pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces)));
+  }
+
+  /**
+   * As fetch(), but resolves with the chunk as the pieces it arrived in, in order (views
+   * of the datagrams): for a caller that writes them out as they are, with no copy.
+   */
+  fetchPieces(cid: Xid, source: Dag, options: FetchOptions = {}): Promise<Buffer[]> {
     if (!this.unbind) return Promise.reject(new XmigError('ERR_CHUNK', 'chunk fetcher not started'));
     if (options.signal?.aborted) return Promise.reject(new XmigError('ERR_CHUNK', `fetch of ${cid.short} aborted`));
     if (options.length !== undefined && !(Number.isInteger(options.length) && options.length >= 0 && options.length <= MAX_CHUNK_BYTES)) {
@@ -274,7 +287,7 @@ export class ChunkFetcher {
         dst,
         expected: options.length ?? -1,
         total: -1,
-        data: undefined,
+        pieces: [],
         have: new ByteRanges(),
         received: 0,
         nextOffset: 0,
@@ -298,7 +311,7 @@ export class ChunkFetcher {
     }
     if (options.timeoutMs !== undefined) fetch.deadlineAt = Math.min(fetch.deadlineAt, now + options.timeoutMs);
     const target = fetch;
-    const promise = new Promise<Buffer>((resolve, reject) => {
+    const promise = new Promise<Buffer[]>((resolve, reject) => {
       const waiter: Waiter = { resolve, reject, signal: options.signal, onAbort: undefined };
       if (options.signal) {
         waiter.onAbort = () => this.abandon(target, waiter);
@@ -455,7 +468,6 @@ export class ChunkFetcher {
     }
     if (fetch.total < 0) {
       fetch.total = message.total;
-      fetch.data = Buffer.allocUnsafe(message.total);
       if (fetch.nextOffset > fetch.total) fetch.nextOffset = fetch.total;
       this.clipToTotal(fetch);
     } else if (fetch.total !== message.total) {
@@ -467,8 +479,8 @@ export class ChunkFetcher {
     const length = message.data.length;
     const fresh = fetch.have.add(start, start + length);
     if (fresh > 0) {
-      // Overlaps are rare (a range asked for twice): the whole fragment is written; bytes are bytes.
-      message.data.copy(fetch.data!, start);
+      // Overlaps are rare (a range asked for twice): the whole fragment is kept; bytes are bytes.
+      if (message.data.length > 0) fetch.pieces.push({ at: start, data: message.data });
       fetch.received += fresh;
       this.stats.bytesArrived += fresh;
       fetch.lastProgressAt = now;
@@ -580,8 +592,10 @@ export class ChunkFetcher {
 
   private finishIfWhole(fetch: Fetch): void {
     if (fetch.finished || fetch.total < 0 || !fetch.have.covers(0, fetch.total)) return;
-    const data = fetch.data!;
-    if (!createHash('sha1').update(data).digest().equals(fetch.cid.id)) {
+    const data = inOrder(fetch.pieces, fetch.total);
+    const hash = createHash('sha1');
+    for (const piece of data) hash.update(piece);
+    if (!hash.digest().equals(fetch.cid.id)) {
       // Corrupt somewhere (a forged or damaged datagram): all of it again, until the deadline.
       this.stats.corrupt++;
       for (const request of fetch.requests.values()) {
@@ -594,12 +608,12 @@ export class ChunkFetcher {
       fetch.nextOffset = 0;
       fetch.retry.length = 0;
       fetch.total = -1;
-      fetch.data = undefined;
+      fetch.pieces = [];
       if (this.planCursor === undefined || fetch.seq < this.planCursor.seq) this.planCursor = fetch;
       return;
     }
     this.stats.verified++;
-    this.stats.bytes += data.length;
+    this.stats.bytes += fetch.total;
     this.end(fetch);
     for (const waiter of fetch.waiters) {
       if (waiter.onAbort) waiter.signal?.removeEventListener('abort', waiter.onAbort);
@@ -847,4 +861,30 @@ export function registerFetcherMetrics(registry: Registry, node: string, current
     new: (f) => f.stats.bytesArrived,
     duplicate: (f) => f.stats.duplicateBytes,
   });
+}
+
+/**
+ * Past this many pieces a chunk is joined into one buffer: hashing and writing a
+ * thousand 1.4 KB views (MTU 1500) costs more per byte than one copy.
+ */
+const MAX_PIECES = 64;
+
+/**
+ * `pieces` (fragments at their offsets, maybe overlapping) as views that cover
+ * 0..total once each, in order; joined into one if there are many. Empty if they do
+ * not cover it (then the hash fails and the chunk is fetched again).
+ */
+function inOrder(pieces: Array<{ at: number; data: Buffer }>, total: number): Buffer[] {
+  const sorted = pieces.length > 1 && pieces.some((p, i) => i > 0 && p.at < pieces[i - 1]!.at) ? [...pieces].sort((a, b) => a.at - b.at) : pieces;
+  const out: Buffer[] = [];
+  let cursor = 0;
+  for (const { at, data } of sorted) {
+    const end = Math.min(at + data.length, total);
+    if (end <= cursor) continue;
+    if (at > cursor) return [];
+    out.push(data.subarray(cursor - at, end - at));
+    cursor = end;
+  }
+  if (cursor < total) return [];
+  return out.length > MAX_PIECES ? [Buffer.concat(out, total)] : out;
 }
