@@ -22,7 +22,8 @@ import { parseRequest, type ApiRequest } from './api-schema.js';
 import type { PendingStreams } from './api-stream-sockets.js';
 import type { DatagramSocket, NodeApi, NodeEventName, StreamConnection, StreamServer } from './node-api.js';
 
-type Result = { header?: Header; body?: Buffer } | undefined;
+/** A reply's header and body (one buffer, or the pieces it is made of: written as they are). */
+type Result = { header?: Header; body?: Buffer | Buffer[] } | undefined;
 
 function refused(refusals: Refusals, resource: string, message: string): XmigError {
   refusals.refuse(resource, 'cap');
@@ -111,7 +112,7 @@ export class ApiSession {
     else this.socket.resume();
   }
 
-  private send(header: Header, body: Uint8Array | undefined, kind: 'reply' | 'event'): void {
+  private send(header: Header, body: Uint8Array | readonly Uint8Array[] | undefined, kind: 'reply' | 'event'): void {
     if (this.closed || this.socket.destroyed) return;
     const queued = this.socket.writableLength;
     if (kind === 'event' && queued >= this.limits.writeSoftBytes) {
@@ -121,7 +122,7 @@ export class ApiSession {
     }
     let parts: Buffer[];
     try {
-      parts = encodeFrameParts(toWire(header) as Header, body ? [body] : []);
+      parts = encodeFrameParts(toWire(header) as Header, body === undefined ? [] : Array.isArray(body) ? body : [body as Uint8Array]);
     } catch (error) {
       // A header no frame can carry: the request gets a typed error instead, an event is
       // dropped; counted either way, and the session (and the node) go on.
@@ -262,7 +263,9 @@ export class ApiSession {
         const controller = new AbortController();
         if (id >= 0) this.fetches.set(id, controller);
         try {
-          const data = await this.api.fetchChunk(request.cid, request.source, { signal: controller.signal, length: request.length, timeoutMs: request.timeoutMs });
+          const options = { signal: controller.signal, length: request.length, timeoutMs: request.timeoutMs };
+          // The chunk as the datagrams brought it, into the reply's writev: never joined here.
+          const data = this.api.fetchChunkPieces ? await this.api.fetchChunkPieces(request.cid, request.source, options) : await this.api.fetchChunk(request.cid, request.source, options);
           return { header: {}, body: data };
         } finally {
           if (this.fetches.get(id) === controller) this.fetches.delete(id);
