@@ -15,7 +15,7 @@ import { MIGRATION_HOSTS, UdpNetwork } from '../support/udp-network.js';
 import { waitFor } from '../support/wait.js';
 
 const network = new UdpNetwork(MIGRATION_HOSTS, { metrics: true });
-beforeAll(() => network.start(), 60_000);
+beforeAll(() => network.start(), 120_000);
 afterAll(() => network.stop());
 
 interface Xmig {

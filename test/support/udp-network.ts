@@ -47,7 +47,8 @@ export class UdpNetwork {
       writeFileSync(file, JSON.stringify(config));
       this.processes.set(name, startXmig(['node', '--config', file]));
     }
-    await Promise.all([...this.processes.values()].map((p) => p.waitForLog('node.ready')));
+    // As restart() does: a loaded machine (a suite beside QEMU guests) starts a daemon through tsx in well over 15 s.
+    await Promise.all([...this.processes.values()].map((p) => p.waitForLog('node.ready', 60_000)));
   }
 
   /** Kills a node's daemon outright (SIGKILL: no goodbye to anyone). */
