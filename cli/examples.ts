@@ -26,6 +26,7 @@ export const EXAMPLES: Record<string, readonly string[]> = {
     `qemu: migrate "exec:xmig send --to ${MIGRATION}"`,
     `qemu: migrate "exec:xmig send --to ${MIGRATION} --metrics-textfile /var/lib/prometheus/node-exporter/xmig-send.prom"`,
     'xmig send --transport tcp --to 10.0.0.2:4444 < vm.state',
+    `qemu: migrate "exec:xmig send --via-node --to ${MIGRATION}"`,
   ],
   recv: ['qemu-system-x86_64 … -incoming "exec:xmig recv"', 'xmig recv --from HID:… --stats recv.json > vm.state'],
   migrate: [
