@@ -1,0 +1,116 @@
+/**
+ * Where the mover's CPU goes: one `xmig send | recv` over xianet on loopback (A -> R1
+ * -> B), every process (the three daemons, send and recv) under `node --cpu-prof`, then
+ * each profile's heaviest functions by self time, with the callers that spent most in
+ * them. How bench/README.md's data-path profiles were taken.
+ *
+ *   npm run build && XMIG_ENTRY=dist/cli/main.js npx tsx bench/mover-profile.ts [direct|via-node] [MiB] [runs]
+ *
+ * The .cpuprofile files stay in the directory it prints (open them in Chrome's DevTools).
+ * Profiles sample wall time: on a loaded machine the figures are inflated, the shares hold.
+ */
+import { spawn } from 'node:child_process';
+import { randomFillSync } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { WellKnownSid } from '../shared/xid.js';
+import { startXmig, XMIG_ARGV } from '../test/support/processes.js';
+import { MIGRATION_HOSTS, UdpNetwork } from '../test/support/udp-network.js';
+
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  children?: number[];
+}
+
+/** The top `n` functions by self time, each with its heaviest caller chain. */
+export function summarise(file: string, n = 12): string {
+  const profile = JSON.parse(readFileSync(file, 'utf8')) as { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] };
+  const byId = new Map(profile.nodes.map((node) => [node.id, node]));
+  const parent = new Map<number, number>();
+  for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node.id);
+  const label = (node: ProfileNode): string => `${node.callFrame.functionName || '(anonymous)'} ${node.callFrame.url.split('/').slice(-2).join('/')}:${node.callFrame.lineNumber + 1}`;
+  const time = new Map<number, number>();
+  profile.samples.forEach((id, i) => time.set(id, (time.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+  const self = new Map<string, { us: number; callers: Map<string, number> }>();
+  let busy = 0;
+  for (const [id, us] of time) {
+    const node = byId.get(id)!;
+    if (node.callFrame.functionName === '(idle)') continue;
+    busy += us;
+    const entry = self.get(label(node)) ?? { us: 0, callers: new Map<string, number>() };
+    entry.us += us;
+    const chain: string[] = [];
+    for (let at = parent.get(id); at !== undefined && chain.length < 3; at = parent.get(at)) chain.push(label(byId.get(at)!).split(' ')[0]!);
+    const key = chain.join(' < ');
+    entry.callers.set(key, (entry.callers.get(key) ?? 0) + us);
+    self.set(label(node), entry);
+  }
+  const lines = [`busy ${(busy / 1e6).toFixed(2)} s`];
+  for (const [name, { us, callers }] of [...self].sort((a, b) => b[1].us - a[1].us).slice(0, n)) {
+    const top = [...callers].sort((a, b) => b[1] - a[1])[0]?.[0] ?? '';
+    lines.push(`  ${(us / 1e3).toFixed(0).padStart(6)} ms ${((100 * us) / busy).toFixed(1).padStart(5)} %  ${name}${top ? `  < ${top}` : ''}`);
+  }
+  return lines.join('\n');
+}
+
+async function main(): Promise<void> {
+  const mode = process.argv[2] === 'direct' ? 'direct' : 'via-node';
+  const megabytes = Number(process.argv[3] ?? 256);
+  const runs = Number(process.argv[4] ?? 1);
+  const dir = mkdtempSync(join(tmpdir(), 'xmig-profile-'));
+  const flags = ['--cpu-prof', `--cpu-prof-dir=${dir}`];
+  const network = new UdpNetwork(MIGRATION_HOSTS);
+  // The daemons under the profiler too: started as UdpNetwork.start() does, with the flags in front.
+  const prefix = ['bash', '-c', `exec "$0" ${flags.join(' ')} "$@"`];
+  const names = new Map<string, string>();
+  for (const [name, config] of network.layout.configs) {
+    const file = join(network.dir, `${name}.json`);
+    writeFileSync(file, JSON.stringify(config));
+    const node = startXmig(['node', '--config', file], { prefix });
+    network.processes.set(name, node);
+    names.set(String(node.child.pid), name);
+  }
+  await Promise.all([...network.processes.values()].map((p) => p.waitForLog('node.ready', 60_000)));
+  const extra = mode === 'via-node' ? ['--via-node'] : [];
+  const data = randomFillSync(Buffer.alloc(megabytes << 20));
+  try {
+    for (let run = 0; run < runs; run++) {
+      const xmig = (args: string[], role: 'send' | 'recv') => {
+        const child = spawn(process.execPath, [...flags, ...XMIG_ARGV, ...args], { stdio: role === 'send' ? ['pipe', 'ignore', 'pipe'] : ['ignore', 'pipe', 'pipe'] });
+        names.set(String(child.pid), `${role} ${run + 1}`);
+        let stderr = '';
+        child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+        return { child, stderr: () => stderr, exited: new Promise<number | null>((resolve) => child.once('exit', resolve)) };
+      };
+      const until = async (what: () => boolean, label: string): Promise<void> => {
+        for (const deadline = Date.now() + 60_000; !what(); ) {
+          if (Date.now() > deadline) throw new Error(`no ${label} within 60 s`);
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+      };
+      const recv = xmig(['recv', '--api', network.api('B'), '--log-level', 'info', ...extra], 'recv');
+      await until(() => recv.stderr().includes('recv.listening'), 'recv.listening');
+      const send = xmig(['send', '--api', network.api('A'), '--to', network.serviceDag('B', 'AD1', WellKnownSid.MIGRATION).toString(), '--log-level', 'info', ...extra], 'send');
+      await until(() => send.stderr().includes('send.connected'), 'send.connected');
+      let received = 0;
+      recv.child.stdout!.on('data', (d: Buffer) => (received += d.length));
+      const ended = new Promise((resolve) => recv.child.stdout!.once('end', resolve));
+      const started = performance.now();
+      send.child.stdin!.end(data);
+      await ended;
+      const seconds = (performance.now() - started) / 1000;
+      process.stderr.write(`${mode} run ${run + 1}: ${received === data.length ? 'intact' : `${received} of ${data.length} bytes`}, ${((data.length / seconds) / 1e6).toFixed(1)} MB/s\n`);
+      await Promise.all([send.exited, recv.exited]);
+    }
+  } finally {
+    await network.stop();
+  }
+  for (const file of readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'))) {
+    const pid = file.split('.')[3]!;
+    process.stdout.write(`\n${names.get(pid) ?? pid} (${join(dir, file)})\n${summarise(join(dir, file))}\n`);
+  }
+}
+
+await main();
