@@ -6,10 +6,11 @@
  * of Table 1 (medians), and one for what the VM's agent and the hosts measured around
  * the moves. XMIG_BENCH_LAB_DIR keeps the run directory (reports, logs).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { median, PAPER_TABLE_1, type XiaMove } from '../lab/figures.js';
+import { labHtml } from '../lab/report-html.js';
 import { runLab, type LabReport } from '../lab/run.js';
 
 export interface LabCell {
@@ -112,6 +113,10 @@ export async function runLabBench(): Promise<Array<LabCell | LabMobility>> {
       dir,
       onProgress: (p) => p.state === 'end' && process.stderr.write(`bench lab: ${p.phase} ${(p.ms / 1000).toFixed(1)} s ${p.detail ?? ''}\n`),
     });
+    if (keep) {
+      writeFileSync(join(dir, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
+      writeFileSync(join(dir, 'report.html'), labHtml(report));
+    }
     return labCells(report).map((line) => ({ ...line, machine: report.machine }));
   } finally {
     if (!keep) rmSync(dir, { recursive: true, force: true });
