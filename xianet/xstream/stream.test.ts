@@ -93,12 +93,17 @@ describe('STREAM', () => {
     const sid = Xid.random(XidType.SID);
     const received = hashingServer(transportOn(net, 'B'), sid);
     const connection = await transportOn(net, 'C').connect(net.stack('B').node.serviceAddress(sid));
-    const total = 48 * 1024 * 1024;
+    const total = 64 * 1024 * 1024;
     let windowBefore = 0;
     let windowAfter = 0;
+    let outageAt: number | undefined;
     const digest = await writeAll(connection, total, async (sent) => {
-      if (sent === 18 * 1024 * 1024) windowAfter = connection.state.cwnd;
-      if (sent === 16 * 1024 * 1024) {
+      if (outageAt !== undefined && sent === outageAt + 2 * 1024 * 1024) windowAfter = connection.state.cwnd;
+      // The outage comes once the window has grown past 4 MiB (from 16 MiB on; at 48 MiB at the
+      // latest): on a starved CPU, drops of its own had kept it below that at a fixed 16 MiB.
+      const grown = connection.state.cwnd > 4 * 1024 * 1024;
+      if (outageAt === undefined && sent >= 16 * 1024 * 1024 && (grown || sent >= 48 * 1024 * 1024)) {
+        outageAt = sent;
         windowBefore = connection.state.cwnd;
         net.segment('r1-r2').impairments = { down: true };
         await new Promise((r) => setTimeout(r, 3000));
