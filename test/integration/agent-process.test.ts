@@ -53,7 +53,7 @@ beforeAll(async () => {
   agent = startXmig(['agent', '--config', join(dir, 'agent.json')]);
   processes.push(agent);
   await agent.waitForLog('agent.started');
-}, 60_000);
+}, 120_000);
 
 afterAll(async () => {
   for (const p of processes) await p.stop();

@@ -19,6 +19,7 @@ export interface XmigProcess {
   /** Parsed JSON log lines seen so far. */
   readonly logs: Array<Record<string, unknown>>;
   readonly stderr: string[];
+  /** Default deadline 60 s: a process starting on 2 loaded cores can take over 15 s to say it is ready. */
   waitForLog(event: string, timeoutMs?: number): Promise<Record<string, unknown>>;
   /** Resolves with the exit code when the process ends by itself. */
   readonly exited: Promise<number | null>;
@@ -54,7 +55,7 @@ export function startXmig(args: string[], options: { env?: NodeJS.ProcessEnv; pr
     logs,
     stderr,
     exited,
-    waitForLog(event, timeoutMs = 15_000) {
+    waitForLog(event, timeoutMs = 60_000) {
       return new Promise((resolve, reject) => {
         const check = (): void => {
           const found = logs.find((l) => l['event'] === event);
