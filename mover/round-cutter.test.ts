@@ -31,6 +31,16 @@ describe('RoundCutter', () => {
     );
   });
 
+  it('closes each round as it fills, when one read holds several rounds', () => {
+    const rounds: Buffer[][] = [];
+    const cutter = new RoundCutter({ chunkBytes: 100, roundBytes: 300, flushMs: 1e9, onRound: (chunks) => rounds.push(chunks) });
+    cutter.push(Buffer.alloc(700, 7));
+    expect(rounds.map((round) => round.length)).toEqual([3, 3]);
+    expect(cutter.buffered).toBe(100);
+    cutter.flush();
+    expect(rounds.map((round) => round.length)).toEqual([3, 3, 1]);
+  });
+
   it('fills buffers given back to the pool again, and takes only whole buffers of its own size', () => {
     const pool = new ChunkPool(1024, 2);
     const rounds: Buffer[][] = [];

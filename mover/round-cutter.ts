@@ -39,9 +39,13 @@ export class RoundCutter {
       const copied = data.copy(this.current, this.filled, at, Math.min(data.length, at + chunkBytes - this.filled));
       at += copied;
       this.filled += copied;
-      if (this.filled === chunkBytes) this.closeChunk();
+      if (this.filled === chunkBytes) {
+        this.closeChunk();
+        // A round closes as soon as it is full, not at the end of this read: one read may
+        // hold several rounds' worth (the receiver bounds how far ahead a round may be).
+        this.cut(false);
+      }
     }
-    this.cut(false);
     if (this.idle) clearTimeout(this.idle);
     this.idle = setTimeout(() => {
       this.idle = undefined;
