@@ -16,6 +16,7 @@ import type { DatagramSocket } from '../xianet/api/node-api.js';
 import { LocalRoutes } from '../xianet/local-routes.js';
 import { InProcessNetwork, INTER_AD } from '../xianet/topology.js';
 import { MobilityPlugin, type MobilityPluginOptions } from './mobility-plugin.js';
+import type { REJECT_REASONS } from './notice-verifier.js';
 
 let network: InProcessNetwork | undefined;
 const closers: Array<() => Promise<unknown>> = [];
@@ -77,7 +78,8 @@ async function setup(options: SetupOptions = {}) {
   const attacker: DatagramSocket = await new LocalNodeApi(net.stack('C')).bindDatagram();
   closers.push(() => attacker.close());
   net.move('VM', 'seg-B');
-  await new Promise((r) => setTimeout(r, 200));
+  // The VM has joined R2 (its own registration): routes change only by notices from here on.
+  await expect.poll(() => r2.node.routes.route(vm.hid)?.origin).toBe('register');
   const vmSocket: DatagramSocket = await new LocalNodeApi(net.stack('VM')).bindDatagram();
   closers.push(() => vmSocket.close());
   const toR1 = Dag.chain(r1.node.hid, WellKnownSid.MOBILITY);
@@ -96,7 +98,13 @@ async function setup(options: SetupOptions = {}) {
     if (message.type === MobilityType.ACK) acks.push(openMoveAck(message.sealed));
   });
   const r1PointsAtR2 = (): boolean => r1.node.routes.route(vm.hid)?.nextHop?.equals(r2.node.hid) === true;
-  return { net, plugins, startPlugin, vm, r1, r2, genuine, attacker, vmSocket, toR1, toR2, snapshot, settle, acks, r1PointsAtR2 };
+  // R2 routes the VM on its own segment. (Not by the route's origin: the VM's own renewal of
+  // its registration with R2 writes the same route as 'register', whenever it comes.)
+  const r2RoutesVmLocally = (): boolean => {
+    const route = r2.node.routes.route(vm.hid);
+    return route?.port === 0 && route.nextHop?.equals(vm.hid) === true;
+  };
+  return { net, plugins, startPlugin, vm, r1, r2, genuine, attacker, vmSocket, toR1, toR2, snapshot, settle, acks, r1PointsAtR2, r2RoutesVmLocally };
 }
 
 const notice = (sealed: Buffer): Buffer => encodeMobility(MobilityType.NOTICE, sealed);
@@ -105,15 +113,17 @@ describe('router plugin security', () => {
   it('accepts a genuine notice: R2 routes the VM locally, R1 points it at R2', async () => {
     const s = await setup();
     await s.vmSocket.send(s.toR2, notice(s.genuine(10)));
-    await s.settle();
-    expect(s.r2.node.routes.route(s.vm.hid)).toMatchObject({ port: 0, origin: 'mobility' });
-    expect(s.r1.node.routes.route(s.vm.hid)?.nextHop?.equals(s.r2.node.hid)).toBe(true);
+    await expect.poll(() => s.r1PointsAtR2()).toBe(true);
+    expect(s.r2RoutesVmLocally()).toBe(true);
+    expect(s.plugins.get('R2')!.stats.accepted).toBe(1);
   });
 
   it('rejects forged notices, replays and reordered ones without touching a route', async () => {
     const s = await setup();
-    await s.vmSocket.send(s.toR2, notice(s.genuine(10)));
-    await s.settle();
+    const accepted = notice(s.genuine(10));
+    await s.vmSocket.send(s.toR2, accepted);
+    await expect.poll(() => s.r1PointsAtR2()).toBe(true);
+    await expect.poll(() => s.acks.length).toBe(1);
     const before = s.snapshot();
     const thief = Identity.generate();
     // 1. Signed by another key, claiming the VM's HID.
@@ -127,15 +137,14 @@ describe('router plugin security', () => {
     await s.attacker.send(s.toR2, notice(s.genuine(5)));
     // 5. A notice for a HID whose key it is not (a HID made up, signed by the thief).
     await s.attacker.send(s.toR1, notice(s.genuine(30, thief, Identity.generate().xid(XidType.HID))));
-    await s.settle();
+    const rejected = (reason: (typeof REJECT_REASONS)[number]): number => (s.plugins.get('R1')!.stats.rejected[reason] ?? 0) + (s.plugins.get('R2')!.stats.rejected[reason] ?? 0);
+    await expect.poll(() => rejected('key-mismatch')).toBeGreaterThanOrEqual(1);
+    await expect.poll(() => rejected('bad-signature')).toBeGreaterThanOrEqual(1);
+    await expect.poll(() => rejected('old-sequence')).toBeGreaterThanOrEqual(1);
     expect(s.snapshot()).toBe(before);
-    const rejected = { ...s.plugins.get('R1')!.stats.rejected, ...s.plugins.get('R2')!.stats.rejected };
-    expect(rejected['key-mismatch']).toBeGreaterThanOrEqual(1);
-    expect(rejected['bad-signature']).toBeGreaterThanOrEqual(1);
-    expect(rejected['old-sequence']).toBeGreaterThanOrEqual(1);
     // And the exact accepted notice sent again changes nothing either (it is only re-acknowledged).
-    await s.vmSocket.send(s.toR2, notice(s.genuine(10)));
-    await s.settle();
+    await s.vmSocket.send(s.toR2, accepted);
+    await expect.poll(() => s.acks.length).toBe(2);
     expect(s.snapshot()).toBe(before);
   });
 
@@ -163,7 +172,7 @@ describe('router plugin security', () => {
       await new Promise((r) => setTimeout(r, 10));
     }
     expect(s.r1.node.routes.route(s.vm.hid)?.nextHop?.equals(s.r2.node.hid)).toBe(true);
-    expect(s.r2.node.routes.route(s.vm.hid)).toMatchObject({ port: 0, origin: 'mobility' });
+    expect(s.r2RoutesVmLocally()).toBe(true);
     expect(sent).toBe(10_000);
     expect((r2Plugin.stats.rejected.malformed ?? 0) + (s.plugins.get('R1')!.stats.rejected.malformed ?? 0)).toBeGreaterThan(1000);
     expect(r2Plugin.stats.accepted).toBe(1);
@@ -200,7 +209,7 @@ describe('the notice plane: verify, apply, commit; hop by hop', () => {
     expect(s.r2.node.routes.route(s.vm.hid)?.origin).not.toBe('mobility');
     await s.vmSocket.send(s.toR2, sealed); // the agent's retry
     await expect.poll(() => s.acks.length).toBe(1);
-    expect(s.r2.node.routes.route(s.vm.hid)).toMatchObject({ port: 0, origin: 'mobility' });
+    expect(s.r2RoutesVmLocally()).toBe(true);
     await expect.poll(() => s.r1PointsAtR2()).toBe(true);
     expect(s.plugins.get('R2')!.stats.applyFailed).toBe(1);
   });
@@ -235,7 +244,10 @@ describe('the notice plane: verify, apply, commit; hop by hop', () => {
     await s.vmSocket.send(s.toR2, sealed);
     await expect.poll(() => s.acks.length).toBe(2);
     await expect.poll(() => r2.forwarding.acked).toBe(2);
-    expect(r1.stats.repeats).toBe(1);
+    // At least once: under load R2's forward may be retransmitted (20 ms backoff here) before
+    // R1's acknowledgement reaches it, and R1 counts that copy as a repeat too.
+    expect(r1.stats.repeats).toBeGreaterThanOrEqual(1);
+    expect(r1.stats.accepted).toBe(1);
     // A repeat changes nothing on R1 (it is acknowledged, not re-applied): R1 has no route
     // until a newer notice; and a newer one is applied along the whole path.
     await s.vmSocket.send(s.toR2, notice(s.genuine(11)));
