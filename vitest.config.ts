@@ -9,5 +9,8 @@ export default defineConfig({
     maxWorkers: 2,
     testTimeout: 30_000,
     hookTimeout: 30_000,
+    // expect.poll's own default is 1 s: on 2 cores at load 15 a timer alone can be late by
+    // more than that (agent and plugin tests failed so). A poll that holds returns at once.
+    expect: { poll: { timeout: 20_000 } },
   },
 });
