@@ -9,7 +9,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { WellKnownSid } from '../../shared/xid.js';
 import { QmpClient } from '../../mover/qmp-client.js';
 import { commandExists, requirement } from '../support/requirements.js';
@@ -91,8 +91,23 @@ beforeAll(async () => {
   await network.start();
 }, 60_000);
 
+/**
+ * Each test's guests end with it: left running, they kept counting and rewriting memory
+ * under TCG, and by the third test four guests starved the one that had to boot (3 of 5
+ * tests timed out waiting for its first counts, at load 10).
+ */
+async function killQemus(): Promise<void> {
+  const running = qemus.splice(0).filter((q) => q.exitCode === null && q.signalCode === null);
+  await Promise.all(running.map((q) => new Promise((resolve) => {
+    q.once('exit', resolve);
+    q.kill('SIGKILL');
+  })));
+}
+
+afterEach(killQemus);
+
 afterAll(async () => {
-  for (const q of qemus) q.kill('SIGKILL');
+  await killQemus();
   if (hasQemu) await network.stop();
   if (process.env['XMIG_KEEP_E2E']) console.error(`kept ${dir}`);
   else rmSync(dir, { recursive: true, force: true });
@@ -104,7 +119,7 @@ describe.skipIf(!hasQemu)('live migration of a real QEMU guest over xianet', () 
   it('moves the running guest from A to B: the count goes on where it stopped', async () => {
     const source = startQemu('source');
     const destination = startDestination('destination', join(dir, 'recv-ok.json'));
-    await waitFor(() => serialCounts(source.log).length >= 10, 60_000, 'the source guest to count');
+    await waitFor(() => serialCounts(source.log).length >= 10, 120_000, 'the source guest to count');
     const observer = await QmpClient.connect(source.observer);
     const before = await tuningOf(observer);
     const result = await runXmig(['migrate', '--qmp', source.qmp, '--to', receiver(), '--api', network.api('A'), '--report', join(dir, 'report.json'), '--json', '--no-progress'], 120_000);
@@ -131,12 +146,12 @@ describe.skipIf(!hasQemu)('live migration of a real QEMU guest over xianet', () 
     expect(((await qmp.execute('query-status')) as { status: string }).status).toBe('postmigrate');
     await qmp.close();
     expect(existsSync(join(dir, 'report.svg'))).toBe(true);
-  }, 180_000);
+  }, 300_000);
 
   it('fails the migration and keeps the source guest running when xmig recv dies', async () => {
     const source = startQemu('source2');
     startDestination('destination2', join(dir, 'recv-killed.json'));
-    await waitFor(() => serialCounts(source.log).length >= 10, 60_000, 'the source guest to count');
+    await waitFor(() => serialCounts(source.log).length >= 10, 120_000, 'the source guest to count');
     // Slow the migration down so there is a middle to kill it in.
     const migration = runXmig(['migrate', '--qmp', source.qmp, '--to', receiver(), '--api', network.api('A'), '--max-bandwidth', '1', '--json', '--no-progress'], 120_000);
     const qmp = await QmpClient.connect(source.observer);
@@ -151,12 +166,12 @@ describe.skipIf(!hasQemu)('live migration of a real QEMU guest over xianet', () 
     // The sender's own reason, not QEMU's "Broken pipe".
     expect(report.error).toMatch(/receiver|resum|connection/);
     await expectSourceRunsOn(qmp, source.log);
-  }, 180_000);
+  }, 300_000);
 
   it('cancels the migration on Ctrl-C of xmig migrate: the source guest keeps running', async () => {
     const source = startQemu('source3');
     startDestination('destination3', join(dir, 'recv-cancelled.json'));
-    await waitFor(() => serialCounts(source.log).length >= 10, 60_000, 'the source guest to count');
+    await waitFor(() => serialCounts(source.log).length >= 10, 120_000, 'the source guest to count');
     const migration = runXmig(['migrate', '--qmp', source.qmp, '--to', receiver(), '--api', network.api('A'), '--max-bandwidth', '1', '--report', join(dir, 'cancel-report.json'), '--json', '--no-progress'], 120_000);
     const qmp = await QmpClient.connect(source.observer);
     await activeMigration(qmp);
@@ -170,12 +185,12 @@ describe.skipIf(!hasQemu)('live migration of a real QEMU guest over xianet', () 
     expect(report).toMatchObject({ status: 'cancelled', cancelReason: 'signal' });
     expect(report.bytes).toBeGreaterThan(0);
     await expectSourceRunsOn(qmp, source.log);
-  }, 180_000);
+  }, 300_000);
 
   it('forces the switchover at --timeout: the migration completes and the guest runs on at B', async () => {
     const source = startQemu('source4');
     const destination = startDestination('destination4', join(dir, 'recv-forced.json'));
-    await waitFor(() => serialCounts(source.log).length >= 10, 60_000, 'the source guest to count');
+    await waitFor(() => serialCounts(source.log).length >= 10, 120_000, 'the source guest to count');
     const result = await runXmig(['migrate', '--qmp', source.qmp, '--to', receiver(), '--api', network.api('A'), '--max-bandwidth', '1', '--timeout', '1', '--timeout-action', 'switchover', '--json', '--no-progress'], 120_000);
     expect(result.code, result.stderr + result.stdout).toBe(0);
     const report = JSON.parse(result.stdout) as { status: string; forcedSwitchoverAtMs: number };
@@ -183,12 +198,12 @@ describe.skipIf(!hasQemu)('live migration of a real QEMU guest over xianet', () 
     expect(report.forcedSwitchoverAtMs).toBeGreaterThanOrEqual(1000);
     const lastAtSource = Math.max(...serialCounts(source.log));
     await waitFor(() => serialCounts(destination.log).some((n) => n > lastAtSource), 30_000, 'the destination guest to count on');
-  }, 180_000);
+  }, 300_000);
 
   it('aborts at --timeout with auto-converge and XBZRLE on: the source runs on, every setting as it was', async () => {
     const source = startQemu('source5');
     startDestination('destination5', join(dir, 'recv-aborted.json'));
-    await waitFor(() => serialCounts(source.log).length >= 10, 60_000, 'the source guest to count');
+    await waitFor(() => serialCounts(source.log).length >= 10, 120_000, 'the source guest to count');
     const qmp = await QmpClient.connect(source.observer);
     const before = await tuningOf(qmp);
     const result = await runXmig(['migrate', '--qmp', source.qmp, '--to', receiver(), '--api', network.api('A'), '--max-bandwidth', '1', '--auto-converge', '--compress', 'xbzrle', '--timeout', '1', '--timeout-action', 'abort', '--json', '--no-progress'], 120_000);
@@ -199,5 +214,5 @@ describe.skipIf(!hasQemu)('live migration of a real QEMU guest over xianet', () 
     expect(report.error).toMatch(/not completed within 1000 ms/);
     expect(await tuningOf(qmp)).toEqual(before);
     await expectSourceRunsOn(qmp, source.log);
-  }, 180_000);
+  }, 300_000);
 });
