@@ -41,6 +41,8 @@ interface FloodFigures {
   r2HidRoutes: number;
   pluginHids: number[];
   names: number;
+  /** Names the testbed itself had registered before the flood (the VM's). */
+  namesBefore: number;
   refusals: Record<string, number>;
   phaseMs: Record<string, number>;
 }
@@ -50,6 +52,7 @@ async function flood(t: RunningTestbed, parts: MigrationParts): Promise<FloodFig
   const [r1, r2, vm] = ['R1', 'R2', 'VM'].map((n) => net.stack(n).node);
   const attacker = await new LocalNodeApi(net.stack('C')).bindDatagram();
   const rssBefore = process.memoryUsage().rss;
+  const namesBefore = t.nameServer.store.size;
   const phaseMs: Record<string, number> = {};
   let mark = performance.now();
   const phase = (name: string): void => {
@@ -147,6 +150,7 @@ async function flood(t: RunningTestbed, parts: MigrationParts): Promise<FloodFig
       r2HidRoutes: hidRoutes(r2),
       pluginHids: parts.plugins.map((p) => p.hids),
       names: t.nameServer.store.size,
+      namesBefore,
       refusals,
       phaseMs,
     };
@@ -178,7 +182,8 @@ describe('floods', () => {
     expect(f.r1HidRoutes).toBeLessThanOrEqual(Math.min(pluginBound + 50 + 20 * floodSeconds + 10, 4500));
     expect(f.r2HidRoutes).toBeLessThanOrEqual(Math.min(pluginBound + 10, 4500));
     // One key holds at most 64 names (and registers at 20/s); new names come in at 200/s (burst 500).
-    expect(f.names).toBeLessThanOrEqual(Math.min(500 + 200 * floodSeconds, 64 + 3000));
+    // (Beside the names the testbed had before: 3,065 = the VM's + 64 + 3,000 failed this once.)
+    expect(f.names - f.namesBefore).toBeLessThanOrEqual(Math.min(500 + 200 * floodSeconds, 64 + 3000));
     expect(f.rssAfterMb - f.rssBeforeMb).toBeLessThan(RSS_GROWTH_BOUND / MB);
     expect(Object.keys(f.refusals).length).toBeGreaterThan(3);
     // And the genuine move after the flood converged: every router rewritten, the name re-registered.
