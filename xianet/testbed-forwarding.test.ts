@@ -59,7 +59,7 @@ describe('forwarding semantics', () => {
     b.bind(sid, (packet, arrival) => got.push(packet.toString('utf8', arrival.payloadOffset + 1, arrival.payloadOffset + arrival.payloadLength)));
     const dst = Dag.parse(`RE ( ${b.ad} ${b.hid} ) ${sid}`);
     net.stack('C').node.sendDatagram(dst, Buffer.from('fallback'));
-    await new Promise((r) => setTimeout(r, 50));
+    await expect.poll(() => got.length).toBeGreaterThan(0);
     expect(got).toEqual(['fallback']);
   });
 

@@ -13,7 +13,7 @@
  * takes a minute or two once the base is cached (several the first time).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -78,9 +78,21 @@ function nodejsDeb(): string {
   const dir = join(cacheDir, `nodejs-${version.replace(/[^A-Za-z0-9.+~-]/g, '_')}`);
   const existing = existsSync(dir) ? readdirSync(dir).find((f) => f.endsWith('.deb')) : undefined;
   if (existing) return join(dir, existing);
-  mkdirSync(dir, { recursive: true });
-  timed('dpkg-repack nodejs (first run; cached after)', () => sh('dpkg-repack', ['nodejs'], { cwd: dir }));
-  return join(dir, readdirSync(dir).find((f) => f.endsWith('.deb'))!);
+  // Built aside and renamed into the cache, so a run killed mid-way leaves no truncated .deb
+  // to be taken next time; gzip -1, not xz: the default took over 10 min at load 20 (killed).
+  mkdirSync(cacheDir, { recursive: true });
+  const building = mkdtempSync(join(cacheDir, 'nodejs-repack-'));
+  try {
+    timed('dpkg-repack nodejs (first run; cached after)', () =>
+      sh('dpkg-repack', ['--deb-option=-Zgzip', '--deb-option=-z1', 'nodejs'], { cwd: building, timeoutMs: 1_200_000 }),
+    );
+    const deb = readdirSync(building).find((f) => f.endsWith('.deb'))!;
+    mkdirSync(dir, { recursive: true });
+    renameSync(join(building, deb), join(dir, deb));
+    return join(dir, deb);
+  } finally {
+    rmSync(building, { recursive: true, force: true });
+  }
 }
 
 interface Daemon {
