@@ -54,9 +54,7 @@ describe('beacons', () => {
     });
     const a = network.stack('A');
     await network.start();
-    await new Promise((r) => setTimeout(r, 300));
-    expect(a.node.ad?.equals(ad1.xid(XidType.AD))).toBe(true);
-    expect(a.join!.stats.rejected).toBeGreaterThan(0);
+    await expect.poll(() => a.node.ad?.equals(ad1.xid(XidType.AD)) === true && a.join!.stats.rejected > 0).toBe(true);
     expect(a.join!.stats.changes).toBe(1);
   });
 });
@@ -71,6 +69,7 @@ describe('host registration under a flood of fresh keys', () => {
     const a = network.stack('A');
     const flood = new MemoryLink('flood', { segment: network.segment('seg-A') });
     const registeredBefore = r1.node.routes.table(XidType.HID).list().filter((r) => r.origin === 'register').length;
+    const floodStarted = performance.now();
     for (let i = 0; i < 5000; i++) {
       const key = Identity.generate();
       const register = encodeHostRegister(
@@ -91,9 +90,11 @@ describe('host registration under a flood of fresh keys', () => {
     a.join!.register();
     await registered;
     const routes = r1.node.routes.table(XidType.HID).list().filter((r) => r.origin === 'register').length;
-    // 50 at once and 20 a second per link: far fewer than 5,000, however long the flood took.
-    expect(routes - registeredBefore).toBeLessThan(500);
-    expect(r1.xroute.refusals.count('new-hid', 'rate')).toBeGreaterThan(4000);
+    // 50 at once and 20 a second per link, over however long the flood took (making 5,000 keys
+    // took 28 s at load 20): far fewer than 5,000.
+    const admissible = 50 + 20 * ((performance.now() - floodStarted) / 1000 + 1);
+    expect(routes - registeredBefore).toBeLessThanOrEqual(Math.min(admissible, 2500));
+    expect(r1.xroute.refusals.count('new-hid', 'rate')).toBeGreaterThanOrEqual(5000 - Math.min(admissible, 2500));
     expect(r1.node.routes.route(a.node.hid)?.origin).toBe('register');
   });
 });

@@ -23,7 +23,7 @@ describe('UdpLink', () => {
     a.send(Buffer.from('one'), b.address!);
     a.setPeers([b.address!, c.address!]);
     a.broadcast(Buffer.from('all'));
-    await new Promise((r) => setTimeout(r, 50));
+    await expect.poll(() => got.length).toBe(3);
     expect(got.map(([n, p]) => `${n}:${p}`).sort()).toEqual(['b:all', 'b:one', 'c:all']);
     expect(got.every(([, , from]) => from === a.address)).toBe(true);
   });
@@ -75,7 +75,8 @@ describe('UdpLink MTU and impairment', () => {
     a.send(Buffer.alloc(1000), b.address!, Buffer.alloc(473));
     a.setPeers([b.address!]);
     a.broadcast(Buffer.alloc(1473));
-    await new Promise((r) => setTimeout(r, 100));
+    await expect.poll(() => got.length).toBe(1);
+    await new Promise((r) => setTimeout(r, 100)); // and nothing more comes
     expect(got).toEqual([1472]);
     expect(a.stats.tooBig).toBe(2);
   });

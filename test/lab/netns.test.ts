@@ -74,8 +74,7 @@ describe.skipIf(!canRun)('NetnsRegistry', () => {
     // Started past the registry, as QEMU starts its exec: migration helper.
     const stray = spawn('ip', ['netns', 'exec', a, 'sh', '-c', 'trap "" TERM; sleep 600'], { stdio: 'ignore', detached: true });
     stray.unref();
-    await new Promise((r) => setTimeout(r, 200));
-    expect((await net.pidsIn(a)).length).toBeGreaterThanOrEqual(2);
+    await expect.poll(async () => (await net.pidsIn(a)).length).toBeGreaterThanOrEqual(2);
     const report = await net.teardown(500);
     expect(report.processesStopped).toBe(1);
     expect(report.strays).toBeGreaterThanOrEqual(1);

@@ -91,7 +91,7 @@ describe('application API over a Unix socket', () => {
     const changes: GatewayEvent[] = [];
     await vm.on('gateway', (e) => changes.push(e));
     net.move('VM', 'seg-B');
-    await new Promise((r) => setTimeout(r, 300));
+    await expect.poll(() => changes.length).toBeGreaterThan(0);
     expect(changes.map((e) => e.kind)).toEqual(['inter-ad']);
     expect(changes[0]!.ad.equals(net.stack('R2').node.ad!)).toBe(true);
     expect(changes[0]!.previousAd?.equals(net.stack('R1').node.ad!)).toBe(true);

@@ -123,7 +123,8 @@ describe('CHUNK transport', () => {
     expect(net.stack('R1').chunks.stats.cachedInTransit).toBe(0);
     expect(net.stack('R1').chunks.cache!.has(cidKey(cid.id))).toBe(false);
     expect((await fetcherOn(net, 'A').fetch(cid, net.stack('B').node.address())).equals(data)).toBe(true);
-    expect(origin.stats.served).toBe(2);
+    // Both from the origin (at least: a request retransmitted on a loaded machine is served again).
+    expect(origin.stats.served).toBeGreaterThanOrEqual(2);
     expect(net.stack('R1').chunks.stats.servedFromCache).toBe(0);
   });
 
@@ -213,8 +214,7 @@ describe('CHUNK transport: loss, outages, cancellation', () => {
     const other = new AbortController();
     const fetching = fetcher.fetch(cid, net.stack('B').node.address(), { signal: controller.signal });
     const sharing = fetcher.fetch(cid, net.stack('B').node.address(), { signal: other.signal });
-    await new Promise((r) => setTimeout(r, 50));
-    expect(fetcher.outstanding.inFlight).toBeGreaterThan(0);
+    await expect.poll(() => fetcher.outstanding.inFlight).toBeGreaterThan(0);
     controller.abort();
     await expect(fetching).rejects.toMatchObject({ code: 'ERR_CHUNK' });
     // The other caller still wants it: still being asked for.
@@ -264,10 +264,9 @@ describe('CHUNK service bounds', () => {
       piece.copy(packet, header + CHUNK_DATA_HEADER_LENGTH);
       a.originate(packet);
     }
-    await new Promise((r) => setTimeout(r, 100));
+    await expect.poll(() => router.refusals.count('chunk-reassembly')).toBeGreaterThan(0);
     expect(router.reassembling.bytes).toBeLessThanOrEqual(budget);
     expect(router.reassembling.chunks).toBeGreaterThan(0);
-    expect(router.refusals.count('chunk-reassembly')).toBeGreaterThan(0);
   });
 });
 
