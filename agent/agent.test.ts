@@ -31,8 +31,8 @@ afterEach(async () => {
 
 const SERVICE = Xid.random(XidType.SID);
 
-async function setup(topology: Topology, options: { lateRouters?: string[]; agent?: Partial<AgentOptions> } = {}) {
-  network = new InProcessNetwork(topology, { beaconIntervalMs: 50, helloIntervalMs: 200 });
+async function setup(topology: Topology, options: { lateRouters?: string[]; agent?: Partial<AgentOptions>; beaconIntervalMs?: number } = {}) {
+  network = new InProcessNetwork(topology, { beaconIntervalMs: options.beaconIntervalMs ?? 50, helloIntervalMs: 200 });
   await network.start();
   await network.ready();
   const net = network;
@@ -113,7 +113,10 @@ describe('the agent', () => {
   });
 
   it('does not take a stray beacon from another AD on its link for a move', async () => {
-    const s = await setup(INTER_AD);
+    // A gateway is stale 1.5 beacon intervals after its last beacon, and then any beacon is
+    // taken: at 50 ms that is 75 ms, less than one late turn of a loaded machine's event loop
+    // (one rogue beacon in three was taken so at load 13). At 1 s, R1 is fresh throughout.
+    const s = await setup(INTER_AD, { beaconIntervalMs: 1000 });
     await s.registeredIn('R1');
     const rogueAd = Identity.generate();
     const rogue = new MemoryLink('rogue', { segment: s.net.segment('seg-A') });

@@ -55,11 +55,12 @@ export function testbedCommand(): Command {
     .addOption(new Option('-t, --topology <name>', 'Fig. 1a or 1b (with --migrate, default: both)').choices(['intra-ad', 'inter-ad']))
     .option('-d, --duration <ms>', 'how long traffic runs (without --migrate)', (v) => Number(v), 3000)
     .option('-i, --interval <ms>', 'xping interval Δt', (v) => Number(v), 10)
+    .option('-W, --ping-timeout <ms>', 'without --migrate: an echo unanswered this long is lost (default 250)', (v) => Number(v))
     .option('--migrate', 'move the VM from host A to host B (agent + router plugin) and report as the paper\'s Table 1')
     .option('--moves <n>', 'with --migrate: moves, back and forth between A and B', (v) => Number(v), 1)
     .option('--pause-ms <ms>', 'with --migrate: time the VM is off the network during a move (its stop-and-copy)', (v) => Number(v), 0)
     .option('--json', 'print the report as JSON')
-    .action(async (options: { topology?: TopologyName; duration: number; interval: number; migrate?: boolean; moves: number; pauseMs: number; json?: boolean }) => {
+    .action(async (options: { topology?: TopologyName; duration: number; interval: number; migrate?: boolean; moves: number; pauseMs: number; json?: boolean; pingTimeout?: number }) => {
       if (options.migrate) {
         const topologies: TopologyName[] = options.topology ? [options.topology] : ['intra-ad', 'inter-ad'];
         const reports: MigrationReport[] = [];
@@ -70,7 +71,7 @@ export function testbedCommand(): Command {
         if (reports.some((r) => r.brokenConnections > 0 || r.moveToRewrittenMs === null)) process.exitCode = ExitCode.FAILURE;
         return;
       }
-      const report = await runTestbed({ topology: options.topology ?? 'inter-ad', durationMs: options.duration, pingIntervalMs: options.interval });
+      const report = await runTestbed({ topology: options.topology ?? 'inter-ad', durationMs: options.duration, pingIntervalMs: options.interval, pingTimeoutMs: options.pingTimeout });
       process.stdout.write(options.json ? `${JSON.stringify(report)}\n` : `${formatTestbedReport(report)}\n`);
       if (report.goldbach.brokenConnections > 0 || report.goldbach.answers === 0) process.exitCode = ExitCode.FAILURE;
     });

@@ -192,5 +192,5 @@ describe('floods', () => {
       expect(move.moveToRewrittenMs, `move ${move.move}`).not.toBeNull();
       expect(move.moveToRegisteredMs, `move ${move.move}`).not.toBeNull();
     }
-  }, 120_000);
+  }, 300_000);
 });

@@ -88,7 +88,7 @@ beforeAll(async () => {
     }),
   );
   node = startXmig(['node', '--config', join(dir, 'node.json'), '--log-level', 'info']);
-  const ready = await node.waitForLog('node.ready', 30_000);
+  const ready = await node.waitForLog('node.ready');
   metricsUrl = `${String(ready['metrics'])}`;
   client = new ControlClient({ path: controlPath }, { timeoutMs: 30_000 });
   routes = new RouteControl(client, 'R1');

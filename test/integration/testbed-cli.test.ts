@@ -4,7 +4,9 @@ import { runXmig } from '../support/processes.js';
 
 describe('xmig testbed', () => {
   it.each(['inter-ad', 'intra-ad'])('runs Fig. 1 (%s) with Goldbach answers flowing and no xping loss', async (topology) => {
-    const result = await runXmig(['testbed', '--topology', topology, '--duration', '1500', '--json']);
+    // Loss is what the network drops: a reply that a loaded machine delivers late is not lost
+    // (at 250 ms, 12 % of them were at load 13, in this one process).
+    const result = await runXmig(['testbed', '--topology', topology, '--duration', '1500', '--ping-timeout', '10000', '--json']);
     expect(result.code, result.stderr).toBe(0);
     const report = JSON.parse(result.stdout) as { goldbach: { answers: number; brokenConnections: number }; xping: { lossPct: number; received: number } };
     // Flowing, not a rate: how many fit in 1.5 s depends on the machine's load (31 pings at load 15).
