@@ -62,6 +62,10 @@ export class ForwardingEngine {
    */
   process(packet: Buffer, inPort: number, from: LinkAddress | undefined, tail?: Buffer): void {
     const dnode = packet[XipOffset.DST_NODES]!;
+    // Whether the packet has reached this host (its own HID edge taken): what is missing
+    // then is a service here (XCMP PORT, a hard error), not a way to the host (HOST, which
+    // a sender may outlast: a route that lapsed or is not yet written).
+    let arrived = false;
     // Each pass advances `last` by at least one node, so dnode + 1 passes are enough.
     for (let pass = 0; pass <= dnode; pass++) {
       const last = xipLast(packet);
@@ -75,6 +79,7 @@ export class ForwardingEngine {
         const index = packet[edgesAt + self]! & XIP_EDGE_INDEX_MASK;
         packet[edgesAt + self] = index | XIP_EDGE_VISITED;
         setXipLast(packet, index);
+        arrived = true;
         if (index === dnode - 1) {
           this.delivery.deliver(joinTail(packet, tail), inPort, from);
           return;
@@ -95,7 +100,11 @@ export class ForwardingEngine {
           }
           entry = LOCAL_ENTRY;
         } else {
-          entry = this.routes.existing(type)?.lookup(packet, idAt);
+          // Past its own HID a packet is for a service on this host: a default route
+          // (toward the gateway) must not carry it back out for a router to call the
+          // host unreachable; only an explicit entry may.
+          const table = this.routes.existing(type);
+          entry = arrived ? table?.lookupExact(packet, idAt) : table?.lookup(packet, idAt);
         }
         if (entry === undefined || entry.port === Port.FALLBACK) continue;
         if (entry.port === Port.LOCAL) {
@@ -122,7 +131,7 @@ export class ForwardingEngine {
       }
       if (!advanced) {
         this.counters.dropped[DropReason.UNREACHABLE]++;
-        this.xcmp.sendError(joinTail(packet, tail), XcmpType.UNREACHABLE, XcmpUnreachableCode.HOST);
+        this.xcmp.sendError(joinTail(packet, tail), XcmpType.UNREACHABLE, arrived ? XcmpUnreachableCode.PORT : XcmpUnreachableCode.HOST);
         return;
       }
     }

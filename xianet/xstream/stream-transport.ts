@@ -21,7 +21,7 @@ import type { Arrival, XiaNode } from '../node.js';
 import { TransportType } from '../transport-header.js';
 import { HalfOpenConnections, type HalfOpenLimits } from './half-open-connections.js';
 import { ResetCode, StreamConnection, StreamError, type StreamLower, type StreamOptions, type StreamPath } from './stream-connection.js';
-import { XcmpType } from '../xcmp.js';
+import { XcmpType, XcmpUnreachableCode } from '../xcmp.js';
 import { isHandshakeInit, readSegmentHeader, SegmentWriter, segmentWantsAnswer } from './stream-segment.js';
 
 /** setTimeout's limit (2^31 - 1 ms); a larger delay would fire at once. */
@@ -58,8 +58,10 @@ export class StreamTransport {
   private readonly bindings = new Map<string, Binding>();
   /** The last address other than its peer's that each connection heard from (a moved peer). */
   private readonly otherPaths = new WeakMap<StreamConnection, StreamPath>();
-  /** `unknown`: segments for no connection, tombstone or handshake here. */
-  readonly stats = { accepted: 0, connected: 0, resetsSent: 0, malformed: 0, unknown: 0 };
+  /** `unknown`: segments for no connection, tombstone or handshake here; `softErrors`: XCMP net/host unreachable during a connect. */
+  readonly stats = { accepted: 0, connected: 0, resetsSent: 0, malformed: 0, unknown: 0, softErrors: 0 };
+  /** The last soft XCMP error each connecting connection was told (reported if its connect times out). */
+  private readonly softErrors = new WeakMap<StreamConnection, string>();
 
   private readonly unlistenXcmp: () => void;
   private readonly halfOpen: HalfOpenConnections;
@@ -83,14 +85,27 @@ export class StreamTransport {
     return this.halfOpen.size;
   }
 
-  /** An XCMP error quoting one of our STREAM packets: a connection being set up to nowhere fails at once. */
+  /**
+   * An XCMP error quoting one of our STREAM packets, for a connection still being set up.
+   * As RFC 1122 (4.2.3.9) has TCP treat ICMP: "port unreachable" and "protocol unreachable"
+   * are hard (nobody serves that SID there: refused at once); "net" and "host unreachable"
+   * are soft (a route that lapsed while a starved host missed its refresh, or that a move
+   * has not yet rewritten): the handshake goes on being retransmitted until the connect
+   * deadline, and the last soft error is what that deadline reports.
+   */
   private onXcmpError(type: number, code: number, quoted: Buffer): void {
     if (type !== XcmpType.UNREACHABLE || quoted.length < XipOffset.NODES) return;
     const at = XipOffset.NODES + (quoted[XipOffset.DST_NODES]! + quoted[XipOffset.SRC_NODES]!) * XIP_NODE_LENGTH;
     if (quoted[XipOffset.NEXT_HEADER] !== NextHeader.TRANSPORT || quoted[at] !== TransportType.STREAM || quoted.length < at + 10) return;
     const connection = this.connections.get(quoted.toString('latin1', at + 2, at + 10));
     if (!connection || connection.state.established) return;
-    connection.destroy(new StreamError('refused', `${connection.remote} is unreachable (XCMP code ${code})`));
+    const message = `${connection.remote} is unreachable (XCMP code ${code})`;
+    if (code === XcmpUnreachableCode.PORT || code === XcmpUnreachableCode.PROTOCOL) {
+      connection.destroy(new StreamError('refused', message));
+      return;
+    }
+    this.stats.softErrors++;
+    this.softErrors.set(connection, message);
   }
 
   get connectionCount(): number {
@@ -144,7 +159,10 @@ export class StreamTransport {
         connection.destroy();
         reject(error);
       };
-      const timer = setTimeout(() => fail(new StreamError('timeout', `no answer from ${dst} within ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(() => {
+        const soft = this.softErrors.get(connection);
+        fail(new StreamError('timeout', `no answer from ${dst} within ${timeoutMs} ms${soft ? `; last error: ${soft}` : ''}`));
+      }, timeoutMs);
       const onAbort = (): void => fail(new XmigError('ERR_CONNECTION', 'connect aborted'));
       const onError = (error: Error): void => fail(error);
       const onEstablished = (): void => {

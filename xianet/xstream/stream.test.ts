@@ -5,7 +5,7 @@ import { seededRandom } from '../memory-link.js';
 import { InProcessNetwork, INTER_AD } from '../topology.js';
 import { StreamError, type StreamConnection } from './stream-connection.js';
 import { StreamTransport } from './stream-transport.js';
-import type { Dag } from '../../shared/dag.js';
+import { Dag } from '../../shared/dag.js';
 import { encodeXip, NextHeader, xipHeaderLengthOf } from '../../shared/xip-header.js';
 import { waitFor } from '../../test/support/wait.js';
 import { TransportType } from '../transport-header.js';
@@ -254,6 +254,39 @@ describe('STREAM', () => {
     expect((error as StreamError).reason).toBe('reset');
     const refused = await client.connect(net.stack('B').node.serviceAddress(Xid.random(XidType.SID))).catch((e: unknown) => e);
     expect((refused as StreamError).reason).toBe('refused');
+    // B itself answers (PORT, a hard error), not a router's HOST, which a connect outlasts.
+    expect((refused as StreamError).message).toMatch(/XCMP code 3/);
+  });
+
+  it('outlasts "host unreachable" during connect (a route that lapsed comes back), as TCP does (RFC 1122 4.2.3.9)', async () => {
+    const net = await build();
+    const sid = Xid.random(XidType.SID);
+    transportOn(net, 'B').listen(sid, (connection) => connection.end('hello'));
+    const b = net.stack('B').node;
+    const routes = net.stack('R2').node.routes;
+    const route = routes.route(b.hid)!;
+    expect(route).toBeDefined();
+    // R2 forgets B (as when a starved host misses its refresh): every SYN meets XCMP HOST.
+    routes.remove(XidType.HID, b.hid);
+    const client = transportOn(net, 'C');
+    const pending = client.connect(b.serviceAddress(sid), { connectTimeoutMs: 30_000 });
+    await waitFor(() => client.stats.softErrors > 0, 20_000, 'an XCMP host unreachable from R2');
+    routes.set(XidType.HID, route);
+    const connection = await pending;
+    const reply: Buffer[] = [];
+    for await (const chunk of connection) reply.push(chunk as Buffer);
+    expect(Buffer.concat(reply).toString()).toBe('hello');
+  });
+
+  it('reports the last soft error when the connect deadline passes with the host still unreachable', async () => {
+    const net = await build();
+    const unknown = Dag.chain(net.stack('R2').node.ad!, Xid.random(XidType.HID), Xid.random(XidType.SID));
+    const client = transportOn(net, 'C');
+    const error = (await client.connect(unknown, { connectTimeoutMs: 1500 }).catch((e: unknown) => e)) as StreamError;
+    expect(error.reason).toBe('timeout');
+    expect(error.message).toMatch(/last error: .* unreachable \(XCMP code 1\)/);
+    expect(client.stats.softErrors).toBeGreaterThan(0);
+    expect(client.connectionCount).toBe(0);
   });
 
   it('lets a new listener take a SID at once while the old one\'s connections linger, as SO_REUSEADDR does', async () => {
