@@ -128,4 +128,30 @@ describe('STREAM half-open connections', () => {
     expect(accepted).toHaveLength(0);
     expect(server.halfOpenCount).toBe(20);
   });
+  it('takes no stream data before the client is confirmed (a forged source cannot fill buffers nobody reads), and counts it', async () => {
+    const { b, server, accepted, inject, init, forgedSource, echo } = await setup({ total: 1000, perSource: 100, idleMs: 600_000 });
+    const piece = 1000;
+    for (let i = 0; i < 50; i++) {
+      const src = forgedSource();
+      const id = randomBytes(8);
+      inject(src, init, id, 0);
+      // As much as the init's window lets through, sent blind, never acknowledging the accept.
+      for (let pn = 1; pn <= 11; pn++) {
+        const frame = Buffer.alloc(11 + piece);
+        frame[0] = 0x08;
+        frame.writeUIntBE((pn - 1) * piece, 1, 6);
+        frame.writeUInt32BE(piece, 7);
+        inject(src, frame, id, pn);
+      }
+    }
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    expect(accepted).toHaveLength(0);
+    expect(server.halfOpenCount).toBe(50);
+    const held = [...server['connections'].values()].reduce((sum, c) => sum + c.readableLength, 0);
+    expect(held).toBe(0);
+    expect(b.refusals.count('stream-handshake-data', 'forbidden')).toBe(50 * 11);
+    // A genuine client's data, sent once it is accepted, still arrives whole.
+    await echo();
+    expect(accepted).toHaveLength(1);
+  });
 });

@@ -43,6 +43,8 @@ export interface StreamLower {
   readonly maxSegment: number;
   /** Forget this connection (it is closed). */
   release(connection: StreamConnection): void;
+  /** Stream data came before the peer was confirmed, and was dropped (counted as a refusal). */
+  unconfirmedData(): void;
 }
 
 export interface StreamOptions {
@@ -98,6 +100,8 @@ export class StreamConnection extends Duplex {
   private currentPath: StreamPath | undefined;
   /** This packet confirmed a server's client: say so once its frames are taken. */
   private confirmedNow = false;
+  /** The segment being read carried stream data before this server's client was confirmed. */
+  private droppedUnconfirmed = false;
 
   private readonly handshake: StreamHandshake;
   private readonly sender: StreamSender;
@@ -237,8 +241,15 @@ export class StreamConnection extends Duplex {
       this.currentPath = undefined;
     }
     if (this.destroyed) return;
-    this.receiver.record(packetNumber, ackEliciting, now());
-    if (this.options.followPeerAddress) this.paths.heardFrom(path, this.peer);
+    if (this.droppedUnconfirmed) {
+      // Not recorded, so not acknowledged: a genuine client sends the data again once
+      // confirmed, while a forged source cannot fill buffers nobody reads yet.
+      this.droppedUnconfirmed = false;
+      this.lower.unconfirmedData();
+    } else {
+      this.receiver.record(packetNumber, ackEliciting, now());
+      if (this.options.followPeerAddress) this.paths.heardFrom(path, this.peer);
+    }
     if (wasBackingOff && this.backingOff) this.probeNow();
     else this.queueFlush();
     if (this.confirmedNow) {
@@ -275,6 +286,12 @@ export class StreamConnection extends Duplex {
   };
 
   private onStream(offset: number, data: Buffer, fin: boolean): void {
+    // A server's client that has acknowledged nothing of ours may be a forged source: no
+    // application holds this connection yet, so whatever it sent would only be buffered.
+    if (!this.handshake.confirmed) {
+      this.droppedUnconfirmed = true;
+      return;
+    }
     const refusal = this.receiver.accept(offset, data, fin);
     if (refusal) {
       this.fail(refusal.error, refusal.code);

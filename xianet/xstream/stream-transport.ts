@@ -248,6 +248,7 @@ export class StreamTransport {
         return node.mtu - (XipOffset.NODES + 12 * XIP_NODE_LENGTH) - 1;
       },
       release: (connection) => this.release(connection, onGone),
+      unconfirmedData: () => node.refusals.refuse('stream-handshake-data', 'forbidden'),
     };
   }
 
