@@ -67,9 +67,22 @@ export class BadRequestError extends XmigError {
   }
 }
 
+export interface ConfigErrorOptions extends ErrorOptions {
+  /** The config file (or "(flags)", "(inline)") the bad value came from. */
+  source?: string;
+  /** Dotted paths of the bad fields ("interfaces.0.port"; "" for the whole file). */
+  fields?: string[];
+}
+
 export class ConfigError extends XmigError {
-  constructor(message: string, options?: ErrorOptions) {
-    super('ERR_CONFIG', message, options);
+  readonly source: string | undefined;
+  readonly fields: readonly string[];
+
+  constructor(message: string, options: ConfigErrorOptions = {}) {
+    const { source, fields, ...errorOptions } = options;
+    super('ERR_CONFIG', message, errorOptions);
+    this.source = source;
+    this.fields = fields ?? [];
   }
 }
 

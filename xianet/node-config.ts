@@ -2,13 +2,13 @@
  * The config file of `xmig node`: who the node is, its interfaces (UDP), static
  * routes, and where its control port, application socket and metrics listen.
  */
-import { z } from '../shared/config.js';
+import { listenPort, nameText, pathText, portNumber, timerMs, z } from '../shared/config.js';
 import { Dag } from '../shared/dag.js';
 import { Xid } from '../shared/xid.js';
 import { DEFAULT_CONTROL_SOCKET, isLoopbackHost, type ControlLimits, type ControlListen } from './click-control-port.js';
 import { impairmentSchema } from './link-impairment.js';
 
-const xidText = z.string().refine(
+const xidText = z.string().max(64).refine(
   (text) => {
     try {
       Xid.parse(text);
@@ -20,7 +20,7 @@ const xidText = z.string().refine(
   { message: 'not an XID (TYPE:40-hex)' },
 );
 
-const dagText = z.string().refine(
+const dagText = z.string().max(8192).refine(
   (text) => {
     try {
       Dag.parse(text);
@@ -32,18 +32,28 @@ const dagText = z.string().refine(
   { message: 'not a DAG ("RE ..." or "DAG ...")' },
 );
 
-const socketAddress = z.string().regex(/^(\[[^\]]+\]|[^:[\]]+):\d{1,5}$/, 'expected host:port or [v6addr]:port');
+const socketAddress = z
+  .string()
+  .max(300)
+  .regex(/^(\[[^\]]+\]|[^:[\]\s]+):\d{1,5}$/, 'expected host:port or [v6addr]:port')
+  .refine((text) => {
+    const port = Number(text.slice(text.lastIndexOf(':') + 1));
+    return port >= 1 && port <= 65535;
+  }, 'the port must be 1..65535');
 
-export const interfaceSchema = z.object({
-  name: z.string().min(1),
+/** A host name or address (to bind or listen on). */
+const hostText = z.string().min(1).max(255).regex(/^[^\s\0]+$/, 'a host name or address, no spaces');
+
+export const interfaceSchema = z.strictObject({
+  name: nameText,
   /** Local address to bind. */
-  bind: z.string().default('127.0.0.1'),
-  port: z.number().int().min(0).max(65535),
+  bind: hostText.default('127.0.0.1'),
+  port: portNumber,
   /** The other members of this segment (broadcast = a copy to each). */
-  peers: z.array(socketAddress).default([]),
+  peers: z.array(socketAddress).max(1024).default([]),
   /** Or a multicast group standing for the segment. */
-  multicastGroup: z.string().optional(),
-  multicastInterface: z.string().optional(),
+  multicastGroup: hostText.optional(),
+  multicastInterface: hostText.optional(),
   hostFacing: z.boolean().default(false),
   /**
    * The interface's IP MTU (1500 on Ethernet). Default: read from the system; the
@@ -54,13 +64,15 @@ export const interfaceSchema = z.object({
   impairment: impairmentSchema.optional(),
 });
 
-export const staticRouteSchema = z.object({
+export const staticRouteSchema = z.strictObject({
   type: z.enum(['AD', 'HID', 'SID', 'CID', 'IP']),
   /** The XID, or "-" for the default route. */
   xid: z.union([xidText, z.literal('-')]),
-  port: z.number().int().min(-7),
+  /** An interface index, or a special port (-1 discard, -2 local, -4 broadcast, -7 fallback). */
+  port: z.number().int().min(-7).max(65535),
   nextHop: xidText.optional(),
-  flags: z.number().int().min(0).default(0),
+  /** Click's flags: a 32-bit word. */
+  flags: z.number().int().min(0).max(0xffff_ffff).default(0),
 });
 
 /** Socket file modes as JSON allows: "0660" / "660", or a number (432 = 0o660). */
@@ -69,17 +81,20 @@ const modeSchema = z
   .transform((mode) => (typeof mode === 'string' ? Number.parseInt(mode, 8) : mode))
   .refine((mode) => (mode & 0o007) === 0, 'the mode must give others nothing (connecting needs write permission: o+w lets every local user write routes)');
 
-const groupSchema = z.union([z.string().min(1), z.number().int().min(0)]);
+const groupSchema = z.union([z.string().min(1).max(64).regex(/^[^\s:\0]+$/, 'a group name'), z.number().int().min(0).max(0xffff_ffff)]);
+
+/** Byte limits: a JS string or Buffer past 2 GiB is not a limit but a crash. */
+const MAX_BYTES = 2 ** 31 - 1;
 
 const controlLimitsSchema = z
   .object({
     maxConnections: z.number().int().min(1).max(65_536),
-    idleTimeoutMs: z.number().int().min(10),
-    commandTimeoutMs: z.number().int().min(10),
-    maxLineBytes: z.number().int().min(256),
-    maxDataBytes: z.number().int().min(256),
-    maxBufferedBytes: z.number().int().min(4096),
-    maxOutputBytes: z.number().int().min(4096),
+    idleTimeoutMs: timerMs(10),
+    commandTimeoutMs: timerMs(10),
+    maxLineBytes: z.number().int().min(256).max(MAX_BYTES),
+    maxDataBytes: z.number().int().min(256).max(MAX_BYTES),
+    maxBufferedBytes: z.number().int().min(4096).max(MAX_BYTES),
+    maxOutputBytes: z.number().int().min(4096).max(MAX_BYTES),
   })
   .partial()
   .strict();
@@ -91,13 +106,13 @@ const controlLimitsSchema = z
  */
 export const controlPortSchema = z
   .object({
-    path: z.string().min(1).optional(),
+    path: pathText.optional(),
     mode: modeSchema.optional(),
     group: groupSchema.optional(),
     readOnly: z.boolean().optional(),
-    host: z.string().min(1).optional(),
-    port: z.number().int().min(0).max(65535).optional(),
-    tokenFile: z.string().min(1).optional(),
+    host: hostText.optional(),
+    port: listenPort.optional(),
+    tokenFile: pathText.optional(),
     limits: controlLimitsSchema.optional(),
   })
   .strict()
@@ -125,29 +140,29 @@ export const controlPortSchema = z
 
 export type ControlPortConfig = ControlListen & { limits?: Partial<ControlLimits> };
 
-export const nodeConfigSchema = z.object({
-  name: z.string().min(1).regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, "_", "." and "-" only'),
+export const nodeConfigSchema = z.strictObject({
+  name: nameText,
   role: z.enum(['router', 'host']),
   /** The node's key (HID = SHA-1 of its public key); created if missing. */
-  keyFile: z.string().min(1),
+  keyFile: pathText,
   /** Routers: the AD's key (AD = SHA-1 of its public key). */
-  adKeyFile: z.string().optional(),
+  adKeyFile: pathText.optional(),
   /** Hosts: believe beacons from these ADs only. */
-  trustedAds: z.array(xidText).default([]),
+  trustedAds: z.array(xidText).max(1024).default([]),
   acceptUnsignedBeacons: z.boolean().default(false),
   beaconIntervalMs: z.number().int().min(5).max(60_000).default(100),
   helloIntervalMs: z.number().int().min(10).max(60_000).default(1000),
   /** Routers: the name server's DAG, announced in beacons. */
   nameServer: dagText.optional(),
-  interfaces: z.array(interfaceSchema).min(1),
-  routes: z.array(staticRouteSchema).default([]),
+  interfaces: z.array(interfaceSchema).min(1).max(64),
+  routes: z.array(staticRouteSchema).max(10_000).default([]),
   /** Click ControlSocket-compatible control port (none if absent; `{}` is the Unix socket at its default path). */
   controlPort: controlPortSchema.optional(),
   /** Unix socket of the application API. */
-  apiSocket: z.string().optional(),
-  metrics: z.object({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535) }).optional(),
+  apiSocket: pathText.optional(),
+  metrics: z.strictObject({ host: hostText.default('127.0.0.1'), port: listenPort }).optional(),
   /** Mobility plugin inside the node process (routers). */
-  plugins: z.array(z.enum(['mobility'])).default([]),
+  plugins: z.array(z.enum(['mobility'])).max(8).default([]),
   logLevel: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
 });
 

@@ -8,8 +8,7 @@
  * AD2 with R2 and B; R1 and R2 linked). The VM starts on host A's segment.
  */
 import type { Registry } from 'prom-client';
-import { z } from '../shared/config.js';
-import { parseConfig } from '../shared/config.js';
+import { nameText, parseConfig, z } from '../shared/config.js';
 import { Identity } from '../shared/identity.js';
 import type { Logger } from '../shared/logger.js';
 import { createRegistry } from '../shared/metrics.js';
@@ -18,29 +17,36 @@ import { MemoryLink, MemorySegment } from './memory-link.js';
 import { XiaStack, type StackOptions } from './stack.js';
 
 export const topologySchema = z
-  .object({
-    name: z.string().min(1),
-    ads: z.array(z.string().min(1)).min(1),
-    segments: z.array(z.string().min(1)).min(1),
+  .strictObject({
+    name: nameText,
+    ads: z.array(nameText).min(1).max(64),
+    segments: z.array(nameText).min(1).max(256),
     nodes: z
       .array(
-        z.object({
-          name: z.string().min(1),
+        z.strictObject({
+          name: nameText,
           role: z.enum(['router', 'host']),
           /** Routers: the AD they serve (one of `ads`). */
-          ad: z.string().optional(),
+          ad: nameText.optional(),
           interfaces: z
-            .array(z.object({ segment: z.string(), hostFacing: z.boolean().default(false) }))
-            .min(1),
+            .array(z.strictObject({ segment: nameText, hostFacing: z.boolean().default(false) }))
+            .min(1)
+            .max(64),
           /** What the node stands for in the paper's testbed (host A, the VM, ...). */
-          stands: z.string().optional(),
+          stands: z.string().max(200).optional(),
         }),
       )
-      .min(1),
+      .min(1)
+      .max(256),
     /** UDP deployments: link impairment per segment, on every interface attached to it (see link-impairment.ts). */
-    impairments: z.record(z.string(), impairmentSchema).default({}),
+    impairments: z.record(nameText, impairmentSchema).default({}),
   })
   .superRefine((t, ctx) => {
+    for (const [key, list] of [['ads', t.ads], ['segments', t.segments]] as const) {
+      list.forEach((name, i) => {
+        if (list.indexOf(name) !== i) ctx.addIssue({ code: 'custom', path: [key, i], message: `duplicate "${name}"` });
+      });
+    }
     for (const segment of Object.keys(t.impairments)) {
       if (!t.segments.includes(segment)) ctx.addIssue({ code: 'custom', path: ['impairments', segment], message: `unknown segment "${segment}"` });
     }
