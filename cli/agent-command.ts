@@ -1,4 +1,5 @@
 import { Command, Option } from 'commander';
+import { integerOption } from './option-parsers.js';
 import { Agent } from '../agent/agent.js';
 import { agentConfigSchema } from '../agent/agent-config.js';
 import { loadConfig } from '../shared/config.js';
@@ -17,7 +18,7 @@ export function agentCommand(): Command {
     .description('the in-VM self-adaptive agent: perceives moves, re-registers names, notifies the new gateway, cleans stale routes')
     .requiredOption('-c, --config <file>', 'agent config (JSON)')
     .addOption(new Option('--log-level <level>', 'override the log level').choices(['error', 'warn', 'info', 'debug']))
-    .option('--metrics-port <port>', 'serve /metrics on this port (0: any free one, logged)', (v) => Number(v))
+    .option('--metrics-port <port>', 'serve /metrics on this port (0: any free one, logged)', integerOption(0, 65535))
     .action(async (options: { config: string; logLevel?: string; metricsPort?: number }) => {
       const config = loadConfig(agentConfigSchema, {
         file: options.config,

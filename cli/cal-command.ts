@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { integerOption } from './option-parsers.js';
 import { Identity } from '../shared/identity.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { NodeClient } from '../xianet/api/api-client.js';
@@ -88,8 +89,8 @@ export function calCommand(): Command {
     .argument('[target]', 'a name or a DAG (not with --tcp)')
     .option('--tcp <host:port>', 'ask over plain TCP/IP instead (the TCP/IP baseline)')
     .option('--api <socket>', 'the local node API socket', DEFAULT_API_SOCKET)
-    .option('-n, --count <n>', 'stop after n answers', (v) => Number(v))
-    .option('--start <n>', 'first even number to ask', (v) => Number(v), 4)
+    .option('-n, --count <n>', 'stop after n answers', integerOption(1, Number.MAX_SAFE_INTEGER))
+    .option('--start <n>', 'first even number to ask', integerOption(4, Number.MAX_SAFE_INTEGER), 4)
     .option('--pin', "keep talking to the DAG first resolved even if the service's address changes")
     .option('-q, --quiet', 'no answers, only the report')
     .option('--json', 'print the report as JSON')

@@ -8,7 +8,8 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
-import { ConfigError, XmigError } from '../shared/errors.js';
+import { integerOption, numberOption, percentOption } from './option-parsers.js';
+import { XmigError } from '../shared/errors.js';
 import type { LabProgress, LabReport, LabRunOptions } from '../lab/run.js';
 import { ExitCode } from './exit-codes.js';
 import { waitForShutdown } from './shutdown.js';
@@ -39,13 +40,7 @@ interface LabFlags {
   logLevel?: 'error' | 'warn' | 'info' | 'debug';
 }
 
-function number(name: string, min: number, max = Number.MAX_SAFE_INTEGER): (text: string) => number {
-  return (text) => {
-    const value = Number(text);
-    if (!Number.isFinite(value) || value < min || value > max) throw new ConfigError(`${name} must be a number from ${min} to ${max} (got "${text}")`);
-    return value;
-  };
-}
+const number = (_name: string, min: number, max = Number.MAX_SAFE_INTEGER): ((text: string) => number) => numberOption(min, max);
 
 /** Progress on stderr: a bar while a migration moves bytes on a terminal, one line per finished step otherwise. */
 async function progressView(enabled: boolean): Promise<{ report: (p: LabProgress) => void; stop: () => void }> {
@@ -130,24 +125,24 @@ export function labVerdict(report: LabReport): string[] {
 export function labRunAction(lab: Command): Command {
   return lab
     .addOption(new Option('-t, --topology <name>', "Fig. 1a (intra-ad) or 1b (inter-ad); default: both, on one boot of the VM"))
-    .option('--moves <n>', 'moves over XIA per topology, A -> B -> A -> ...', number('--moves', 1, 1000), 4)
+    .option('--moves <n>', 'moves over XIA per topology, A -> B -> A -> ...', integerOption(1, 1000), 4)
     .option('--no-tcp', 'leave out the TCP/IP baseline')
-    .option('--tcp-moves <n>', 'TCP/IP baseline moves in the LAN case (the WAN case stops at the first, which breaks)', number('--tcp-moves', 1, 100), 2)
-    .option('--mtu <bytes>', 'IP MTU of every segment', number('--mtu', 1280, 65535), 1500)
-    .option('-i, --interval <ms>', 'xping interval Δt', number('--interval', 1, 1000), 10)
-    .option('-W, --ping-timeout <ms>', 'an echo unanswered this long is lost', number('--ping-timeout', 10, 60_000), 5000)
-    .option('--memory <MB>', "the VM's RAM", number('--memory', 128, 16384), 640)
-    .option('--delay-ms <ms>', 'inter-AD link: one-way delay (the project\'s link impairment; no netem)', number('--delay-ms', 0, 60_000))
-    .option('--jitter-ms <ms>', 'inter-AD link: jitter', number('--jitter-ms', 0, 60_000))
-    .option('--loss <percent>', 'inter-AD link: datagram loss', number('--loss', 0, 100))
+    .option('--tcp-moves <n>', 'TCP/IP baseline moves in the LAN case (the WAN case stops at the first, which breaks)', integerOption(1, 100), 2)
+    .option('--mtu <bytes>', 'IP MTU of every segment', integerOption(1280, 65535), 1500)
+    .option('-i, --interval <ms>', 'xping interval Δt', integerOption(1, 1000), 10)
+    .option('-W, --ping-timeout <ms>', 'an echo unanswered this long is lost', integerOption(10, 60_000), 5000)
+    .option('--memory <MB>', "the VM's RAM", integerOption(128, 16384), 640)
+    .option('--delay-ms <ms>', 'inter-AD link: one-way delay (the project\'s link impairment; no netem)', integerOption(0, 60_000))
+    .option('--jitter-ms <ms>', 'inter-AD link: jitter', integerOption(0, 60_000))
+    .option('--loss <percent>', 'inter-AD link: datagram loss', percentOption())
     .option('--rate-mbps <Mbit/s>', 'inter-AD link: rate', number('--rate-mbps', 0.001, 1_000_000))
     .option('--kernel <file>', 'the guest kernel (default: the newest /boot/vmlinuz-* with modules)')
     .option('--cache-dir <dir>', 'where lab images are kept')
     .option('--prefix <name>', 'namespace prefix (default: xmig-lab-<random>)')
     .option('--dir <dir>', 'run directory: configs, logs, VM files, reports (default: a new one under /tmp)')
     .option('--keep', 'leave the namespaces, processes and VM running, and say how to enter them')
-    .option('--boot-timeout <s>', 'how long the VM may take to boot', number('--boot-timeout', 1, 86_400), 600)
-    .option('--move-timeout <s>', 'how long one migration may take', number('--move-timeout', 1, 86_400), 600)
+    .option('--boot-timeout <s>', 'how long the VM may take to boot', integerOption(1, 86_400), 600)
+    .option('--move-timeout <s>', 'how long one migration may take', integerOption(1, 86_400), 600)
     .option('--html <file>', 'write the HTML report here (default: report.html in the run directory)')
     .addOption(new Option('--log-level <level>', "the daemons' and the guest's log level").choices(['error', 'warn', 'info', 'debug']))
     .option('--json', 'print the report as JSON')

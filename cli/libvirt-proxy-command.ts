@@ -6,6 +6,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
+import { integerOption } from './option-parsers.js';
 import { XmigError } from '../shared/errors.js';
 import { createLogger, type LogLevel } from '../shared/logger.js';
 import { createRegistry, startMetricsServer } from '../shared/metrics.js';
@@ -104,7 +105,7 @@ function targetCommand(): Command {
     .description("on the destination host, a daemon: joins the source hosts' STREAMs to this host's libvirtd and to the QEMU sockets of incoming migrations")
     .requiredOption('--from <host...>', 'the source hosts allowed in (their name, DAG or HID): the libvirtd channel is root on this host')
     .option('--libvirt-socket <path>', "this host's libvirtd socket (modular daemons: /run/libvirt/virtqemud-sock)", DEFAULT_LIBVIRTD_SOCKET)
-    .option('--metrics-port <port>', 'serve /metrics on this port (0: any free one, logged)', (v) => Number(v))
+    .option('--metrics-port <port>', 'serve /metrics on this port (0: any free one, logged)', integerOption(0, 65535))
     .addHelpText(
       'after',
       `

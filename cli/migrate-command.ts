@@ -7,7 +7,8 @@
  * signal, 1 otherwise (failed, or aborted by --timeout).
  */
 import { writeFileSync } from 'node:fs';
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { MAX_TIMER_MS, numberOption } from './option-parsers.js';
 import { XmigError } from '../shared/errors.js';
 import { migrate, type MigrateOptions, type MigrateTransport, type MigrationReport, type MigrationSample, type TimeoutAction } from '../mover/migrate.js';
 import { connectDiskTargetXia, diskTargetAddress, type DiskSample } from '../mover/disk-migration.js';
@@ -46,9 +47,10 @@ interface MigrateFlags {
   json?: boolean;
 }
 
-const positive = (what: string) => (v: string): number => {
-  const n = Number(v);
-  if (!(n > 0)) throw new XmigError('ERR_CONFIG', `${what} must be a positive number, not "${v}"`);
+/** A number above 0, at most `max` (a timer's seconds: setTimeout's 2^31-1 ms). */
+const positive = (what: string, max = 1_000_000) => (v: string): number => {
+  const n = numberOption(0, max)(v);
+  if (n === 0) throw new InvalidArgumentError(`${what} must be above 0, not "${v}".`);
   return n;
 };
 
@@ -147,11 +149,11 @@ export function migrateCommand(): Command {
     .option('--disk-max-bandwidth <MiB/s>', 'cap the disk mirror rate (default: no cap)', positive('--disk-max-bandwidth'))
     .option('--api <socket>', 'the local node API socket (xia)', DEFAULT_API_SOCKET)
     .option('--max-bandwidth <MiB/s>', 'cap the migration rate (default: no cap)', positive('--max-bandwidth'))
-    .option('--downtime-limit <ms>', 'longest stop-and-copy pause QEMU may take', positive('--downtime-limit'), 300)
+    .option('--downtime-limit <ms>', 'longest stop-and-copy pause QEMU may take', positive('--downtime-limit', MAX_TIMER_MS), 300)
     .option('--auto-converge', 'throttle the guest when it dirties memory faster than it migrates')
     .addOption(new Option('--compress <method>', 're-sent pages as deltas (XBZRLE)').choices(['xbzrle']))
     .option('--xbzrle-cache-mib <MiB>', 'XBZRLE page cache size', positive('--xbzrle-cache-mib'), 64)
-    .option('--timeout <s>', 'what to do when the migration has not completed after this many seconds: --timeout-action', positive('--timeout'))
+    .option('--timeout <s>', 'what to do when the migration has not completed after this many seconds: --timeout-action', positive('--timeout', Math.floor(MAX_TIMER_MS / 1000)))
     .addOption(new Option('--timeout-action <action>', 'abort: cancel (the VM runs on at the source); switchover: let QEMU stop the VM and copy what is left now').choices(['abort', 'switchover']).default('switchover'))
     .option('--status-file <file>', 'where `xmig migrate status` finds this migration (default: one per QMP socket under /run/xmig/migrations)')
     .option('--xmig <command>', 'how QEMU should run xmig (default: this node and this xmig)')

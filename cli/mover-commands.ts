@@ -1,5 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
+import { durationMsOption, integerOption } from './option-parsers.js';
 import { Dag } from '../shared/dag.js';
 import { createLogger, type LogLevel } from '../shared/logger.js';
 import { errorMessage, XmigError } from '../shared/errors.js';
@@ -34,9 +35,9 @@ function common(command: Command): Command {
     .addOption(new Option('-t, --transport <kind>', 'xia: chunks over the local XIA node; tcp: the same protocol over TCP/IP').choices(['xia', 'tcp']).default('xia'))
     .option('--api <socket>', 'the local node API socket (xia)', DEFAULT_API_SOCKET)
     .option('--stats <file>', 'write the transfer figures (JSON) here when done')
-    .option('--metrics-port <port>', 'serve /metrics on this port while it runs', (v) => Number(v))
+    .option('--metrics-port <port>', 'serve /metrics on this port while it runs', integerOption(0, 65535))
     .option('--metrics-textfile <file>', 'write the metrics here every second and at the end (node exporter textfile collector: a .prom file)')
-    .option('--resume-deadline-ms <ms>', 'how long a lost control connection may take to come back', (v) => Number(v), 10_000)
+    .option('--resume-deadline-ms <ms>', 'how long a lost control connection may take to come back', durationMsOption(1), 10_000)
     .option('--via-node', "xia: let the local node run the migration, and only pipe the stream to (send) or from (recv) it: no chunk crosses the API in messages")
     .addOption(new Option('--log-level <level>', 'log level (logs go to stderr)').choices(['error', 'warn', 'info', 'debug']).env('XMIG_LOG_LEVEL').default('warn'));
 }
@@ -45,9 +46,9 @@ export function sendCommand(): Command {
   return common(new Command('send'))
     .description('QEMU exec: migration source: read the migration stream from stdin and move it as chunks')
     .requiredOption('--to <target>', 'the receiver: a DAG or name (xia), host:port (tcp)')
-    .option('--chunk-kb <n>', 'chunk size in KiB', (v) => Number(v), DEFAULT_CHUNK_BYTES / 1024)
-    .option('--round-kb <n>', 'round size in KiB', (v) => Number(v), 4096)
-    .option('--window-mb <n>', 'most MiB read from QEMU and not yet acknowledged (default: sized to the path, 16 MiB and up); small keeps QEMU\'s bandwidth estimate, and so its downtime, honest', (v) => Number(v))
+    .option('--chunk-kb <n>', 'chunk size in KiB', integerOption(1, 65_536), DEFAULT_CHUNK_BYTES / 1024)
+    .option('--round-kb <n>', 'round size in KiB', integerOption(1, 4 * 1024 * 1024), 4096)
+    .option('--window-mb <n>', 'most MiB read from QEMU and not yet acknowledged (default: sized to the path, 16 MiB and up); small keeps QEMU\'s bandwidth estimate, and so its downtime, honest', integerOption(1, 65_536))
     .action(async (options: MoverFlags & { to: string; chunkKb: number; roundKb: number; windowMb?: number }) => {
       const logger = createLogger({ component: 'mover', destination: 'stderr', level: options.logLevel });
       if (options.viaNode) {

@@ -1,4 +1,5 @@
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
+import { integerOption } from './option-parsers.js';
 import { Dag } from '../shared/dag.js';
 import { createLogger, type LogLevel } from '../shared/logger.js';
 import { createRegistry, startMetricsServer } from '../shared/metrics.js';
@@ -9,11 +10,7 @@ import { systemdNotifier } from '../shared/systemd-notify.js';
 import { DEFAULT_API_SOCKET } from './defaults.js';
 import { waitForShutdown } from './shutdown.js';
 
-function positiveInteger(text: string): number {
-  const n = Number(text);
-  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`"${text}" is not a positive integer`);
-  return n;
-}
+const positiveInteger = integerOption(1, Number.MAX_SAFE_INTEGER);
 
 export function nameserverCommand(): Command {
   return new Command('nameserver')
@@ -22,7 +19,7 @@ export function nameserverCommand(): Command {
     .option('--db <file>', 'where records are persisted (an append-only log; a names.json of the earlier format is converted)', '/var/lib/xmig/names.log')
     .option('--max-names <n>', 'most names held in all', positiveInteger, 100_000)
     .option('--max-names-per-owner <n>', 'most names one key may own', positiveInteger, 64)
-    .option('--metrics-port <port>', 'serve /metrics on this port (0: any free one, logged)', (v) => Number(v))
+    .option('--metrics-port <port>', 'serve /metrics on this port (0: any free one, logged)', integerOption(0, 65535))
     .addOption(new Option('--log-level <level>', 'log level').choices(['error', 'warn', 'info', 'debug']))
     .action(async (options: { api: string; db: string; maxNames: number; maxNamesPerOwner: number; metricsPort?: number; logLevel?: LogLevel }) => {
       const logger = createLogger({ component: 'nameserver', level: options.logLevel });

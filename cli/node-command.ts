@@ -1,4 +1,5 @@
 import { Command, Option } from 'commander';
+import { integerOption } from './option-parsers.js';
 import { loadConfig } from '../shared/config.js';
 import { nodeConfigSchema } from '../xianet/node-config.js';
 import { NodeDaemon } from '../xianet/node-daemon.js';
@@ -13,7 +14,7 @@ export function nodeCommand(): Command {
     .description('run the XIA stack of this machine (router, host or VM) as a daemon')
     .requiredOption('-c, --config <file>', 'node config (JSON)')
     .addOption(new Option('--log-level <level>', 'override the log level').choices(['error', 'warn', 'info', 'debug']))
-    .option('--metrics-port <port>', 'serve /metrics on this port', (v) => Number(v))
+    .option('--metrics-port <port>', 'serve /metrics on this port', integerOption(0, 65535))
     .addOption(new Option('--plugin <name...>', 'run a plugin in this process (routers: mobility)').choices(['mobility']))
     .action(async (options: { config: string; logLevel?: string; metricsPort?: number; plugin?: string[] }) => {
       const config = loadConfig(nodeConfigSchema, {

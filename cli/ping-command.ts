@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { bytesOption, durationMsOption, integerOption } from './option-parsers.js';
 import { z } from '../shared/config.js';
 import { XmigError } from '../shared/errors.js';
 import { MAX_PING_COUNT, MAX_PING_MS } from '../xianet/xping.js';
@@ -48,10 +49,10 @@ export function pingCommand(): Command {
   return new Command('ping')
     .description('xping: XCMP echo to a DAG at a fixed interval; reports RTT, loss and the longest gap')
     .argument('<target>', 'destination: a DAG ("RE ..." or "DAG ...") or a name')
-    .option('-i, --interval <ms>', 'interval between echoes in ms (down to 1)', (v) => Number(v), 10)
-    .option('-n, --count <n>', 'stop after n echoes (default: until interrupted)', (v) => Number(v))
-    .option('-W, --timeout <ms>', 'a reply later than this is lost', (v) => Number(v))
-    .option('-s, --size <bytes>', 'echo data size', (v) => Number(v), 16)
+    .option('-i, --interval <ms>', 'interval between echoes in ms (down to 1)', durationMsOption(1), 10)
+    .option('-n, --count <n>', 'stop after n echoes (default: until interrupted)', integerOption(1, Number.MAX_SAFE_INTEGER))
+    .option('-W, --timeout <ms>', 'a reply later than this is lost', durationMsOption(1))
+    .option('-s, --size <bytes>', 'echo data size', bytesOption(0, 65_535), 16)
     .option('--api <socket>', 'the local node API socket', DEFAULT_API_SOCKET)
     .option('--json', 'print one JSON summary (with every reply) at the end')
     .option('-q, --quiet', 'only the summary')

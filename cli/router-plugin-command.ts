@@ -1,4 +1,5 @@
 import { Command, Option } from 'commander';
+import { durationMsOption, integerOption } from './option-parsers.js';
 import { Identity } from '../shared/identity.js';
 import { createLogger } from '../shared/logger.js';
 import { createRegistry, startMetricsServer } from '../shared/metrics.js';
@@ -19,8 +20,8 @@ export function routerPluginCommand(): Command {
     .option('--router-hid <HID>', "the router's HID, if its rt_HID has more than one local (-2) entry")
     .option('--router-ad <AD>', "the router's AD, if its rt_AD has more than one local (-2) entry")
     .requiredOption('--key <file>', "the router's key (acknowledgements are signed with it)")
-    .option('--freshness-ms <ms>', 'accept notices signed at most this long ago', (v) => Number(v), 30_000)
-    .option('--metrics-port <port>', 'serve /metrics on this port', (v) => Number(v))
+    .option('--freshness-ms <ms>', 'accept notices signed at most this long ago', durationMsOption(1), 30_000)
+    .option('--metrics-port <port>', 'serve /metrics on this port', integerOption(0, 65535))
     .addOption(new Option('--log-level <level>', 'log level').choices(['error', 'warn', 'info', 'debug']).default('info'))
     .action(async (options: {
       api: string;

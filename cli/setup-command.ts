@@ -1,6 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { Command, Option } from 'commander';
+import { integerOption } from './option-parsers.js';
 import { loadConfig } from '../shared/config.js';
 import { topologySchema } from '../xianet/topology.js';
 import { parseAddresses, roleConfig, ROLES, type Role, type RoleConfigOptions } from '../deploy/role-config.js';
@@ -22,7 +23,7 @@ function roleOptions(command: Command): Command {
     .option('--topology <file>', 'a topology (JSON, as xmig testbed and the tests use): this machine is --node in it')
     .option('--node <name>', "this machine's node in the topology")
     .option('--address <node=ip...>', 'with --topology: the address of every node of it')
-    .option('--port <port>', 'UDP port of the first interface (the next ones count up; default 7000)', (v) => Number(v))
+    .option('--port <port>', 'UDP port of the first interface (the next ones count up; default 7000)', integerOption(1, 65535))
     .option('--name-server <dag>', 'routers: the name server DAG announced in beacons')
     .option('--with-nameserver', 'also run the name server on this machine');
 }

@@ -1,4 +1,5 @@
 import { Command, Option } from 'commander';
+import { durationMsOption, integerOption } from './option-parsers.js';
 import { runMigrationTestbed, type MigrationReport } from '../testbed/migration.js';
 import { runTestbed, type TestbedReport } from '../xianet/testbed.js';
 import type { TopologyName } from '../xianet/topology.js';
@@ -53,12 +54,12 @@ export function testbedCommand(): Command {
   return new Command('testbed')
     .description("run the paper's Fig. 1 testbed in this process: name server, Goldbach service on the VM, its client and xping on host C")
     .addOption(new Option('-t, --topology <name>', 'Fig. 1a or 1b (with --migrate, default: both)').choices(['intra-ad', 'inter-ad']))
-    .option('-d, --duration <ms>', 'how long traffic runs (without --migrate)', (v) => Number(v), 3000)
-    .option('-i, --interval <ms>', 'xping interval Δt', (v) => Number(v), 10)
-    .option('-W, --ping-timeout <ms>', 'without --migrate: an echo unanswered this long is lost (default 250)', (v) => Number(v))
+    .option('-d, --duration <ms>', 'how long traffic runs (without --migrate)', durationMsOption(1), 3000)
+    .option('-i, --interval <ms>', 'xping interval Δt', durationMsOption(1), 10)
+    .option('-W, --ping-timeout <ms>', 'without --migrate: an echo unanswered this long is lost (default 250)', durationMsOption(1))
     .option('--migrate', 'move the VM from host A to host B (agent + router plugin) and report as the paper\'s Table 1')
-    .option('--moves <n>', 'with --migrate: moves, back and forth between A and B', (v) => Number(v), 1)
-    .option('--pause-ms <ms>', 'with --migrate: time the VM is off the network during a move (its stop-and-copy)', (v) => Number(v), 0)
+    .option('--moves <n>', 'with --migrate: moves, back and forth between A and B', integerOption(1, 1000), 1)
+    .option('--pause-ms <ms>', 'with --migrate: time the VM is off the network during a move (its stop-and-copy)', durationMsOption(0), 0)
     .option('--json', 'print the report as JSON')
     .action(async (options: { topology?: TopologyName; duration: number; interval: number; migrate?: boolean; moves: number; pauseMs: number; json?: boolean; pingTimeout?: number }) => {
       if (options.migrate) {

@@ -1,20 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
+import { integerOption } from './option-parsers.js';
 import { Dag } from '../shared/dag.js';
 import { XmigError } from '../shared/errors.js';
 import { parsePortRanges, readPcap, xipFramesOf, type XipFrame } from '../shared/pcap.js';
 import { decodeXip, encodeXip, NextHeader, XIP_DEFAULT_HOP_LIMIT } from '../shared/xip-header.js';
 import { describeXip, summarizeXip } from '../shared/xip-describe.js';
 
-function integer(name: string, min: number, max: number) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < min || n > max) {
-      throw new XmigError('ERR_XIP_MALFORMED', `${name} must be an integer in ${min}..${max}, got "${value}"`);
-    }
-    return n;
-  };
-}
+const integer = (_name: string, min: number, max: number): ((text: string) => number) => integerOption(min, max);
 
 export function encodeCommandOutput(options: {
   dst: string;
