@@ -1,33 +1,9 @@
 /** The config file of `xmig agent`. */
 import cron from 'node-cron';
 import { listenPort, nameText, pathText, timerMs, z } from '../shared/config.js';
-import { Dag } from '../shared/dag.js';
-import { Xid } from '../shared/xid.js';
 import { MAX_NAME_LENGTH } from '../xianet/names/name-record.js';
+import { dagText as dag, xidText as xid } from '../xianet/node-config.js';
 
-const xid = z
-  .string()
-  .max(64)
-  .refine((t) => {
-    try {
-      Xid.parse(t);
-      return true;
-    } catch {
-      return false;
-    }
-  }, 'not an XID (TYPE:40-hex)');
-
-const dag = z
-  .string()
-  .max(8192)
-  .refine((t) => {
-    try {
-      Dag.parse(t);
-      return true;
-    } catch {
-      return false;
-    }
-  }, 'not a DAG');
 
 /** A cron expression node-cron runs (checked here: cron.schedule throws a bare Error on a bad one when the agent starts). */
 const schedule = z.union([

@@ -40,7 +40,6 @@ interface LabFlags {
   logLevel?: 'error' | 'warn' | 'info' | 'debug';
 }
 
-const number = (_name: string, min: number, max = Number.MAX_SAFE_INTEGER): ((text: string) => number) => numberOption(min, max);
 
 /** Progress on stderr: a bar while a migration moves bytes on a terminal, one line per finished step otherwise. */
 async function progressView(enabled: boolean): Promise<{ report: (p: LabProgress) => void; stop: () => void }> {
@@ -135,7 +134,7 @@ export function labRunAction(lab: Command): Command {
     .option('--delay-ms <ms>', 'inter-AD link: one-way delay (the project\'s link impairment; no netem)', integerOption(0, 60_000))
     .option('--jitter-ms <ms>', 'inter-AD link: jitter', integerOption(0, 60_000))
     .option('--loss <percent>', 'inter-AD link: datagram loss', percentOption())
-    .option('--rate-mbps <Mbit/s>', 'inter-AD link: rate', number('--rate-mbps', 0.001, 1_000_000))
+    .option('--rate-mbps <Mbit/s>', 'inter-AD link: rate', numberOption(0.001, 1_000_000))
     .option('--kernel <file>', 'the guest kernel (default: the newest /boot/vmlinuz-* with modules)')
     .option('--cache-dir <dir>', 'where lab images are kept')
     .option('--prefix <name>', 'namespace prefix (default: xmig-lab-<random>)')

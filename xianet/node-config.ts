@@ -8,7 +8,7 @@ import { Xid } from '../shared/xid.js';
 import { DEFAULT_CONTROL_SOCKET, isLoopbackHost, type ControlLimits, type ControlListen } from './click-control-port.js';
 import { impairmentSchema } from './link-impairment.js';
 
-const xidText = z.string().max(64).refine(
+export const xidText = z.string().max(64).refine(
   (text) => {
     try {
       Xid.parse(text);
@@ -20,7 +20,7 @@ const xidText = z.string().max(64).refine(
   { message: 'not an XID (TYPE:40-hex)' },
 );
 
-const dagText = z.string().max(8192).refine(
+export const dagText = z.string().max(8192).refine(
   (text) => {
     try {
       Dag.parse(text);
