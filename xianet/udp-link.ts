@@ -13,11 +13,17 @@
  * keeps its 64 KiB datagrams; a 1500-byte link gets 1472. Nothing larger is sent:
  * no datagram of ours ever relies on IP fragmentation. An optional impairment
  * (link-impairment.ts) loses, delays, reorders, duplicates or rate-limits what it sends.
+ *
+ * Unicast sends (and what the impairment lets through, when it lets it through) are queued
+ * per neighbour for the rest of the event loop's turn and flushed with one sendmmsg and UDP
+ * GSO by the native addon (udp-batch.ts); without it (or XMIG_UDP_BATCH=0), one node:dgram
+ * send per packet. Broadcasts (the control plane) always go through node:dgram.
  */
 import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
 import { lookup, type LookupOneOptions } from 'node:dns';
 import { isIP, isIPv6 } from 'node:net';
 import { XmigError } from '../shared/errors.js';
+import { UdpBatcher, udpBatchAddon } from './udp-batch.js';
 import { interfaceMtu, isV6Address, udpPayloadLimit } from './interface-mtu.js';
 import type { Link, LinkAddress, LinkReceiver } from './link.js';
 import { LinkImpairment, type ImpairmentConfig } from './link-impairment.js';
@@ -43,6 +49,8 @@ export interface UdpLinkOptions {
   socketBufferBytes?: number;
   /** Loss, delay, reordering, duplication, rate and MTU applied to what this link sends. */
   impairment?: ImpairmentConfig;
+  /** Batch unicast sends with the native addon when it is there (udp-batch.ts). Default true; XMIG_UDP_BATCH=0 turns it off everywhere. */
+  batch?: boolean;
 }
 
 /** What an impaired link holds until its time comes. */
@@ -90,7 +98,9 @@ export class UdpLink implements Link {
   /** Parsed neighbour addresses: the forwarding path must not run a regex per packet. */
   private readonly resolved = new Map<LinkAddress, SocketAddress>();
   /** Datagrams the kernel refused to send (e.g. EHOSTUNREACH after a move), and datagrams larger than the MTU not sent. */
-  readonly stats = { sendErrors: 0, tooBig: 0 };
+  readonly stats = { sendErrors: 0, tooBig: 0, batchFallbacks: 0, batchedDatagrams: 0, batchCalls: 0 };
+  /** Unicast sends queued per neighbour and flushed with sendmmsg + UDP GSO (udp-batch.ts); undefined: node:dgram per packet. */
+  private batcher: UdpBatcher | undefined;
   private readonly v6: boolean;
 
   constructor(private readonly options: UdpLinkOptions) {
@@ -152,6 +162,8 @@ export class UdpLink implements Link {
     } else if (!v6) {
       socket.setBroadcast(true);
     }
+    const { addon } = udpBatchAddon();
+    this.batcher = addon && this.options.batch !== false ? new UdpBatcher(addon, socket, this.stats, this.onSent) : undefined;
     const local = socket.address();
     this.boundAddress = formatSocketAddress(local.address, local.port);
     for (const listener of this.attachListeners) listener();
@@ -190,6 +202,9 @@ export class UdpLink implements Link {
     this.groupSocket = undefined;
     this.boundAddress = undefined;
     this.impairment?.stop();
+    // What is queued goes out before the socket closes, as node:dgram's queue would.
+    this.batcher?.flush();
+    this.batcher = undefined;
     for (const socket of sockets) if (socket) await new Promise<void>((resolve) => socket.close(() => resolve()));
   }
 
@@ -209,7 +224,7 @@ export class UdpLink implements Link {
     // A tail goes out with its header in one sendmsg (an iovec of two): no copy here.
     const data = tail ? [packet, tail] : packet;
     if (this.impairment) this.impairment.submit({ packet: data, port: peer.port, host: peer.host }, size);
-    else this.socket.send(data, peer.port, peer.host, this.onSent);
+    else if (!this.batcher?.enqueue(data, size, peer.port, peer.host)) this.socket.send(data, peer.port, peer.host, this.onSent);
   }
 
   broadcast(packet: Buffer): void {
@@ -228,9 +243,10 @@ export class UdpLink implements Link {
     else this.socket?.send(packet, port, host, this.onSent);
   }
 
-  /** An impaired datagram's time has come. */
+  /** An impaired datagram's time has come: batched like any other (impairment first, then the batch). */
   private readonly transmit = (out: Outgoing): void => {
-    this.socket?.send(out.packet, out.port, out.host, this.onSent);
+    const size = Array.isArray(out.packet) ? out.packet.reduce((n, b) => n + b.length, 0) : out.packet.length;
+    if (!this.batcher?.enqueue(out.packet, size, out.port, out.host)) this.socket?.send(out.packet, out.port, out.host, this.onSent);
   };
 
   private readonly onSent = (error: Error | null): void => {
