@@ -7,6 +7,7 @@ import { runStreamBench } from './stream.js';
 import { runChunkBench } from './chunk.js';
 import { runNoticeBench } from './notices.js';
 import { runMoverBench } from './mover.js';
+import { runUdpBatchBench } from './udp-batch.js';
 import { runQemuMigrationBench } from './qemu-migration.js';
 import { runDiskTransportBench } from './disk-transport.js';
 import { runFullMigrationBench } from './full-migration.js';
@@ -19,6 +20,7 @@ const benches: Record<string, () => Promise<object[]>> = {
   chunk: () => runChunkBench(),
   notices: () => runNoticeBench(),
   mover: () => runMoverBench(),
+  'udp-batch': () => runUdpBatchBench(),
   'qemu-migration': () => runQemuMigrationBench(),
   'disk-transport': () => runDiskTransportBench(),
   'full-migration': () => runFullMigrationBench(),

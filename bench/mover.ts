@@ -242,7 +242,7 @@ export function summarise(base: Omit<MoverResult, 'runs' | 'completed' | 'median
   };
 }
 
-function xianetPath(name: string, network: UdpNetwork, extra: string[] = []): Path {
+export function xianetPath(name: string, network: UdpNetwork, extra: string[] = []): Path {
   const xmig = [process.execPath, ...XMIG_ARGV];
   return {
     name,

@@ -16,7 +16,8 @@
  * here is used and UdpLink sends each packet with node:dgram as before. When the socket
  * buffer is full (EAGAIN) the rest of the batch goes to node:dgram, which queues it in
  * libuv until the socket is writable: nothing is dropped; each such handover is counted
- * (`stats.batchFallbacks`). A neighbour the kernel refuses (EHOSTUNREACH after a move)
+ * (`stats.batchFallbacks`), and while node:dgram still holds some, later batches queue
+ * behind them there too (so a neighbour's packets keep their order). A neighbour the kernel refuses (EHOSTUNREACH after a move)
  * costs that message's packets, counted in `stats.sendErrors` as node:dgram's callback
  * counts them. If the kernel refuses GSO itself (EIO, EINVAL, EOPNOTSUPP: a device or
  * kernel without it) the link stops using GSO (sendmmsg of single packets still saves
@@ -159,6 +160,16 @@ export class UdpBatcher {
   readonly flush = (): void => {
     this.scheduled = false;
     const destinations = this.pending.splice(0);
+    if (destinations.length === 0) return;
+    if (this.socket.getSendQueueCount() > 0) {
+      // node:dgram still holds datagrams from an earlier EAGAIN: these go behind them, in order.
+      for (const destination of destinations) {
+        const packets = destination.queue;
+        destination.queue = [];
+        this.handOver({ destination, packets });
+      }
+      return;
+    }
     const addrs: Buffer[] = [];
     const segments: number[] = [];
     const iovCounts: number[] = [];
