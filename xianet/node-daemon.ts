@@ -8,6 +8,7 @@ import type { Registry } from 'prom-client';
 import { errorMessage } from '../shared/errors.js';
 import { Identity } from '../shared/identity.js';
 import { createLogger, type Logger } from '../shared/logger.js';
+import { udpBatchAddon } from './udp-batch.js';
 import { createRegistry, startMetricsServer, type MetricsServer } from '../shared/metrics.js';
 import { Dag } from '../shared/dag.js';
 import { Xid, parseXidTypeName } from '../shared/xid.js';
@@ -129,6 +130,8 @@ export class NodeDaemon {
       /** Largest XIP packet per interface, and which are impaired. */
       mtus: this.links.map((l) => l.mtu),
       impaired: this.links.filter((l) => l.impairment).map((l) => l.name),
+      /** How the links send: batched by the native addon (udp-batch.ts), or node:dgram per packet and why. */
+      udpBatch: udpBatchState(),
       control: this.controlAddress,
       api: this.config.apiSocket,
       metrics: this.metricsUrl,
@@ -147,3 +150,7 @@ export class NodeDaemon {
   }
 }
 
+function udpBatchState(): string {
+  const { addon, reason } = udpBatchAddon();
+  return addon ? 'sendmmsg+gso' : `node:dgram (${reason})`;
+}
