@@ -1,7 +1,10 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { XmigError } from './errors.js';
-import { LinkType, parsePortRanges, PcapWriter, readPcap, xipFramesOf } from './pcap.js';
+import { LinkType, parsePortRanges, PcapWriter, readPcap, splitXipDatagram, xipFramesOf } from './pcap.js';
+import { Dag } from './dag.js';
+import { encodeXip, NextHeader } from './xip-header.js';
+import { Xid, XidType } from './xid.js';
 
 /** A pcapng block: type, length, body padded to 4 bytes, length again (little-endian). */
 function block(type: number, body: Buffer): Buffer {
@@ -126,5 +129,46 @@ describe('readPcap', () => {
       ),
       { numRuns: 5000 },
     );
+  });
+});
+
+describe('splitXipDatagram (a UDP GSO datagram as captured: XIP packets back to back)', () => {
+  const xid = (byte: number, type: number = XidType.HID): Xid => Xid.of(type, Buffer.alloc(20, byte));
+  const packet = (nodes: number, payload: number): Buffer =>
+    encodeXip({
+      dst: Dag.chain(...Array.from({ length: nodes }, (_, i) => xid(i + 1))),
+      src: Dag.chain(xid(0xaa)),
+      nextHeader: NextHeader.NONE,
+      payload: Buffer.alloc(payload, 7),
+    });
+
+  it('gives back every packet of a run, in order, and a lone packet as it is', () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 0, max: 1500 })), { minLength: 1, maxLength: 12 }), (shapes) => {
+        const packets = shapes.map(([nodes, payload]) => packet(nodes, payload));
+        const split = splitXipDatagram(Buffer.concat(packets));
+        expect(split.map((p) => p.toString('hex'))).toEqual(packets.map((p) => p.toString('hex')));
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('returns a datagram whose lengths do not add up whole, for the decoder to call malformed', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 6 }), fc.integer({ min: 1, max: 200 }), fc.integer({ min: 0, max: 7 }), (count, payload, trailing) => {
+        const joined = Buffer.concat([...Array.from({ length: count }, () => packet(2, payload)), Buffer.alloc(trailing + 1, 1)]);
+        const split = splitXipDatagram(joined);
+        expect(split).toHaveLength(1);
+        expect(split[0]!.equals(joined)).toBe(true);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('is what xipFramesOf reads out of a captured UDP datagram: one frame number, one XipFrame per packet', () => {
+    const packets = [packet(2, 100), packet(2, 100), packet(3, 40)];
+    const capture = Buffer.concat([sectionHeader(), interfaceBlock(LinkType.RAW), enhancedPacket(0, 1_700_000_000_000_000n, udp4(Buffer.concat(packets)))]);
+    const frames = xipFramesOf(readPcap(capture), parsePortRanges(['17000']));
+    expect(frames.map((f) => [f.frame, f.packet.toString('hex')])).toEqual(packets.map((p) => [1, p.toString('hex')]));
   });
 });

@@ -8,6 +8,7 @@
  * `ERR_PCAP` XmigError, never another exception.
  */
 import { XmigError } from './errors.js';
+import { XIP_BASE_LENGTH, XIP_VERSION, xipHeaderLength, XipOffset } from './xip-header.js';
 
 export const ETHERTYPE_XIP = 0xc0de;
 export const LinkType = {
@@ -329,6 +330,26 @@ export function parsePortRanges(specs: readonly string[]): PortSet {
 }
 
 /**
+ * The XIP packets of one captured UDP payload. A link that sends with UDP GSO
+ * (xianet/udp-batch.ts) hands the kernel several packets back to back in one
+ * datagram, and a capture on the sending host (or on a veth or bridge, which pass
+ * GSO packets on whole) sees them so: each XIP packet's own lengths (its node counts
+ * and payload length) say where the next one starts. A payload whose lengths do not
+ * add up exactly is returned whole, for the decoder to call malformed.
+ */
+export function splitXipDatagram(payload: Buffer): Buffer[] {
+  const packets: Buffer[] = [];
+  let at = 0;
+  while (payload.length - at >= XIP_BASE_LENGTH) {
+    const length = xipHeaderLength(payload[at + XipOffset.DST_NODES]!, payload[at + XipOffset.SRC_NODES]!) + payload.readUInt16BE(at + XipOffset.PAYLOAD_LENGTH);
+    if (payload[at + XipOffset.VERSION] !== XIP_VERSION || length > payload.length - at) break;
+    packets.push(payload.subarray(at, at + length));
+    at += length;
+  }
+  return at === payload.length && packets.length > 0 ? packets : [payload];
+}
+
+/**
  * The XIP packets of a capture: Ethernet/SLL frames of ethertype 0xC0DE, and UDP
  * datagrams to or from one of `udpPorts` (xianet's UDP links).
  */
@@ -383,7 +404,9 @@ export function xipFramesOf(capture: PcapFile, udpPorts: PortSet = new Set<numbe
       frames.push({ frame: index + 1, timeMicros: record.timeMicros, packet: payload, carrier: 'ethernet' });
     } else if ((ethertype === 0x0800 || ethertype === 0x86dd) && udpPorts.size > 0) {
       const udp = ipUdp(payload, udpPorts);
-      if (udp) frames.push({ frame: index + 1, timeMicros: record.timeMicros, packet: udp.payload, carrier: 'udp', udp: udp.ends });
+      if (udp) {
+        for (const packet of splitXipDatagram(udp.payload)) frames.push({ frame: index + 1, timeMicros: record.timeMicros, packet, carrier: 'udp', udp: udp.ends });
+      }
     }
   });
   return frames;

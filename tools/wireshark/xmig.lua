@@ -470,6 +470,9 @@ local DGRAM_SERVICES = {
 -- by frame number so later passes (and the GUI) show the same thing.
 local mover_next = {}
 local mover_seen = {}
+-- Which XIP packet of the frame is being dissected (a UDP GSO datagram holds several):
+-- per-frame state is kept per packet.
+local packet_in_frame = 1
 
 local function mover_message(tvb, t, at, avail)
   -- One complete frame `u32 length, u8 type, body` in [at, at + avail).
@@ -533,7 +536,8 @@ local function dissect_mover_data(tvb, pinfo, tree, key, offset, at, len)
     seen = {}
     mover_seen[pinfo.number] = seen
   end
-  local known = seen[at]
+  local slot = packet_in_frame .. ":" .. at
+  local known = seen[slot]
   if not known then
     -- First pass: where, within this data, do messages start?
     local next_at = mover_next[key] or 0
@@ -564,7 +568,7 @@ local function dissect_mover_data(tvb, pinfo, tree, key, offset, at, len)
       end
       if next_at >= 0 then mover_next[key] = next_at else mover_next[key] = math.huge end
     end
-    seen[at] = known
+    seen[slot] = known
   end
   if known.note then tree:add(tvb:range(at, len), known.note) end
   local names = {}
@@ -709,16 +713,30 @@ end
 
 -- ---- XIP ------------------------------------------------------------------------------
 
---- Whether the datagram is a well-formed XIP header whose lengths add up.
-local function looks_like_xip(tvb)
+--- The XIP packets of a datagram as {offset, length} pairs, when it is one or more
+--- well-formed XIP headers back to back whose lengths add up exactly: a link sending
+--- with UDP GSO puts several packets in one datagram, and a capture on the sending
+--- host (or on a veth or bridge) sees them so. nil when the lengths do not add up.
+local function xip_packets(tvb, strict)
   local len = tvb:len()
-  if len < XIP_BASE then return false end
-  if tvb:range(0, 1):uint() ~= 1 then return false end
-  local nd, ns = tvb:range(5, 1):uint(), tvb:range(6, 1):uint()
-  if nd < 1 or nd > 20 or ns > 20 then return false end
-  local header = XIP_BASE + XIP_NODE * (nd + ns)
-  if len < header then return false end
-  return tvb:range(2, 2):uint() == len - header
+  local packets, at = {}, 0
+  while at < len do
+    if len - at < XIP_BASE then return nil end
+    if tvb:range(at, 1):uint() ~= 1 then return nil end
+    local nd, ns = tvb:range(at + 5, 1):uint(), tvb:range(at + 6, 1):uint()
+    if strict and (nd < 1 or nd > 20 or ns > 20) then return nil end
+    local total = XIP_BASE + XIP_NODE * (nd + ns) + tvb:range(at + 2, 2):uint()
+    if total > len - at then return nil end
+    packets[#packets + 1] = { at, total }
+    at = at + total
+  end
+  if #packets == 0 then return nil end
+  return packets
+end
+
+--- Whether the datagram is well-formed XIP (one packet, or several back to back) whose lengths add up.
+local function looks_like_xip(tvb)
+  return xip_packets(tvb, true) ~= nil
 end
 
 local function sink_sid(dag)
@@ -727,9 +745,8 @@ local function sink_sid(dag)
   return nil
 end
 
-function p_xip.dissector(tvb, pinfo, tree)
+local function dissect_xip_packet(tvb, pinfo, tree)
   local len = tvb:len()
-  if len < XIP_BASE then return 0 end
   local t = tree:add(p_xip, tvb:range(0, len))
   pinfo.cols.protocol = "XIP"
   local nd, ns = tvb:range(5, 1):uint(), tvb:range(6, 1):uint()
@@ -802,6 +819,25 @@ function p_xip.dissector(tvb, pinfo, tree)
   elseif nxt ~= NXT.NONE then
     t:add(tvb:range(header, plen), "Payload (next header " .. nxt .. ")")
   end
+  return len
+end
+
+--- One datagram: one XIP packet, or (UDP GSO, seen before the kernel cut it) several
+--- back to back, each dissected as its own packet, the Info column listing them.
+function p_xip.dissector(tvb, pinfo, tree)
+  local len = tvb:len()
+  if len < XIP_BASE then return 0 end
+  local packets = xip_packets(tvb, false)
+  packet_in_frame = 1
+  if not packets or #packets == 1 then return dissect_xip_packet(tvb, pinfo, tree) end
+  local infos = {}
+  for i, p in ipairs(packets) do
+    packet_in_frame = i
+    dissect_xip_packet(tvb:range(p[1], p[2]):tvb(), pinfo, tree)
+    infos[i] = tostring(pinfo.cols.info)
+  end
+  packet_in_frame = 1
+  pinfo.cols.info = string.format("[%d XIP packets, UDP GSO] %s", #packets, table.concat(infos, " | "))
   return len
 end
 
