@@ -23,6 +23,7 @@
  * Everything the lab made — namespaces, bridges, veths, taps, processes — goes at the
  * end, on failure and on abort (the signal), unless `keep`.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -397,6 +398,24 @@ class LabRun {
     }
   }
 
+  /**
+   * A new Goldbach client on C, by name, asking 5 times: its JSON report, or undefined if
+   * none answered within `deadlineMs`. A client that could not connect (its own 10 s
+   * connect deadline: a TCG guest still starved just after a move answered the held
+   * connection but not yet a new handshake, seen once in a loaded lab run) tries again,
+   * as an application would, until the deadline.
+   */
+  private async askByName(hosts: LabHosts, deadlineMs: number): Promise<string | undefined> {
+    const end = Date.now() + deadlineMs;
+    for (;;) {
+      const asked = await this.once(CLIENT_HOST, 'new Goldbach client', ['cal', 'ask', GOLDBACH_NAME, '--api', hosts.api(CLIENT_HOST), '--count', '5', '--json'], Math.max(1000, end - Date.now()));
+      const report = asked.lines.find((l) => l.startsWith('{'));
+      if (report && answersIn(report) > 0) return report;
+      if (Date.now() + 1000 >= end) return report;
+      await sleep(1000, undefined, this.signal ? { signal: this.signal } : undefined);
+    }
+  }
+
   /** Until a fresh resolution of the name on C gives the VM's current service DAG (its AD, its HID, its SID). */
   private async resolveCurrent(hosts: LabHosts, deadlineMs: number): Promise<{ dag: string; current: boolean }> {
     const keys = this.keys!;
@@ -537,8 +556,7 @@ class LabRun {
       const fromSnapshot = after.get(from)!;
       const vmSnapshot = after.get('VM')!;
       const resolved = await this.resolveCurrent(hosts, this.o.recoverDeadlineMs);
-      const asked = await this.once(CLIENT_HOST, 'new Goldbach client', ['cal', 'ask', GOLDBACH_NAME, '--api', hosts.api(CLIENT_HOST), '--count', '5', '--json'], this.o.recoverDeadlineMs);
-      const askedReport = asked.lines.find((l) => l.startsWith('{'));
+      const askedReport = await this.askByName(hosts, this.o.recoverDeadlineMs);
       const rewrittenMs: Record<string, number | null> = {};
       for (const router of wiring.routers) rewrittenMs[router] = firstAfter(logTimes(hosts.nodes.get(router), 'route.rewritten', (e) => e['hid'] === vmHid), result.resumedAt);
       moves.push({
@@ -563,7 +581,7 @@ class LabRun {
         staleVmEntryGone: vmSnapshot.error ? null : routeFor(vmSnapshot, keys.hid(from).toString()) === undefined,
         resolvedDag: resolved.dag,
         resolvedCurrent: resolved.current,
-        newClientAnswers: askedReport ? Number((JSON.parse(askedReport) as { answers?: number }).answers ?? 0) : 0,
+        newClientAnswers: askedReport ? answersIn(askedReport) : 0,
       });
     }
     await xping.finish();
@@ -730,4 +748,14 @@ async function machineFacts(): Promise<LabReport['machine']> {
     node: process.version,
     ...(major ? { qemu: String(major) } : {}),
   };
+}
+
+/** The answers a `cal ask --json` report counts (0 if the line is not one). */
+function answersIn(report: string): number {
+  try {
+    const answers = (JSON.parse(report) as { answers?: unknown }).answers;
+    return typeof answers === 'number' ? answers : 0;
+  } catch {
+    return 0;
+  }
 }
