@@ -101,6 +101,8 @@ export class UdpLink implements Link {
   readonly stats = { sendErrors: 0, tooBig: 0, batchFallbacks: 0, batchedDatagrams: 0, batchCalls: 0 };
   /** Unicast sends queued per neighbour and flushed with sendmmsg + UDP GSO (udp-batch.ts); undefined: node:dgram per packet. */
   private batcher: UdpBatcher | undefined;
+  /** Why this link sends with node:dgram although the addon loaded (no fd on its socket), if it does. */
+  batchUnavailable: string | undefined;
   private readonly v6: boolean;
 
   constructor(private readonly options: UdpLinkOptions) {
@@ -162,11 +164,26 @@ export class UdpLink implements Link {
     } else if (!v6) {
       socket.setBroadcast(true);
     }
-    const { addon } = udpBatchAddon();
-    this.batcher = addon && this.options.batch !== false ? new UdpBatcher(addon, socket, this.stats, this.onSent) : undefined;
+    this.batcher = this.startBatcher(socket);
     const local = socket.address();
     this.boundAddress = formatSocketAddress(local.address, local.port);
     for (const listener of this.attachListeners) listener();
+  }
+
+  /**
+   * The batcher for this socket, if the addon is there and wanted. Its fd comes from
+   * node:dgram's internals: a Node.js that hides it leaves this link on node:dgram
+   * (`batchUnavailable` says why) rather than failing the daemon.
+   */
+  private startBatcher(socket: Socket): UdpBatcher | undefined {
+    const { addon } = udpBatchAddon();
+    if (!addon || this.options.batch === false) return undefined;
+    try {
+      return new UdpBatcher(addon, socket, this.stats, this.onSent);
+    } catch (error) {
+      this.batchUnavailable = (error as Error).message;
+      return undefined;
+    }
   }
 
   /**

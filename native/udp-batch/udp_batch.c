@@ -106,9 +106,10 @@ static napi_value send_batch(napi_env env, napi_callback_info info) {
   CHECK(napi_get_value_uint32(env, argv[6], &count));
   if (count == 0 || count > MAX_MESSAGES) return throw_type(env, "sendBatch: 1 to 64 messages");
 
-  static struct mmsghdr messages[MAX_MESSAGES];
-  static struct iovec iovs[MAX_IOVS];
-  static char controls[MAX_MESSAGES][CMSG_SPACE(sizeof(uint16_t))];
+  /* On the stack (~21 KB), not static: worker threads may send on their own sockets at once. */
+  struct mmsghdr messages[MAX_MESSAGES];
+  struct iovec iovs[MAX_IOVS];
+  char controls[MAX_MESSAGES][CMSG_SPACE(sizeof(uint16_t))];
   memset(messages, 0, sizeof messages);
 
   /* Skip the buffers of the messages before `first`. */
