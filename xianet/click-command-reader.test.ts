@@ -62,6 +62,18 @@ describe('ClickCommandReader', () => {
     ]);
   });
 
+  it('takes what arrived of an unfinished READUNTIL body as the body at end of input, never as a command', () => {
+    expect(frame([text('WRITEUNTIL h END\r\nHELP')]).map((r) => [r.line, r.body?.incomplete])).toEqual([['WRITEUNTIL h END', true]]);
+    // Found by the property below (CI, seed -1824787759): a READUNTIL body line longer
+    // than the data limit, split so that its tail arrived after the fold, came out as a
+    // second request.
+    const head = text('READUNTIL h END\r\n');
+    const line = text(`WRITE r.h ${'A'.repeat(2386)}`);
+    const whole = frame([Buffer.concat([head, line])]);
+    expect(whole.map((r) => [r.line, r.body?.incomplete])).toEqual([['READUNTIL h END', true]]);
+    expect(frame([head, line.subarray(0, 2000), line.subarray(2000, 2200), line.subarray(2200)])).toEqual(whole);
+  });
+
   it('frames any input the same however it is split, holds no more than its limits, and never throws (600 runs of up to 10 inputs)', () => {
     fc.assert(
       fc.property(fc.array(controlInput, { minLength: 1, maxLength: 10 }), fc.array(fc.nat(), { maxLength: 12 }), (inputs, points) => {

@@ -232,6 +232,8 @@ export class ClickCommandReader {
       if (this.pending.length >= plan.length) {
         return this.finish({ text: this.take(plan.length).toString('latin1'), tooLarge: false, incomplete: false });
       }
+      // Cut by the end of input: "Not enough data", and, as on Click, the bytes it did not
+      // take are then read as a command (xianet/click-control-port.test.ts).
       return this.ended ? this.finish({ text: '', tooLarge: false, incomplete: true }) : undefined;
     }
     return this.readUntil(plan.terminator);
@@ -305,7 +307,18 @@ export class ClickCommandReader {
       if (until.tooLarge) this.untilLineStart = 0;
     }
     this.scanFrom = waitAt === undefined ? this.pending.length : this.pending.length - 1;
-    return this.ended ? this.finish({ text: '', tooLarge: until.tooLarge, incomplete: true }) : undefined;
+    return this.ended ? this.finishIncomplete(until.tooLarge) : undefined;
+  }
+
+  /**
+   * The input ended inside a READUNTIL/WRITEUNTIL body: what arrived of it is the body's,
+   * never a command line of its own. (It used to be read as one, unless a line over the
+   * data limit had been folded away first, so how the bytes were split decided whether a
+   * command came out of body data.)
+   */
+  private finishIncomplete(tooLarge: boolean): ClickRequest {
+    this.take(this.pending.length);
+    return this.finish({ text: '', tooLarge, incomplete: true });
   }
 }
 
