@@ -1,6 +1,8 @@
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { Identity, verifySignature } from './identity.js';
 import { openMessage, sealMessage, SignedKind } from './signed-message.js';
@@ -111,4 +113,17 @@ describe('signed messages', () => {
     );
     expect(reason(() => openMessage(Buffer.alloc(10), { kind: SignedKind.NAME_RECORD }))).toBe('malformed');
   });
+});
+
+describe('Identity.generate under garbage collection', () => {
+  it('makes tens of thousands of identities without hanging the process (Node 20 deadlocked generateKeyPairSync + a key export in GC)', () => {
+    // In a child with a 1 MB young generation (a scavenge every few hundred keys): the old
+    // generateKeyPairSync + JWK export hung such a loop within seconds, every time.
+    const identityModule = join(dirname(fileURLToPath(import.meta.url)), 'identity.ts');
+    const code = `const { Identity } = await import(${JSON.stringify(identityModule)}); const seen = new Set(); for (let i = 0; i < 30000; i++) seen.add(Identity.generate().publicKey.toString('hex')); console.log(seen.size);`;
+    const child = spawnSync(process.execPath, ['--max-semi-space-size=1', '--import', 'tsx', '--input-type=module', '-e', code], { encoding: 'utf8', timeout: 90_000 });
+    expect(child.error, 'the loop hung (killed at 90 s)').toBeUndefined();
+    expect(child.status, child.stderr).toBe(0);
+    expect(child.stdout.trim()).toBe('30000');
+  }, 120_000);
 });

@@ -3,7 +3,7 @@
  * (HID of a host, AD of a domain, SID of a service) is SHA-1 of its raw 32-byte
  * public key, so anyone holding the key can prove the XID is theirs.
  */
-import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, randomBytes, sign, verify, type KeyObject } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync, chmodSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { XmigError, errorMessage } from './errors.js';
@@ -12,10 +12,19 @@ import { Xid } from './xid.js';
 export const PUBLIC_KEY_LENGTH = 32;
 export const SIGNATURE_LENGTH = 64;
 
+/**
+ * DER framing of Ed25519 keys (RFC 8410): a PKCS#8 private key is this prefix and the
+ * 32-byte seed, a SubjectPublicKeyInfo this prefix and the 32-byte public key.
+ */
+const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
+const SPKI_ED25519_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
+
 function rawPublicKey(key: KeyObject): Buffer {
-  const jwk = key.export({ format: 'jwk' });
-  if (typeof jwk.x !== 'string') throw new XmigError('ERR_IDENTITY', 'key is not an Ed25519 key');
-  return Buffer.from(jwk.x, 'base64url');
+  const spki = key.export({ format: 'der', type: 'spki' });
+  if (spki.length !== SPKI_ED25519_PREFIX.length + PUBLIC_KEY_LENGTH || !spki.subarray(0, SPKI_ED25519_PREFIX.length).equals(SPKI_ED25519_PREFIX)) {
+    throw new XmigError('ERR_IDENTITY', 'key is not an Ed25519 key');
+  }
+  return Buffer.from(spki.subarray(SPKI_ED25519_PREFIX.length));
 }
 
 export class Identity {
@@ -26,8 +35,15 @@ export class Identity {
     this.publicKey = rawPublicKey(createPublicKey(privateKey));
   }
 
+  /**
+   * A new key: 32 random bytes are an Ed25519 private key (RFC 8032 5.1.5). Not
+   * generateKeyPairSync: on Node.js 20 a garbage collection that finalizes one of its
+   * key-generation jobs while a key sharing that job's lock is being exported deadlocks
+   * the process (seen as a CI test file hanging in the mutex; tens of thousands of
+   * identities hang it within seconds at a small young generation: identity.test.ts).
+   */
   static generate(): Identity {
-    return new Identity(generateKeyPairSync('ed25519').privateKey);
+    return new Identity(createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, randomBytes(32)]), format: 'der', type: 'pkcs8' }));
   }
 
   /** Reads a PKCS#8 PEM private key file. */
