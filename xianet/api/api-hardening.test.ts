@@ -242,6 +242,8 @@ describe('API bounds', () => {
     thief.send({ op: 'attach', streamId: answers[0]!['streamId'], token: 'guess' });
     await thief.until(() => thief.closed, 10_000, 'the wrong token to be refused');
     expect(refusals.count('api-stream-token', 'forbidden')).toBe(1);
+    // ... and told why before the close, as any refused client is (it was a bare close).
+    expect(thief.frames.find((f) => f.header['event'] === 'refused')?.header['message']).toMatch(/^attach: no STREAM connection waits for that streamId and token/);
   });
 
   it('exports every refusal on the node registry as xianet_refusals_total, at 0 from the start', async () => {

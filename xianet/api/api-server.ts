@@ -136,8 +136,10 @@ export class ApiServer implements Startable {
         this.readers.delete(reader);
         const connection = this.streams.take(first.header['streamId'], first.header['token']);
         if (!connection) {
+          // Told why, as every refusal is: a client that sent `attach` first by mistake
+          // (its connection is a data socket, not a session) must not see a bare close.
           this.refusals.refuse('api-stream-token', 'forbidden');
-          socket.destroy();
+          sayRefusedAndClose(socket, 'attach: no STREAM connection waits for that streamId and token (a connection whose first frame is attach is a data socket)');
           return;
         }
         splice(socket, connection, decoder.rest());
