@@ -20,6 +20,7 @@ import type { RouteOrigin } from './route-table.js';
 import { XiaStack } from './stack.js';
 import { UdpLink } from './udp-link.js';
 import { registerImpairmentMetrics } from './link-impairment.js';
+import { registerUdpLinkMetrics } from './udp-link-metrics.js';
 
 export interface NodeDaemonComponents {
   logger?: Logger;
@@ -75,6 +76,7 @@ export class NodeDaemon {
     }
     this.api = new LocalNodeApi(this.stack);
     registerImpairmentMetrics(this.registry, config.name, this.links);
+    registerUdpLinkMetrics(this.registry, config.name, this.links);
   }
 
   get node() {

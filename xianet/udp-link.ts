@@ -97,12 +97,23 @@ export class UdpLink implements Link {
   private boundAddress: LinkAddress | undefined;
   /** Parsed neighbour addresses: the forwarding path must not run a regex per packet. */
   private readonly resolved = new Map<LinkAddress, SocketAddress>();
-  /** Datagrams the kernel refused to send (e.g. EHOSTUNREACH after a move), and datagrams larger than the MTU not sent. */
-  readonly stats = { sendErrors: 0, tooBig: 0, batchFallbacks: 0, batchedDatagrams: 0, batchCalls: 0 };
+  /**
+   * Datagrams the kernel refused to send (e.g. EHOSTUNREACH after a move), datagrams larger
+   * than the MTU not sent, and how the rest left: XIP packets in the addon's batches (and its
+   * sendmmsg calls), handed to node:dgram when the socket buffer was full, or sent by
+   * node:dgram one by one (no addon, multicast, a batcher that refused one). Exported by
+   * udp-link-metrics.ts.
+   */
+  readonly stats = { sendErrors: 0, tooBig: 0, batchFallbacks: 0, batchedDatagrams: 0, batchCalls: 0, dgramPackets: 0 };
   /** Unicast sends queued per neighbour and flushed with sendmmsg + UDP GSO (udp-batch.ts); undefined: node:dgram per packet. */
   private batcher: UdpBatcher | undefined;
   /** Why this link sends with node:dgram although the addon loaded (no fd on its socket), if it does. */
   batchUnavailable: string | undefined;
+
+  /** Whether unicast sends go through the addon's batches now (false before start, after stop, or without it). */
+  get batching(): boolean {
+    return this.batcher !== undefined;
+  }
   private readonly v6: boolean;
 
   constructor(private readonly options: UdpLinkOptions) {
@@ -241,7 +252,10 @@ export class UdpLink implements Link {
     // A tail goes out with its header in one sendmsg (an iovec of two): no copy here.
     const data = tail ? [packet, tail] : packet;
     if (this.impairment) this.impairment.submit({ packet: data, port: peer.port, host: peer.host }, size);
-    else if (!this.batcher?.enqueue(data, size, peer.port, peer.host)) this.socket.send(data, peer.port, peer.host, this.onSent);
+    else if (!this.batcher?.enqueue(data, size, peer.port, peer.host)) {
+      this.stats.dgramPackets++;
+      this.socket.send(data, peer.port, peer.host, this.onSent);
+    }
   }
 
   broadcast(packet: Buffer): void {
@@ -257,13 +271,19 @@ export class UdpLink implements Link {
 
   private sendTo(packet: Buffer, port: number, host: string): void {
     if (this.impairment) this.impairment.submit({ packet, port, host }, packet.length);
-    else this.socket?.send(packet, port, host, this.onSent);
+    else if (this.socket) {
+      this.stats.dgramPackets++;
+      this.socket.send(packet, port, host, this.onSent);
+    }
   }
 
   /** An impaired datagram's time has come: batched like any other (impairment first, then the batch). */
   private readonly transmit = (out: Outgoing): void => {
     const size = Array.isArray(out.packet) ? out.packet.reduce((n, b) => n + b.length, 0) : out.packet.length;
-    if (!this.batcher?.enqueue(out.packet, size, out.port, out.host)) this.socket?.send(out.packet, out.port, out.host, this.onSent);
+    if (this.batcher?.enqueue(out.packet, size, out.port, out.host)) return;
+    if (!this.socket) return;
+    this.stats.dgramPackets++;
+    this.socket.send(out.packet, out.port, out.host, this.onSent);
   };
 
   private readonly onSent = (error: Error | null): void => {
