@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { XmigError } from '../../shared/errors.js';
 import { Identity } from '../../shared/identity.js';
 import { Xid, XidType } from '../../shared/xid.js';
-import { guestCommandLine, MAX_COMMAND_LINE, parseGuestCommandLine, resolveGuestConfig, type GuestConfig } from './guest-config.js';
+import { checkWorkloads, guestCommandLine, MAX_COMMAND_LINE, MAX_DBENCH_CLIENTS, MAX_GUEST_FILES, parseGuestCommandLine, resolveGuestConfig, type GuestConfig } from './guest-config.js';
 
 const key = Identity.generate();
 const calKey = Identity.generate();
@@ -38,6 +38,9 @@ const configs: fc.Arbitrary<GuestConfig> = fc.record(
     nodeMetricsPort: fc.integer({ min: 1, max: 65535 }),
     agentMetricsPort: fc.integer({ min: 1, max: 65535 }),
     controlPort: fc.integer({ min: 1, max: 65535 }),
+    files: fc.integer({ min: 1, max: MAX_GUEST_FILES }),
+    dbench: fc.integer({ min: 1, max: MAX_DBENCH_CLIENTS }),
+    iperf3: fc.integer({ min: 1, max: 65535 }),
   },
   { requiredKeys: ['name', 'key'] },
 );
@@ -69,6 +72,12 @@ describe("the guest's kernel command line", () => {
       [{ name: 'vm$(reboot)' }, /name/],
       [{ port: 0 }, /port 0/],
       [{ controlPort: 70000 }, /control port 70000/],
+      [{ files: 0 }, /files 0 is not 1-64/],
+      [{ files: 65 }, /files 65/],
+      [{ files: 1.5 }, /files 1.5/],
+      [{ dbench: 0 }, /dbench clients 0/],
+      [{ dbench: 100 }, /dbench clients 100/],
+      [{ iperf3: 0 }, /iperf3 port 0/],
       [{ group: 'ff05::1' }, /link-local scope/],
       [{ mtu: 100 }, /mtu 100/],
       [{ ipv4: '10.0.0.300/24' }, /ipv4/],
@@ -82,11 +91,37 @@ describe("the guest's kernel command line", () => {
     }
   });
 
+  it('carries the workload words, and refuses a number with a leading zero (the guest would read it as octal)', () => {
+    const line = guestCommandLine({ name: 'vm1', key, files: 4, dbench: 2, iperf3: 5201 });
+    expect(line).toContain('xmig.files=4 xmig.dbench=2 xmig.iperf3=5201');
+    expect(parseGuestCommandLine(line)).toMatchObject({ files: 4, dbench: 2, iperf3: 5201 });
+    expect(() => parseGuestCommandLine(line.replace('xmig.files=4', 'xmig.files=010'))).toThrow(/xmig\.files=010 is not a number/);
+    expect(() => parseGuestCommandLine(line.replace('xmig.dbench=2', 'xmig.dbench=-1'))).toThrow(/xmig\.dbench=-1/);
+  });
+
+  it('refuses, in one line naming the Debian package, a workload the image lacks', () => {
+    expect(() => checkWorkloads({ workloads: ['dbench', 'iperf3'] }, { name: 'vm1', key, files: 3, dbench: 1, iperf3: 5201 })).not.toThrow();
+    expect(() => checkWorkloads({ workloads: [] }, { name: 'vm1', key, files: 3 })).not.toThrow();
+    const error = (() => {
+      try {
+        checkWorkloads({ workloads: ['iperf3'] }, { name: 'vm1', key, dbench: 1, iperf3: 5201 });
+      } catch (e) {
+        return e as XmigError;
+      }
+      return undefined;
+    })();
+    expect(error).toBeInstanceOf(XmigError);
+    expect(error!.code).toBe('ERR_CONFIG');
+    expect(error!.message).toMatch(/dbench .*apt-get install dbench/);
+    expect(error!.message).not.toContain('\n');
+    expect(() => checkWorkloads({}, { name: 'vm1', key, dbench: 1, iperf3: 5201 })).toThrow(/apt-get install dbench iperf3/);
+  });
+
   it('never throws anything but ERR_CONFIG on a command line it did not write', () => {
     const good = guestCommandLine({ name: 'vm1', key });
     const words = fc.oneof(
       fc.string({ maxLength: 40 }),
-      fc.tuple(fc.constantFrom('name', 'key', 'port', 'group', 'mtu', 'log', 'trust', 'calkey', 'calname', 'caltcp', 'names', 'ipv4', 'gw4', 'metrics', 'agentmetrics', 'other'), fc.string({ maxLength: 70 })).map(([w, v]) => `xmig.${w}=${v}`),
+      fc.tuple(fc.constantFrom('name', 'key', 'port', 'group', 'mtu', 'log', 'trust', 'calkey', 'calname', 'caltcp', 'names', 'ipv4', 'gw4', 'metrics', 'agentmetrics', 'files', 'dbench', 'iperf3', 'other'), fc.string({ maxLength: 70 })).map(([w, v]) => `xmig.${w}=${v}`),
     );
     fc.assert(
       fc.property(fc.array(words, { maxLength: 6 }), fc.boolean(), (extra, keepGood) => {

@@ -26,6 +26,12 @@
  * | `xmig.metrics=PORT` | the node's /metrics on [::]:PORT | 9100 |
  * | `xmig.agentmetrics=PORT` | the agent's /metrics on [::]:PORT | 9101 |
  * | `xmig.control=PORT` | the VM's route tables readable from its segment on TCP PORT: the node's control port moves to loopback TCP (writes need a token only the guest can read; the agent has it) and a relay opens PORT to it | none (a Unix socket) |
+ * | `xmig.files=N` | with /data mounted, a writer keeps N (1-64) files /data/xmig-files/f00.. of 1 MiB (urandom, fsynced), rewriting one a second round robin; each write logs `guest.file-wrote` (file, sha1, seq) | none |
+ * | `xmig.dbench=N` | with /data mounted, Debian's dbench with N (1-64) clients in /data/dbench for a day, restarted when it ends; each line it prints is a `guest.dbench` event (`line`) | none |
+ * | `xmig.iperf3=PORT` | `iperf3 -s -p PORT` on all addresses, restarted when it ends; `guest.iperf3-listening` once it listens | none |
+ *
+ * The workloads start after `guest.ready` (they must not slow the boot), and need the image
+ * to hold their programs (`checkWorkloads`).
  *
  * `guestCommandLine(config)` gives the whole `-append` line: the kernel's own words
  * (serial console, rdinit, panic) and these. `parseGuestCommandLine` reads one back.
@@ -70,7 +76,21 @@ export interface GuestConfig {
   agentMetricsPort?: number;
   /** The VM's control port readable (not writable) from its segment on this TCP port: the lab reads the VM's routes. */
   controlPort?: number;
+  /** Rotating fsynced 1 MiB files on /data, their sha1s logged: the disk's content checked across a move. */
+  files?: number;
+  /** dbench clients on /data (the paper's I/O workload). */
+  dbench?: number;
+  /** An iperf3 server on this TCP port (the paper's network workload). */
+  iperf3?: number;
 }
+
+/** The workloads a guest config can run, with the Debian package that has each program. */
+export const WORKLOAD_PACKAGES = { dbench: 'dbench', iperf3: 'iperf3' } as const;
+export type Workload = keyof typeof WORKLOAD_PACKAGES;
+
+/** The file writer's count and dbench's clients are bounded: names are two digits, and a TCG guest runs few clients. */
+export const MAX_GUEST_FILES = 64;
+export const MAX_DBENCH_CLIENTS = 64;
 
 /** The kernel's own words: console on the first serial port, our init, reboot (QEMU exits) on panic. */
 export const KERNEL_WORDS: readonly string[] = ['console=ttyS0', 'quiet', 'panic=-1', 'rdinit=/init'];
@@ -104,6 +124,32 @@ function checkIpv4Cidr(text: string): string {
     throw bad(`ipv4 "${text}" is not ADDR/LEN (e.g. 10.1.0.10/24)`);
   }
   return text;
+}
+
+function checkCount(what: string, value: number, max: number): number {
+  if (!Number.isInteger(value) || value < 1 || value > max) throw bad(`${what} ${value} is not 1-${max}`);
+  return value;
+}
+
+/** The workloads `config` runs that need a program from the image. */
+export function configWorkloads(config: GuestConfig): Workload[] {
+  const wanted: Workload[] = [];
+  if (config.dbench !== undefined) wanted.push('dbench');
+  if (config.iperf3 !== undefined) wanted.push('iperf3');
+  return wanted;
+}
+
+/**
+ * Refuses (ERR_CONFIG, one line naming the Debian package) a config asking for a workload
+ * the image lacks: the image holds dbench and iperf3 only if the host that built it had them.
+ */
+export function checkWorkloads(image: { workloads?: readonly string[] }, config: GuestConfig): void {
+  const have = new Set(image.workloads ?? []);
+  const missing = configWorkloads(config).filter((w) => !have.has(w));
+  if (missing.length > 0) {
+    const packages = missing.map((w) => WORKLOAD_PACKAGES[w]).join(' ');
+    throw bad(`${missing.join(' and ')} asked for, but the lab image has no ${missing.join(' or ')}: apt-get install ${packages} on the host, then rebuild the image (xmig lab image)`);
+  }
 }
 
 function encodeKey(identity: Identity): string {
@@ -171,14 +217,20 @@ export function guestCommandLine(config: GuestConfig): string {
   add('metrics', config.nodeMetricsPort === undefined ? undefined : checkPort('node metrics port', config.nodeMetricsPort));
   add('agentmetrics', config.agentMetricsPort === undefined ? undefined : checkPort('agent metrics port', config.agentMetricsPort));
   add('control', config.controlPort === undefined ? undefined : checkPort('control port', config.controlPort));
+  add('files', config.files === undefined ? undefined : checkCount('files', config.files, MAX_GUEST_FILES));
+  add('dbench', config.dbench === undefined ? undefined : checkCount('dbench clients', config.dbench, MAX_DBENCH_CLIENTS));
+  add('iperf3', config.iperf3 === undefined ? undefined : checkPort('iperf3 port', config.iperf3));
   const line = words.join(' ');
   if (line.length > MAX_COMMAND_LINE) throw bad(`the kernel command line would be ${line.length} bytes (at most ${MAX_COMMAND_LINE})`);
   return line;
 }
 
 /** A guest config with every default filled in, as the guest's init applies them. */
-export interface ResolvedGuestConfig extends Required<Omit<GuestConfig, 'goldbach' | 'ipv4' | 'gateway4' | 'controlPort'>> {
+export interface ResolvedGuestConfig extends Required<Omit<GuestConfig, 'goldbach' | 'ipv4' | 'gateway4' | 'controlPort' | 'files' | 'dbench' | 'iperf3'>> {
   controlPort?: number;
+  files?: number;
+  dbench?: number;
+  iperf3?: number;
   goldbach?: GuestGoldbach;
   ipv4?: string;
   gateway4?: string;
@@ -210,7 +262,7 @@ export function parseGuestCommandLine(line: string): GuestConfig {
     if (words.has(match[1]!)) throw bad(`xmig.${match[1]} appears twice`);
     words.set(match[1]!, match[2]!);
   }
-  const known = new Set(['name', 'key', 'port', 'group', 'mtu', 'log', 'trust', 'calkey', 'calname', 'caltcp', 'names', 'ipv4', 'gw4', 'metrics', 'agentmetrics', 'control']);
+  const known = new Set(['name', 'key', 'port', 'group', 'mtu', 'log', 'trust', 'calkey', 'calname', 'caltcp', 'names', 'ipv4', 'gw4', 'metrics', 'agentmetrics', 'control', 'files', 'dbench', 'iperf3']);
   for (const word of words.keys()) if (!known.has(word)) throw bad(`unknown word xmig.${word}`);
   const name = words.get('name');
   const key = words.get('key');
@@ -218,7 +270,8 @@ export function parseGuestCommandLine(line: string): GuestConfig {
   const int = (word: string): number | undefined => {
     const text = words.get(word);
     if (text === undefined) return undefined;
-    if (!/^\d{1,5}$/.test(text)) throw bad(`xmig.${word}=${text} is not a number`);
+    // No leading zeros: the guest's shell arithmetic would read 010 as octal.
+    if (!/^(0|[1-9]\d{0,4})$/.test(text)) throw bad(`xmig.${word}=${text} is not a number`);
     return Number(text);
   };
   const hex = (what: string, text: string): Buffer => {
@@ -264,6 +317,12 @@ export function parseGuestCommandLine(line: string): GuestConfig {
   if (agentMetrics !== undefined) config.agentMetricsPort = agentMetrics;
   const control = int('control');
   if (control !== undefined) config.controlPort = control;
+  const files = int('files');
+  if (files !== undefined) config.files = files;
+  const dbench = int('dbench');
+  if (dbench !== undefined) config.dbench = dbench;
+  const iperf3 = int('iperf3');
+  if (iperf3 !== undefined) config.iperf3 = iperf3;
   // Everything read goes through the builder's checks once more.
   guestCommandLine(config);
   return config;
