@@ -2,7 +2,8 @@
  * `xmig lab image`: the lab VM's image, built from what this machine has and cached by
  * content hash. The image is a kernel (the distribution's, from /boot) and an initramfs
  * holding busybox, the host's Node.js with its libraries, the compiled xmig with its
- * production dependencies, the guest init and the kernel modules it loads
+ * production dependencies, the guest init, the kernel modules it loads and the Table 2
+ * workloads (dbench, iperf3) that the host has installed
  * (image-tree.ts has the layout). Its hash covers every one of those bytes (image-pack.ts),
  * so a rebuild from the same inputs is a cache hit and any changed input makes a new image.
  *
@@ -17,7 +18,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { XmigError } from '../../shared/errors.js';
-import { guestModuleFiles, resolveBusybox, resolveKernel, resolveNode } from './host-inputs.js';
+import { findWorkloads, guestModuleFiles, resolveBusybox, resolveKernel, resolveNode } from './host-inputs.js';
 import { moduleName } from './module-order.js';
 import { defaultCompression, hashImage, imageBytes, initramfsName, writeInitramfs, type Compression } from './image-pack.js';
 import { imageEntries } from './image-tree.js';
@@ -36,6 +37,8 @@ export interface LabImage {
   xmigVersion: string;
   /** Module names in load order. */
   modules: string[];
+  /** The Table 2 workloads the image holds ('dbench', 'iperf3'): those the building host had. */
+  workloads: string[];
   /** Files in the guest's root file system, and their bytes. */
   files: number;
   imageBytes: number;
@@ -92,7 +95,7 @@ export function loadImage(dir: string): LabImage {
   if (!existsSync(file)) throw new XmigError('ERR_STATE', `no lab image in ${dir}`);
   const image = JSON.parse(readFileSync(file, 'utf8')) as LabImage;
   // The directory may have moved with the cache: paths are relative to where it is now.
-  return { ...image, dir, kernel: join(dir, 'vmlinuz'), initramfs: join(dir, initramfsName(image.compression)) };
+  return { ...image, workloads: image.workloads ?? [], dir, kernel: join(dir, 'vmlinuz'), initramfs: join(dir, initramfsName(image.compression)) };
 }
 
 /** Removes cached images (and compiled trees) unused for a day, keeping the newest few. */
@@ -139,9 +142,10 @@ export async function buildImage(options: BuildImageOptions = {}): Promise<Built
     'inputs',
     async () => {
       const kernel = resolveKernel(options.kernel);
-      return { kernel, modules: guestModuleFiles(kernel), busybox: resolveBusybox(), node: resolveNode(), packages: productionPackages(root) };
+      return { kernel, modules: guestModuleFiles(kernel), busybox: resolveBusybox(), node: resolveNode(), packages: productionPackages(root), workloads: findWorkloads() };
     },
-    (i) => `kernel ${i.kernel.version}, node ${i.node.version}, ${i.node.shared.libraries.length} libraries, ${i.modules.length} modules, ${i.packages.length} packages`,
+    (i) =>
+      `kernel ${i.kernel.version}, node ${i.node.version}, ${i.node.shared.libraries.length} libraries, ${i.modules.length} modules, ${i.packages.length} packages, workloads: ${i.workloads.map((w) => w.name).join(', ') || 'none (apt-get install dbench iperf3)'}`,
   );
   const dist = await phase('compile', () => compiledDist(root, cacheDir, signal), (d) => (d.compiled ? `compiled into ${d.dir}` : `up to date (${d.dir})`));
   const entries = imageEntries({ ...inputs, root, dist: dist.dir });
@@ -179,6 +183,7 @@ export async function buildImage(options: BuildImageOptions = {}): Promise<Built
       nodeVersion: inputs.node.version,
       xmigVersion,
       modules: inputs.modules.map(moduleName),
+      workloads: inputs.workloads.map((w) => w.name),
       files: entries.filter((e) => e.kind === 'file' || e.kind === 'data').length,
       imageBytes: imageBytes(entries),
       initramfsBytes: written.fileBytes,

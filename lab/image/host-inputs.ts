@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { XmigError } from '../../shared/errors.js';
 import { parseLdd, type SharedLibraries } from './ldd.js';
 import { GUEST_MODULES, moduleLoadOrder, parseModulesDep } from './module-order.js';
+import type { Workload } from '../guest/guest-config.js';
 
 export const IMAGE_REMEDY = 'apt-get install linux-image-amd64 busybox-static (as root)';
 
@@ -84,13 +85,49 @@ export interface NodeInput {
   shared: SharedLibraries;
 }
 
-/** This process's Node.js and what ldd says it needs. */
-export function resolveNode(binary = process.execPath): NodeInput {
-  const path = realpathSync(binary);
+/** What ldd says a binary needs. */
+function sharedLibraries(path: string): SharedLibraries {
   const ldd = spawnSync('ldd', [path], { encoding: 'utf8' });
   if (ldd.error) throw new XmigError('ERR_STATE', `cannot run ldd: ${ldd.error.message} (apt-get install libc-bin)`);
   // ldd exits 1 for a static binary ("not a dynamic executable"); the parser reads that as none.
   const shared = parseLdd(`${ldd.stdout}\n${ldd.status === 0 ? '' : ldd.stderr.trim()}`);
   if (shared.libraries.length > 0 && shared.loader === undefined) throw new XmigError('ERR_STATE', `ldd ${path}: no dynamic loader in its output`);
-  return { path, version: process.version, shared };
+  return shared;
+}
+
+/** This process's Node.js and what ldd says it needs. */
+export function resolveNode(binary = process.execPath): NodeInput {
+  const path = realpathSync(binary);
+  return { path, version: process.version, shared: sharedLibraries(path) };
+}
+
+/** A workload program for the guest (the paper's Table 2), as the host's Debian package installed it. */
+export interface WorkloadInput {
+  name: Workload;
+  /** The binary, at the same path in the guest. */
+  binary: string;
+  /** Data files it reads, at the same paths in the guest (dbench's loadfile). */
+  files: string[];
+  shared: SharedLibraries;
+}
+
+/** Where Debian's packages put each workload's program and data (the guest init runs them from there). */
+export const WORKLOAD_FILES: Record<Workload, { binary: string; files: string[] }> = {
+  dbench: { binary: '/usr/bin/dbench', files: ['/usr/share/dbench/client.txt'] },
+  iperf3: { binary: '/usr/bin/iperf3', files: [] },
+};
+
+/**
+ * The workloads this host can put into the image: those whose package is installed. A
+ * missing one is no error here (the image builds without it; a guest config asking for it
+ * is refused by checkWorkloads, naming the package).
+ */
+export function findWorkloads(layout: Record<Workload, { binary: string; files: string[] }> = WORKLOAD_FILES): WorkloadInput[] {
+  const found: WorkloadInput[] = [];
+  for (const name of Object.keys(layout) as Workload[]) {
+    const { binary, files } = layout[name];
+    if (!existsSync(binary) || !files.every((f) => existsSync(f))) continue;
+    found.push({ name, binary, files, shared: sharedLibraries(binary) });
+  }
+  return found;
 }

@@ -11,9 +11,11 @@
  *     /usr/bin/node                  the host's Node.js
  *     /lib/x86_64-linux-gnu/...      what ldd says node needs, at ldd's paths
  *     /lib64/ld-linux-x86-64.so.2    the dynamic loader, at node's PT_INTERP
+ *     /usr/bin/{dbench,iperf3}       the Table 2 workloads, if the host has them (with their
+ *     /usr/share/dbench/client.txt   libraries, at ldd's paths, and dbench's loadfile)
  *     /lib/modules/VERSION/kernel/…  virtio-net, virtio-blk, ext4 and their dependencies
  *     /etc/xmig/modules              those modules' paths, in load order
- *     /etc/xmig/image.json           what the image holds (versions, module names)
+ *     /etc/xmig/image.json           what the image holds (versions, module names, workloads)
  *     /opt/xmig/{package.json,bin/xmig.js,dist/…,node_modules/…}
  *     /dev/console                   the kernel opens it for init's stdio
  */
@@ -23,7 +25,7 @@ import { readFileSync } from 'node:fs';
 import { join, posix } from 'node:path';
 import { XmigError } from '../../shared/errors.js';
 import { GUEST_INIT, GUEST_PATHS } from '../guest/init-script.js';
-import type { KernelInput, NodeInput } from './host-inputs.js';
+import type { KernelInput, NodeInput, WorkloadInput } from './host-inputs.js';
 import { moduleName } from './module-order.js';
 import { distFiles, packageFiles, type PackageDir } from './xmig-files.js';
 
@@ -44,6 +46,8 @@ export interface ImageInputs {
   /** The compiled dist/ directory. */
   dist: string;
   packages: PackageDir[];
+  /** dbench, iperf3: those the host has (findWorkloads). */
+  workloads: WorkloadInput[];
 }
 
 const XMIG_DIR = posix.dirname(posix.dirname(GUEST_PATHS.xmig));
@@ -68,8 +72,16 @@ export function imageEntries(inputs: ImageInputs): ImageEntry[] {
   data('/init', GUEST_INIT, 0o755);
   file('/bin/busybox', inputs.busybox, 0o755);
   file(GUEST_PATHS.node, inputs.node.path, 0o755);
-  for (const library of inputs.node.shared.libraries) file(library, library, 0o755);
-  if (inputs.node.shared.loader) file(inputs.node.shared.loader, inputs.node.shared.loader, 0o755);
+  // Shared libraries at ldd's paths, each once (node and the workloads share libc and the loader).
+  const libraries = new Set<string>();
+  for (const shared of [inputs.node.shared, ...inputs.workloads.map((w) => w.shared)]) {
+    for (const library of [...shared.libraries, ...(shared.loader ? [shared.loader] : [])]) libraries.add(library);
+  }
+  for (const library of libraries) file(library, library, 0o755);
+  for (const workload of inputs.workloads) {
+    file(workload.binary, workload.binary, 0o755);
+    for (const data of workload.files) file(data, data);
+  }
   entries.push({ kind: 'char', path: '/dev/console', mode: 0o600, major: 5, minor: 1 });
 
   const moduleDir = `/lib/modules/${inputs.kernel.version}`;
@@ -85,7 +97,7 @@ export function imageEntries(inputs: ImageInputs): ImageEntry[] {
   data(GUEST_PATHS.modules, modulePaths.map((p) => `${p}\n`).join(''));
   data(
     GUEST_PATHS.manifest,
-    `${JSON.stringify({ kernel: inputs.kernel.version, node: inputs.node.version, modules: inputs.modules.map(moduleName) })}\n`,
+    `${JSON.stringify({ kernel: inputs.kernel.version, node: inputs.node.version, modules: inputs.modules.map(moduleName), workloads: inputs.workloads.map((w) => w.name) })}\n`,
   );
 
   file(`${XMIG_DIR}/package.json`, join(inputs.root, 'package.json'));
