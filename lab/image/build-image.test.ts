@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { requirement } from '../../test/support/requirements.js';
 import { buildImage, pruneCache, type ImageProgress } from './build-image.js';
-import { findBusybox, findKernels, IMAGE_REMEDY } from './host-inputs.js';
+import { findBusybox, findKernels, findWorkloads, IMAGE_REMEDY } from './host-inputs.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'xmig-image-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -33,6 +33,8 @@ describe.skipIf(!machine)('xmig lab image', () => {
     expect(progress.filter((p) => p.state === 'end').map((p) => p.phase)).toEqual(['inputs', 'compile', 'hash', 'pack']);
     expect(statSync(first.initramfs).size).toBe(first.initramfsBytes);
     expect(first.modules).toContain('virtio_net');
+    // The workloads the host has, and only those (apt-get install dbench iperf3 for both).
+    expect(first.workloads).toEqual(findWorkloads().map((w) => w.name));
     expect(first.imageBytes).toBeGreaterThan(statSync(process.execPath).size);
 
     const second = await buildImage({ root, cacheDir, compression: 'none' });
