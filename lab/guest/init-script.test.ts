@@ -1,5 +1,6 @@
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -12,6 +13,7 @@ import { requirement } from '../../test/support/requirements.js';
 import { findBusybox } from '../image/host-inputs.js';
 import { GUEST_AGENT_METRICS_PORT, GUEST_NODE_METRICS_PORT, XIANET_GROUP, XIANET_PORT } from '../lab-constants.js';
 import { guestCommandLine, type GuestConfig } from './guest-config.js';
+import { GuestEventLog } from '../guest-events.js';
 import { GUEST_CONTROL_LOOPBACK_PORT, GUEST_INIT, GUEST_PATHS } from './init-script.js';
 
 const busybox = findBusybox();
@@ -78,8 +80,68 @@ describe.skipIf(!requirement(busybox !== undefined, 'a static busybox', 'apt-get
     });
     expect(parseConfig(agentConfigSchema, agent)).toMatchObject({ names: [{ name: 'vm-2.lab' }], metrics: { port: 9201 }, control: `127.0.0.1:${GUEST_CONTROL_LOOPBACK_PORT}`, controlTokenFile: GUEST_PATHS.controlToken, logLevel: 'debug' });
     expect(env).toMatchObject({ CONTROL: '7100' });
-    expect(env).toMatchObject({ MTU: '1400', CALKEY: '', IPV4: '' });
+    expect(env).toMatchObject({ MTU: '1400', CALKEY: '', IPV4: '', FILES: '', DBENCH: '', IPERF3: '' });
   });
+
+  it('carries the workload words to the environment the workloads start from', () => {
+    const { env } = configure({ name: 'vm3', key: Identity.generate(), files: 4, dbench: 2, iperf3: 5201 }, 'workloads');
+    expect(env).toMatchObject({ FILES: '4', DBENCH: '2', IPERF3: '5201' });
+  });
+
+  it('runs the file writer, answers verify with what the disk holds and finish once the writer stopped (the workloads part alone, on this host)', async () => {
+    // /data, the work dir and ttyS2 are a directory, a directory and a FIFO here (busybox
+    // sh runs its own applets). finish's umount fails (no mount there): ok false.
+    const root = join(dir, 'workloads');
+    for (const sub of ['data', 'work']) mkdirSync(join(root, sub), { recursive: true });
+    const fifo = join(root, 'commands');
+    expect(spawnSync('mkfifo', [fifo]).status).toBe(0);
+    const events = join(root, 'events.log');
+    writeFileSync(events, '');
+    const child = spawn(busybox!, ['sh', join(dir, 'init'), '--workloads', events, join(root, 'data'), join(root, 'work'), fifo], {
+      env: { FILES: '3' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+      detached: true,
+    });
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const log = new GuestEventLog(events, 20);
+    await log.start();
+    // Opened read-write: never blocks, and the guest's reader never sees an end of file.
+    const commands = openSync(fifo, 'r+');
+    try {
+      const wrote = (from = 0): Promise<unknown> => log.waitFor((e) => e.event === 'guest.file-wrote' && Number(e['seq']) >= 4, { from, deadlineMs: 60_000, what: 'five file writes' });
+      await wrote().catch((e: Error) => {
+        throw new Error(`${e.message}; stderr: ${stderr.slice(0, 500)}; events: ${readFileSync(events, 'utf8').slice(0, 500)}`);
+      });
+      writeSync(commands, 'verif\ngarbage 12\nverify 007\nverify 17\n');
+      const verified = await log.waitFor((e) => e.event === 'guest.files-verified', { deadlineMs: 60_000 });
+      expect(verified).toMatchObject({ id: 17, files: 3, settled: true });
+      // What was last logged per file is what the disk has, and what the file holds.
+      const last = new Map<string, string>();
+      for (const e of log.events.slice(0, log.events.indexOf(verified))) if (e.event === 'guest.file-wrote') last.set(String(e['file']), String(e['sha1']));
+      expect(verified['sha1s']).toEqual(Object.fromEntries(last));
+      expect(Object.keys(verified['sha1s'] as object).sort()).toEqual(['f00', 'f01', 'f02']);
+      for (const sha1 of last.values()) expect(sha1).toMatch(/^[0-9a-f]{40}$/);
+      // The writer goes on after a verify; finish stops it.
+      await log.waitFor((e) => e.event === 'guest.file-wrote', { from: log.count, deadlineMs: 60_000 });
+      writeSync(commands, 'finish 18\n');
+      expect(await log.waitFor((e) => e.event === 'guest.data-unmounted', { deadlineMs: 60_000 })).toMatchObject({ id: 18, ok: false });
+      expect(existsSync(join(root, 'work', 'files.running'))).toBe(false);
+      const after = log.count;
+      writeSync(commands, 'verify 19\n');
+      const again = await log.waitFor((e) => e.event === 'guest.files-verified' && e['id'] === 19, { deadlineMs: 60_000 });
+      expect(log.events.slice(after).filter((e) => e.event === 'guest.file-wrote')).toEqual([]);
+      for (const [file, sha1] of Object.entries(again['sha1s'] as Record<string, string>)) {
+        expect(createHash('sha1').update(readFileSync(join(root, 'data', 'xmig-files', file))).digest('hex')).toBe(sha1);
+      }
+      expect(readdirSync(join(root, 'data', 'xmig-files')).sort()).toEqual(['f00', 'f01', 'f02']);
+      expect(log.events.filter((e) => e.event === 'guest.output'), stderr).toEqual([]);
+    } finally {
+      closeSync(commands);
+      process.kill(-child.pid!, 'SIGKILL');
+      await log.stop();
+    }
+  }, 120_000);
 
   it('refuses a command line without the name or the key', () => {
     const cmdline = join(dir, 'bare.cmdline');

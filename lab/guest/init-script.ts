@@ -15,6 +15,23 @@
  * 5. Starts `xmig node`, then, once its API socket is there, `xmig agent` and
  *    `xmig cal serve`, each restarted a second after it exits (systemd's Restart=always).
  *
+ * 6. Then the Table 2 workloads the config asks for (guest-config.ts: xmig.files, xmig.dbench,
+ *    xmig.iperf3), and a reader of the host's commands on the third serial port (/dev/ttyS2,
+ *    a Unix socket on the host: LabVm.command). One line each, `CMD ID` (ID 1-999999999),
+ *    answered by an event carrying `id`; a line it cannot read is ignored (the host re-sends
+ *    until the answer comes, so a command sent before the reader listened is not lost):
+ *    - `verify ID`: the file writer paused between two writes, the disk synced and the page
+ *      cache dropped, every /data/xmig-files file's sha1 read back from the disk:
+ *      `guest.files-verified` {id, files (count), sha1s: {"f00": "<40 hex>", ...}, settled
+ *      (false if the writer did not pause within 60 s)}.
+ *    - `finish ID`: the file writer and dbench stopped, sync, /data unmounted:
+ *      `guest.data-unmounted` {id, ok}; a second finish answers ok again.
+ *
+ *    Their events: `guest.file-wrote` {file, sha1, seq} after each fsynced write,
+ *    `guest.dbench` {line} for every line dbench prints, `guest.iperf3-listening` {port},
+ *    `guest.exited` {daemon: dbench|iperf3, code}, `guest.workload-skipped` {workload, reason}
+ *    (no /data, or the program not in the image).
+ *
  * Where things go: each daemon's JSON log lines (stdout) go to the second serial port
  * (/dev/ttyS1, the host's event log) and to /run/xmig/log/NAME.log in the guest; their
  * stderr goes to the console (/dev/ttyS0, the host's serial log). init itself writes
@@ -45,6 +62,13 @@ export const GUEST_PATHS = {
   logDir: '/run/xmig/log',
   dataDevice: '/dev/vda',
   dataMount: '/data',
+  /** xmig.files' rotating files. */
+  filesDir: '/data/xmig-files',
+  dbenchLoadfile: '/usr/share/dbench/client.txt',
+  /** The host's command channel (a Unix socket in the VM's dir, lab/qemu-command.ts). */
+  commandPort: '/dev/ttyS2',
+  /** Marker files between the workload loops and the command reader. */
+  workDir: '/run/xmig/work',
 } as const;
 
 /** The line the console shows once the guest is up (and the event log's `guest.ready`). */
@@ -70,7 +94,7 @@ uptime_ms() {
 
 # event NAME [,"field":value...]: one JSON line on the event log.
 event() {
-  echo "{\\"event\\":\\"$1\\",\\"component\\":\\"guest-init\\",\\"uptimeMs\\":$(uptime_ms)$2}" > $EVENTS
+  echo "{\\"event\\":\\"$1\\",\\"component\\":\\"guest-init\\",\\"uptimeMs\\":$(uptime_ms)$2}" >> $EVENTS
 }
 
 pem() {
@@ -82,7 +106,7 @@ pem() {
 # configure CMDLINE DIR KEYDIR: the config files from the kernel command line.
 configure() {
   NAME= KEY= PORT=${XIANET_PORT} GROUP=${XIANET_GROUP} MTU= LOG=info TRUST= CALKEY= CALNAME= CALTCP= NAMES=
-  IPV4= GW4= METRICS=${GUEST_NODE_METRICS_PORT} AGENTMETRICS=${GUEST_AGENT_METRICS_PORT} CONTROL=
+  IPV4= GW4= METRICS=${GUEST_NODE_METRICS_PORT} AGENTMETRICS=${GUEST_AGENT_METRICS_PORT} CONTROL= FILES= DBENCH= IPERF3=
   for word in $(cat "$1"); do
     value=\${word#*=}
     case "$word" in
@@ -102,6 +126,9 @@ configure() {
       xmig.metrics=*) METRICS=$value ;;
       xmig.agentmetrics=*) AGENTMETRICS=$value ;;
       xmig.control=*) CONTROL=$value ;;
+      xmig.files=*) FILES=$value ;;
+      xmig.dbench=*) DBENCH=$value ;;
+      xmig.iperf3=*) IPERF3=$value ;;
     esac
   done
   if [ -z "$NAME" ] || [ -z "$KEY" ]; then
@@ -156,8 +183,181 @@ EOF
     echo "CALNAME=$CALNAME"
     echo "CALTCP=$CALTCP"
     echo "CONTROL=$CONTROL"
+    echo "FILES=$FILES"
+    echo "DBENCH=$DBENCH"
+    echo "IPERF3=$IPERF3"
   } > "$2/guest.env"
 }
+
+# The Table 2 workloads and the host's commands on ttyS2, started once the guest is ready
+# (start_workloads; not before, so as not to slow the boot). State between the loops is
+# marker files in $W (they run in subshells). The paths are variables so that
+# "init --workloads EVENTS DATA WORK COMMANDS" runs this part alone on a host, for tests.
+DATA_DIR=${P.dataMount}
+FILES_DIR=${P.filesDir}
+W=${P.workDir}
+COMMANDS=${P.commandPort}
+LOG_DIR=${P.logDir}
+CONSOLE=/dev/console
+DROP_CACHES=/proc/sys/vm/drop_caches
+CR=$(printf '\\r')
+TAB=$(printf '\\t')
+
+# skipped WORKLOAD REASON
+skipped() {
+  event guest.workload-skipped ",\\"workload\\":\\"$1\\",\\"reason\\":\\"$2\\""
+}
+
+# N rotating 1 MiB files, each write fsynced (dd conv=fsync) before its sha1 is logged, one
+# a second. Between writes it pauses while $W/files.pause exists (a verify reads a settled
+# disk), and ends once $W/files.stop does.
+files_writer() {
+  mkdir -p $FILES_DIR
+  touch $W/files.running
+  seq=0
+  while [ ! -e $W/files.stop ]; do
+    if [ -e $W/files.pause ]; then
+      touch $W/files.paused
+      usleep 50000
+      continue
+    fi
+    f=f$(printf '%02d' $((seq % FILES)))
+    if dd if=/dev/urandom of=$FILES_DIR/$f bs=1048576 count=1 conv=fsync status=none 2> $CONSOLE; then
+      sum=$(sha1sum $FILES_DIR/$f)
+      event guest.file-wrote ",\\"file\\":\\"$f\\",\\"sha1\\":\\"\${sum%% *}\\",\\"seq\\":$seq"
+    else
+      event guest.file-failed ",\\"file\\":\\"$f\\",\\"seq\\":$seq"
+    fi
+    seq=$((seq + 1))
+    sleep 1
+  done
+  rm -f $W/files.running
+}
+
+# dbench for a day with its loadfile from the image; each line it prints is an event (a
+# JSON string: \\ and " escaped, tabs made spaces, CR dropped). Restarted when it exits,
+# until $W/dbench.stop. (dbench 4.0 prints "failed to create barrier semaphore" when semget
+# gives it id 0, as on a fresh kernel, and runs on: not an error.)
+dbench_loop() {
+  mkdir -p $DATA_DIR/dbench
+  touch $W/dbench.running
+  while [ ! -e $W/dbench.stop ]; do
+    dbench -D $DATA_DIR/dbench -c ${P.dbenchLoadfile} -t 86400 "$DBENCH" 2>&1 | while IFS= read -r line; do
+      line=\${line%$CR}
+      [ -z "$line" ] && continue
+      line=\${line//\\\\/\\\\\\\\}
+      line=\${line//\\"/\\\\\\"}
+      line=\${line//$TAB/ }
+      event guest.dbench ",\\"line\\":\\"$line\\""
+    done
+    event guest.exited ",\\"daemon\\":\\"dbench\\",\\"code\\":$?"
+    [ -e $W/dbench.stop ] || sleep 1
+  done
+  rm -f $W/dbench.running
+}
+
+# iperf3's server on all addresses, restarted when it exits; listening once the kernel
+# lists its socket (iperf3's own "Server listening" may sit in its stdout buffer).
+iperf3_loop() {
+  hex=$(printf '%04X' "$IPERF3")
+  while true; do
+    iperf3 -s -p "$IPERF3" --forceflush >> $LOG_DIR/iperf3.log 2> $CONSOLE &
+    pid=$!
+    until grep -q ":$hex [0-9A-F]*:0000 0A" /proc/net/tcp6 /proc/net/tcp 2>/dev/null || ! kill -0 $pid 2>/dev/null; do usleep 100000; done
+    kill -0 $pid 2>/dev/null && event guest.iperf3-listening ",\\"port\\":$IPERF3"
+    wait $pid
+    event guest.exited ",\\"daemon\\":\\"iperf3\\",\\"code\\":$?"
+    sleep 1
+  done
+}
+
+# verify ID: the files as the disk has them (caches dropped), with the writer paused
+# between two writes, as one event: sha1s is an object file name -> sha1.
+verify() {
+  settled=true
+  if [ -e $W/files.running ]; then
+    rm -f $W/files.paused
+    touch $W/files.pause
+    i=0
+    while [ ! -e $W/files.paused ] && [ -e $W/files.running ]; do
+      i=$((i + 1))
+      [ $i -gt 1200 ] && settled=false && break
+      usleep 50000
+    done
+  fi
+  sync
+  echo 3 > $DROP_CACHES
+  n=0
+  sums=
+  for f in $FILES_DIR/f*; do
+    [ -f "$f" ] || continue
+    sum=$(sha1sum "$f")
+    sums="$sums\${sums:+,}\\"\${f##*/}\\":\\"\${sum%% *}\\""
+    n=$((n + 1))
+  done
+  rm -f $W/files.pause
+  event guest.files-verified ",\\"id\\":$1,\\"files\\":$n,\\"sha1s\\":{$sums},\\"settled\\":$settled"
+}
+
+# finish ID: the writer and dbench stopped, the disk synced and unmounted (again: ok).
+finish() {
+  ok=true
+  if [ ! -e $W/data.unmounted ]; then
+    touch $W/files.stop $W/dbench.stop
+    i=0
+    while { [ -e $W/files.running ] || [ -e $W/dbench.running ]; } && [ $i -lt 300 ]; do
+      killall dbench 2>/dev/null
+      usleep 100000
+      i=$((i + 1))
+    done
+    killall -KILL dbench 2>/dev/null
+    sync
+    if umount $DATA_DIR 2> $CONSOLE; then touch $W/data.unmounted; else ok=false; fi
+  fi
+  event guest.data-unmounted ",\\"id\\":$1,\\"ok\\":$ok"
+}
+
+# The host's commands, a line each ("verify ID", "finish ID"; ID 1-999999999, echoed in
+# the answer); anything else (a line cut short before this port was open) is ignored.
+commands() {
+  stty -F $COMMANDS raw -echo 2> $CONSOLE
+  while true; do
+    while IFS=" $CR" read -r command id _; do
+      case "$id" in '' | *[!0-9]* | 0*) continue ;; esac
+      [ \${#id} -gt 9 ] && continue
+      case "$command" in
+        verify) verify "$id" < /dev/null ;;
+        finish) finish "$id" < /dev/null ;;
+      esac
+    done < $COMMANDS
+    usleep 100000
+  done
+}
+
+start_workloads() {
+  mkdir -p $W
+  if [ -n "$FILES" ]; then
+    if [ -n "$DATA" ]; then files_writer & else skipped files "no $DATA_DIR"; fi
+  fi
+  if [ -n "$DBENCH" ]; then
+    if [ -z "$DATA" ]; then skipped dbench "no $DATA_DIR"
+    elif [ ! -x /usr/bin/dbench ]; then skipped dbench "not in the image"
+    else dbench_loop &
+    fi
+  fi
+  if [ -n "$IPERF3" ]; then
+    if [ -x /usr/bin/iperf3 ]; then iperf3_loop & else skipped iperf3 "not in the image"; fi
+  fi
+  commands &
+}
+
+if [ "$1" = "--workloads" ]; then
+  # For tests: the workloads' part on a host, with ready-made config in the environment.
+  EVENTS=$2 DATA_DIR=$3 FILES_DIR=$3/xmig-files W=$4 COMMANDS=$5 LOG_DIR=$4 CONSOLE=$4/console.log DROP_CACHES=$4/drop_caches DATA=yes
+  start_workloads
+  wait
+  exit 0
+fi
 
 if [ "$1" = "--configure" ]; then
   configure "$2" "$3" "$4"
@@ -209,9 +409,11 @@ while [ -z "$ll" ] && [ $i -lt 100 ]; do
 done
 event guest.network ",\\"mac\\":\\"$mac\\",\\"linkLocal\\":\\"$ll\\",\\"ipv4\\":\\"$IPV4\\""
 
+DATA=
 if [ -b ${P.dataDevice} ]; then
   mkdir -p ${P.dataMount}
   if mount -t ext4 ${P.dataDevice} ${P.dataMount}; then
+    DATA=yes
     event guest.data ",\\"device\\":\\"${P.dataDevice}\\",\\"mount\\":\\"${P.dataMount}\\""
   else
     event guest.data-failed ",\\"device\\":\\"${P.dataDevice}\\""
@@ -290,6 +492,8 @@ total=$(sed -n 's/^MemTotal: *\\([0-9]*\\).*/\\1/p' /proc/meminfo)
 available=$(sed -n 's/^MemAvailable: *\\([0-9]*\\).*/\\1/p' /proc/meminfo)
 event guest.ready ",\\"hid\\":\\"$hid\\",\\"ad\\":\\"$ad\\",\\"dag\\":\\"$dag\\",\\"memUsedKb\\":$((total - available)),\\"memTotalKb\\":$total"
 echo "${GUEST_READY_PREFIX} hid=$hid dag=$dag mem=$(((total - available) / 1024))MB"
+
+start_workloads
 
 while true; do
   wait
