@@ -8,7 +8,9 @@
  * default CPU, one vCPU and 640 MB (the paper's VM) by default; the distribution kernel
  * with the lab initramfs and the guest config on its command line; virtio-net on a tap
  * with a fixed MAC and no option ROM (direct kernel boot needs none); optionally a data
- * disk on virtio-blk; ttyS0 = console, ttyS1 = the guest's event log; two QMP monitors
+ * disk on virtio-blk; ttyS0 = console, ttyS1 = the guest's event log, ttyS2 = the host's
+ * commands to the guest (a Unix socket QEMU listens on; always there, on both ends of a
+ * migration, since the devices must match — only the socket's path differs); two QMP monitors
  * (QMP serves one client per monitor: one for `xmig migrate`, one for observers);
  * `-no-reboot`, so a guest that panics ends its QEMU instead of booting again.
  */
@@ -22,6 +24,8 @@ export const QEMU_REMEDY =
 /** The guest's NIC, the same on both ends of a migration. */
 export const NETDEV_ID = 'net0';
 export const DISK_ID = 'disk0';
+/** The chardev behind ttyS2, the command channel into the guest. */
+export const COMMAND_CHARDEV_ID = 'cmd0';
 
 export interface DataDisk {
   file: string;
@@ -40,6 +44,8 @@ export interface LabQemuArgs {
   disk?: DataDisk;
   serialLog: string;
   eventLog: string;
+  /** The Unix socket QEMU listens on for ttyS2 (the guest reads commands there). */
+  commandSocket: string;
   qmpSocket: string;
   observerQmpSocket: string;
   incoming?: string;
@@ -68,6 +74,8 @@ export function labQemuArgs(args: LabQemuArgs): string[] {
       : []),
     '-serial', `file:${args.serialLog}`,
     '-serial', `file:${args.eventLog}`,
+    '-chardev', `socket,id=${COMMAND_CHARDEV_ID},path=${args.commandSocket},server=on,wait=off`,
+    '-serial', `chardev:${COMMAND_CHARDEV_ID}`,
     '-qmp', `unix:${args.qmpSocket},server=on,wait=off`,
     '-qmp', `unix:${args.observerQmpSocket},server=on,wait=off`,
     ...(args.incoming ? ['-incoming', args.incoming] : []),
