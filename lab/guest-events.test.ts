@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { activeResources, leftBehind } from '../shared/startable.js';
-import { GuestEventLog, lastLine, parseGuestLine } from './guest-events.js';
+import { GuestEventLog, isDbenchError, lastLine, parseGuestLine } from './guest-events.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'xmig-events-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -77,5 +77,14 @@ describe("the guest's event log", () => {
     writeFileSync(path, 'first\r\nsecond line\r\n\r\n');
     expect(lastLine(path)).toBe('second line');
     expect(lastLine(join(dir, 'missing'))).toBe('');
+  });
+});
+
+describe("dbench's lines", () => {
+  it('tells an error from progress and from dbench 4.0\'s semaphore quirk', () => {
+    expect(isDbenchError('   1       589    61.46 MB/sec  execute   3 sec  latency 12.301 ms')).toBe(false);
+    expect(isDbenchError('failed to create barrier semaphore')).toBe(false);
+    expect(isDbenchError('[8] open ./clients/client0/~dmtmp/PARADOX/ANSWER.MB failed for handle 10003 (No such file or directory)')).toBe(true);
+    expect(isDbenchError('ERROR: child 0 failed at line 1')).toBe(true);
   });
 });

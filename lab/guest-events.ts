@@ -157,6 +157,15 @@ export class GuestEventLog implements Startable {
   }
 }
 
+/**
+ * Whether a line dbench printed (a `guest.dbench` event's `line`) says something went wrong.
+ * dbench 4.0 prints "failed to create barrier semaphore" when semget gives it id 0, as on a
+ * fresh kernel (the guest's first semaphore), and runs on: that line is no error.
+ */
+export function isDbenchError(line: string): boolean {
+  return /error|fail|unable|no such|cannot/i.test(line) && !/failed to create barrier semaphore/.test(line);
+}
+
 /** The last line a file ends with that is not blank (what a guest last printed on its console). */
 export function lastLine(file: string, maxBytes = 8192): string {
   if (!existsSync(file)) return '';

@@ -8,6 +8,9 @@
  * agent's /metrics must answer over link-local TCP from the hosting namespace; its data
  * disk is mounted. Migrated (QEMU's own tcp:) to a second QEMU on another tap of the
  * bridge, it keeps its MAC, link-local address and HID, and the router reaches it as before.
+ * Its workloads (issue 16) ran through all of it: four rotating files on the data disk
+ * whose sha1s the disk gives back after the move (asked over ttyS2), dbench printing on,
+ * an iperf3 server a client reaches; then /data unmounts on command.
  * Then a guest that cannot come up in time is one line of error, and nothing is left.
  */
 import { spawnSync } from 'node:child_process';
@@ -23,6 +26,7 @@ import { buildImage, type BuiltImage } from '../../lab/image/build-image.js';
 import { findKernels, findBusybox } from '../../lab/image/host-inputs.js';
 import { GUEST_AGENT_METRICS_PORT, XIANET_GROUP, XIANET_PORT } from '../../lab/lab-constants.js';
 import { QEMU_REMEDY, qemuMajor } from '../../lab/qemu-command.js';
+import { isDbenchError, type GuestEvent } from '../../lab/guest-events.js';
 import { LabVm } from '../../lab/vm.js';
 import { QmpClient } from '../../mover/qmp-client.js';
 import type { NodeConfig } from '../../xianet/node-config.js';
@@ -47,6 +51,9 @@ const routerKey = Identity.generate();
 const GOLDBACH = `goldbach.${tag}`;
 const MAC = '52:54:00:4c:41:42';
 const CAL_TCP = 4100;
+const IPERF3_PORT = 5201;
+const FILES = 4;
+let migrated = false;
 let image: BuiltImage;
 const daemons: XmigProcess[] = [];
 let vm: LabVm | undefined;
@@ -110,9 +117,13 @@ beforeAll(async () => {
   // A data disk (ext4, made without root by mkfs.ext4 -d) that the guest mounts at /data.
   mkdirSync(join(dir, 'data'));
   writeFileSync(join(dir, 'data', 'marker'), 'on the data disk\n');
-  const mkfs = spawnSync('mkfs.ext4', ['-q', '-F', '-d', join(dir, 'data'), join(dir, 'data.img'), '16M'], { encoding: 'utf8' });
+  // Sparse: room for the rotating files and dbench's tree, a few tens of MB written.
+  const mkfs = spawnSync('mkfs.ext4', ['-q', '-F', '-d', join(dir, 'data'), join(dir, 'data.img'), '512M'], { encoding: 'utf8' });
   if (mkfs.status !== 0) throw new Error(`mkfs.ext4: ${mkfs.stderr}`);
 
+  for (const workload of ['dbench', 'iperf3']) {
+    if (!image.workloads.includes(workload)) console.error(`SKIPPED in this run: ${workload} is not in the lab image (apt-get install ${workload}, then the image rebuilds)`);
+  }
   const boot = Date.now();
   vm = await LabVm.start({
     netns: H,
@@ -120,7 +131,15 @@ beforeAll(async () => {
     bridge: 'br0',
     mac: MAC,
     image,
-    config: { name: 'vm1', key: vmKey, goldbach: { key: calKey, name: GOLDBACH, tcpPort: CAL_TCP }, ipv4: '10.77.0.2/24' },
+    config: {
+      name: 'vm1',
+      key: vmKey,
+      goldbach: { key: calKey, name: GOLDBACH, tcpPort: CAL_TCP },
+      ipv4: '10.77.0.2/24',
+      files: FILES,
+      ...(image.workloads.includes('dbench') ? { dbench: 1 } : {}),
+      ...(image.workloads.includes('iperf3') ? { iperf3: IPERF3_PORT } : {}),
+    },
     dir: join(dir, 'vm'),
     disk: { file: join(dir, 'data.img') },
     deadlineMs: 480_000,
@@ -205,6 +224,7 @@ describe.skipIf(!ready)('the lab VM on a segment next to a router', () => {
     expect((await qmp.execute<{ status: string }>('query-status')).status).toBe('postmigrate');
     await qmp.close();
     await source.stop();
+    migrated = true;
     expect(destination.hid.equals(source.hid)).toBe(true);
     expect(destination.linkLocal).toBe(source.linkLocal);
 
@@ -220,6 +240,49 @@ describe.skipIf(!ready)('the lab VM on a segment next to a router', () => {
     expect(JSON.parse(xia.stdout)).toMatchObject({ answers: 20, wrong: 0 });
     // The guest's logs now leave through the destination QEMU's serial port.
     await destination.waitForEvent((e) => e.event === 'goldbach.connection', { from, deadlineMs: 60_000 });
+  }, 900_000);
+
+  it('ran its workloads through the move: the disk gives back the last sha1 written of each file, dbench printed on, iperf3 serves; /data unmounts on command', async () => {
+    const live = migrated ? destination! : vm!;
+    // The writer goes on where the guest now runs.
+    await live.waitForEvent((e) => e.event === 'guest.file-wrote', { from: live.eventCount, deadlineMs: 120_000, what: 'a file write' });
+    const verified = await live.verifyFiles({ deadlineMs: 240_000 });
+    // The guest's whole story: the source's events, then the destination's.
+    const story: GuestEvent[] = [...(migrated ? vm!.events() : []), ...live.events()];
+    const answer = story.findLastIndex((e) => e.event === 'guest.files-verified');
+    const last: Record<string, string> = {};
+    for (const e of story.slice(0, answer)) if (e.event === 'guest.file-wrote') last[String(e['file'])] = String(e['sha1']);
+    expect(verified).toEqual({ files: FILES, sha1s: last, settled: true });
+    expect(Object.keys(last).sort()).toEqual(['f00', 'f01', 'f02', 'f03']);
+    expect(story.filter((e) => e.event === 'guest.file-failed')).toEqual([]);
+    console.error(`files: ${story.filter((e) => e.event === 'guest.file-wrote').length} writes, verified ${verified.files}`);
+
+    if (image.workloads.includes('dbench')) {
+      const from = live.eventCount;
+      await live.waitForEvent((e) => e.event === 'guest.dbench', { from, deadlineMs: 120_000, what: 'dbench printing on' });
+      const lines = [...(migrated ? vm!.events() : []), ...live.events()].filter((e) => e.event === 'guest.dbench').map((e) => String(e['line']));
+      expect(lines.filter(isDbenchError)).toEqual([]);
+      expect(story.filter((e) => e.event === 'guest.exited' && e['daemon'] === 'dbench')).toEqual([]);
+      console.error(`dbench: ${lines.length} lines, the last "${lines.at(-1)}"`);
+    } else {
+      console.error('SKIPPED: dbench (not in the lab image: apt-get install dbench)');
+    }
+
+    if (image.workloads.includes('iperf3')) {
+      expect(story.find((e) => e.event === 'guest.iperf3-listening')).toMatchObject({ port: IPERF3_PORT });
+      const client = spawnSync('ip', ['netns', 'exec', H, 'iperf3', '-c', '10.77.0.2', '-p', String(IPERF3_PORT), '-t', '2', '-J'], { encoding: 'utf8', timeout: 120_000 });
+      expect(client.status, client.stdout.slice(0, 500) + client.stderr).toBe(0);
+      const bits = (JSON.parse(client.stdout) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second;
+      expect(bits).toBeGreaterThan(0);
+      console.error(`iperf3 to the guest: ${(bits / 1e6).toFixed(1)} Mbit/s`);
+    } else {
+      console.error('SKIPPED: iperf3 (not in the lab image: apt-get install iperf3)');
+    }
+
+    expect(await live.finishData({ deadlineMs: 120_000 })).toEqual({ ok: true });
+    const after = live.eventCount;
+    expect(await live.verifyFiles({ deadlineMs: 120_000 })).toMatchObject({ files: 0 });
+    expect(live.events().slice(after).filter((e) => e.event === 'guest.file-wrote')).toEqual([]);
   }, 900_000);
 
   it('says in one line what a guest that does not come up in time last printed, and leaves nothing behind', async () => {
