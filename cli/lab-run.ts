@@ -23,6 +23,12 @@ interface LabFlags {
   interval: number;
   pingTimeout: number;
   memory: number;
+  disk?: boolean;
+  storage?: 'none' | 'shared' | 'full';
+  diskSize: number;
+  diskData: number;
+  workload: 'goldbach' | 'dbench';
+  autoConverge?: boolean;
   delayMs?: number;
   jitterMs?: number;
   loss?: number;
@@ -92,6 +98,11 @@ export function labRunOptions(flags: LabFlags, parseTopology: (text: string) => 
     pingIntervalMs: flags.interval,
     pingTimeoutMs: flags.pingTimeout,
     memoryMb: flags.memory,
+    storage: flags.disk ? 'full' : (flags.storage ?? 'none'),
+    diskSizeMb: flags.diskSize,
+    diskSeedMb: flags.diskData,
+    workload: flags.workload,
+    ...(flags.autoConverge !== undefined ? { autoConverge: flags.autoConverge } : {}),
     ...(impairment ? { interAdImpairment: impairment } : {}),
     ...(flags.kernel !== undefined ? { kernel: flags.kernel } : {}),
     ...(flags.cacheDir !== undefined ? { cacheDir: flags.cacheDir } : {}),
@@ -117,7 +128,20 @@ export function labVerdict(report: LabReport): string[] {
       if (m.staleVmEntryGone === false) problems.push(`${at}: the VM still has a route to host ${m.from}`);
       if (m.newClientAnswers === 0) problems.push(`${at}: a new client on C got no answer by name`);
     }
+    const all = [
+      ...t.xia.moves.map((m) => ({ at: `${t.topology} move ${m.move} (${m.from} -> ${m.to})`, m, judge: true })),
+      ...(t.tcp?.moves ?? []).map((m) => ({ at: `${t.topology} TCP/IP move ${m.move} (${m.from} -> ${m.to})`, m, judge: true })),
+    ];
+    for (const { at, m, judge } of all) {
+      for (const bad of m.disk?.filesBad.slice(0, 3) ?? []) problems.push(`${at}: the guest's disk at the destination: ${bad}`);
+      if (!judge || !m.workload) continue;
+      if (!m.workload.ranOn) problems.push(`${at}: ${m.workload.name} did not go on at the destination`);
+      for (const error of m.workload.errors) problems.push(`${at}: ${m.workload.name} said: ${error}`);
+    }
   }
+  const check = report.disk?.check;
+  if (check && !check.clean) problems.push(`the VM's disk after the last move: e2fsck found errors (${check.fsck ?? ''})`);
+  for (const bad of check?.bad.slice(0, 5) ?? []) problems.push(`the VM's disk after the last move: ${bad.path} is not as written (${bad.got.slice(0, 60)})`);
   return problems;
 }
 
@@ -131,6 +155,17 @@ export function labRunAction(lab: Command): Command {
     .option('-i, --interval <ms>', 'xping interval Δt', integerOption(1, 1000), 10)
     .option('-W, --ping-timeout <ms>', 'an echo unanswered this long is lost', integerOption(10, 60_000), 5000)
     .option('--memory <MB>', "the VM's RAM", integerOption(128, 16384), 640)
+    .addOption(new Option('--disk', 'full migration: the VM has its own disk on each host, mirrored with RAM at every move (= --storage full)').conflicts('storage'))
+    .addOption(new Option('--storage <mode>', "the VM's disk: none, shared (one image both hosts open; RAM moves) or full (each host its own; the disk moves too)").choices(['none', 'shared', 'full']))
+    .option('--disk-size <MB>', "the VM's virtual disk (sparse qcow2)", integerOption(64, 1_048_576), 4096)
+    .option('--disk-data <MB>', 'random files put on the disk before the VM boots', integerOption(0, 1_048_576), 300)
+    .option('--auto-converge', "QEMU's auto-converge on every move (default with a disk)")
+    .option('--no-auto-converge', 'no auto-converge, even with a disk')
+    .addOption(
+      new Option('--workload <name>', "beside the calculation: goldbach (it alone) or dbench (on the VM's disk; needs one)")
+        .choices(['goldbach', 'dbench'])
+        .default('goldbach'),
+    )
     .option('--delay-ms <ms>', 'inter-AD link: one-way delay (the project\'s link impairment; no netem)', integerOption(0, 60_000))
     .option('--jitter-ms <ms>', 'inter-AD link: jitter', integerOption(0, 60_000))
     .option('--loss <percent>', 'inter-AD link: datagram loss', percentOption())

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { placeSendTimes, type PingRecord } from './clients.js';
-import { agentFigures, goldbachGap, median, pingRecovery, xpingDowntime } from './figures.js';
+import fc from 'fast-check';
+import { agentFigures, badFiles, dbenchCheck, dbenchProgressLines, goldbachGap, lastWrites, median, mirrorFigures, pingRecovery, xpingDowntime } from './figures.js';
 
 /** Echoes every 10 ms from t=0; `lost` says which sequence numbers never came back. */
 function pings(count: number, lost: (seq: number) => boolean): PingRecord[] {
@@ -43,5 +44,43 @@ describe('lab figures', () => {
     ];
     expect(agentFigures(events)).toEqual({ resumeToPerceivedMs: 120, noticeAckedMs: 45.5, registeredMs: 80, cleanedMs: 30, kind: 'inter-ad' });
     expect(agentFigures([])).toEqual({ resumeToPerceivedMs: null, noticeAckedMs: null, registeredMs: null, cleanedMs: null });
+  });
+
+  it("keeps the SHA-1 each file had when last written, across the event logs of every QEMU, in order", () => {
+    const wrote = (file: string, sha1: string, seq: number) => ({ event: 'guest.file-wrote', file, sha1, seq });
+    const written = lastWrites([wrote('f00', 'a'.repeat(40), 1), wrote('f01', 'b'.repeat(40), 2), { event: 'guest.file-wrote', file: 3 }]);
+    lastWrites([wrote('f00', 'c'.repeat(40), 3), { event: 'move.perceived' }], written);
+    expect([...written]).toEqual([['f00', 'c'.repeat(40)], ['f01', 'b'.repeat(40)]]);
+    expect(badFiles(written, { f00: 'c'.repeat(40), f01: 'b'.repeat(40), f02: 'd'.repeat(40) })).toEqual([]);
+    expect(badFiles(written, { f00: 'a'.repeat(40) })).toEqual([`f00: wrote ${'c'.repeat(12)}, read ${'a'.repeat(12)}`, `f01: wrote ${'b'.repeat(12)}, read nothing`]);
+  });
+
+  it('finds a file read back wrong whatever the writes were', () => {
+    const sha = fc.stringMatching(/^[0-9a-f]{40}$/);
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.constantFrom('f0', 'f1', 'f2'), sha), { maxLength: 20 }), fc.constantFrom('f0', 'f1', 'f2'), (writes, victim) => {
+        const written = lastWrites(writes.map(([file, sha1]) => ({ event: 'guest.file-wrote', file, sha1 })));
+        const readBack = Object.fromEntries(written);
+        expect(badFiles(written, readBack)).toEqual([]);
+        if (written.has(victim)) {
+          readBack[victim] = written.get(victim) === '0'.repeat(40) ? '1'.repeat(40) : '0'.repeat(40);
+          expect(badFiles(written, readBack)).toHaveLength(1);
+        }
+      }),
+    );
+  });
+
+  it("reads dbench's own lines: progress after the move, its rate, and real errors (not 4.0's semaphore complaint)", () => {
+    const progress = (mb: number, sec: number) => `   1      1234   ${mb.toFixed(2)} MB/sec  execute ${sec} sec  latency 12.345 ms`;
+    const lines = ['failed to create barrier semaphore', progress(10, 1), progress(14, 2), progress(12, 3).replace('execute', 'warmup')];
+    expect(dbenchProgressLines(lines)).toBe(3);
+    expect(dbenchCheck(lines)).toEqual({ name: 'dbench', ranOn: true, errors: [], rate: 12 });
+    expect(dbenchCheck(['[12] write failed on handle 10003 (No space left on device)'])).toEqual({ name: 'dbench', ranOn: false, errors: ['[12] write failed on handle 10003 (No space left on device)'], rate: null });
+  });
+
+  it("takes the mirror's figures from xmig migrate's disk report", () => {
+    expect(mirrorFigures(undefined)).toEqual({ mirroredBytes: null, wireBytes: null, syncMs: null });
+    const report = { mirroredBytes: 5e8, wire: { toTarget: 5.1e8, fromTarget: 1e5, connections: 1 }, phases: [{ phase: 'mirror-sync', startMs: 10, endMs: 4210 }, { phase: 'ready', startMs: 4210 }] };
+    expect(mirrorFigures(report as never)).toEqual({ mirroredBytes: 5e8, wireBytes: 5.1e8, syncMs: 4200 });
   });
 });

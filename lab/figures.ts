@@ -5,7 +5,8 @@
  * agent's events on the VM's event log. Pure functions over those records, so the
  * report's arithmetic is tested apart from the machinery that gathers them.
  */
-import type { GuestEvent } from './guest-events.js';
+import type { DiskReport } from '../mover/disk-migration.js';
+import { isDbenchError, type GuestEvent } from './guest-events.js';
 import { longestGap, type AnswerRecord, type PingRecord } from './clients.js';
 import type { Ipv4Mode, LabTopologyName } from './topology.js';
 
@@ -50,6 +51,33 @@ export interface XiaMove {
   resolvedDag: string;
   resolvedCurrent: boolean;
   newClientAnswers: number;
+  /** With a disk: what moved of it, and whether the guest read its files back right at the destination. */
+  disk?: MoveDisk;
+  /** With a workload beside the calculation (dbench): whether it ran on across the move. */
+  workload?: WorkloadCheck;
+}
+
+/** A move's disk: full migration's mirror figures (shared storage moves none), and the guest's files read back after it. */
+export interface MoveDisk {
+  storage: 'shared' | 'full';
+  /** What the mirror copied (QEMU's measure), and NBD bytes on the wire toward the target. */
+  mirroredBytes: number | null;
+  wireBytes: number | null;
+  /** The mirror's first full copy (mirror-sync), ms. */
+  syncMs: number | null;
+  /** Files the guest read back from its disk at the destination (page cache dropped), and those not as last written. */
+  filesChecked: number | null;
+  filesBad: string[];
+}
+
+export interface WorkloadCheck {
+  name: 'dbench';
+  /** It went on producing output after the destination resumed. */
+  ranOn: boolean;
+  /** What it said that was an error (at most a few lines). */
+  errors: string[];
+  /** Its own throughput at the destination (dbench MB/s): the median of its reports. */
+  rate?: number | null;
 }
 
 export interface AgentFigures {
@@ -61,6 +89,10 @@ export interface AgentFigures {
 }
 
 export interface TcpMove {
+  disk?: MoveDisk;
+  workload?: WorkloadCheck;
+  /** RAM bytes QEMU sent. */
+  bytes?: number | null;
   move: number;
   from: string;
   to: string;
@@ -111,6 +143,12 @@ export interface TopologyReport {
 export const PAPER_TABLE_1 = {
   'TCP/IP': { 'intra-ad': { total: '6.5 min', downtime: '1 s' }, 'inter-ad': { total: '-', downtime: '-' } },
   XIA: { 'intra-ad': { total: '14 min', downtime: '1.2 s' }, 'inter-ad': { total: '15 min', downtime: '1.2 s' } },
+} as const;
+
+/** The paper's Table 2: full migration (640 MB, 4 GB disk) over XIA with a workload in the VM. */
+export const PAPER_TABLE_2 = {
+  goldbach: { label: 'Calculation', 'intra-ad': { total: '14 min', downtime: '1.2 s' }, 'inter-ad': { total: '15 min', downtime: '1.2 s' } },
+  dbench: { label: 'Dbench', 'intra-ad': { total: '12 min', downtime: '1.0 s' }, 'inter-ad': { total: '13 min', downtime: '1.5 s' } },
 } as const;
 
 export function median(values: ReadonlyArray<number | null | undefined>): number | null {
@@ -190,4 +228,60 @@ export function agentFigures(events: readonly GuestEvent[]): AgentFigures {
     cleanedMs: ms('move.cleaned'),
     ...(typeof perceived['kind'] === 'string' ? { kind: perceived['kind'] } : {}),
   };
+}
+
+/** Full migration's figures from xmig migrate's disk report (none on shared storage). */
+export function mirrorFigures(report: DiskReport | undefined): Pick<MoveDisk, 'mirroredBytes' | 'wireBytes' | 'syncMs'> {
+  if (!report) return { mirroredBytes: null, wireBytes: null, syncMs: null };
+  const sync = report.phases.find((p) => p.phase === 'mirror-sync');
+  return {
+    mirroredBytes: report.mirroredBytes,
+    wireBytes: report.wire.toTarget,
+    syncMs: sync?.endMs !== undefined ? Math.round(sync.endMs - sync.startMs) : null,
+  };
+}
+
+/**
+ * The guest's writes so far, file name → the SHA-1 it last logged for it
+ * (`guest.file-wrote`, logged only once the file is fsynced), over the event logs of
+ * every QEMU the VM has run in, in order.
+ */
+export function lastWrites(events: Iterable<GuestEvent>, into: Map<string, string> = new Map()): Map<string, string> {
+  for (const e of events) {
+    if (e.event === 'guest.file-wrote' && typeof e['file'] === 'string' && typeof e['sha1'] === 'string') into.set(e['file'], e['sha1']);
+  }
+  return into;
+}
+
+/** The files the guest read back whose SHA-1 is not the one last written (or that it did not find). */
+export function badFiles(written: ReadonlyMap<string, string>, readBack: Readonly<Record<string, string>>): string[] {
+  const bad: string[] = [];
+  for (const [file, sha1] of written) {
+    const got = readBack[file];
+    if (got !== sha1) bad.push(`${file}: wrote ${sha1.slice(0, 12)}, read ${got === undefined ? 'nothing' : got.slice(0, 12)}`);
+  }
+  return bad;
+}
+
+/**
+ * dbench prints a line per second: `  1   1234   12.34 MB/sec  execute 10 sec  latency 1.234 ms`
+ * (`warmup` instead of `execute` for its first fifth: the lab's dbench runs for a day, so
+ * all of a lab run is its warmup — real I/O all the same).
+ */
+const DBENCH_PROGRESS = /([\d.]+) MB\/sec\s+(execute|warmup)/;
+
+/**
+ * dbench across one move, from what it printed (`guest.dbench` events' `line`) in the
+ * destination's event log — which begins at the migration, so all of it is after the
+ * move: it ran on if it printed progress there, errors are lines about an error or failure.
+ */
+export function dbenchCheck(lines: readonly string[]): WorkloadCheck {
+  const errors = lines.filter(isDbenchError).map((l) => l.trim());
+  const rates = lines.map((l) => DBENCH_PROGRESS.exec(l)?.[1]).filter((r): r is string => r !== undefined).map(Number);
+  return { name: 'dbench', ranOn: rates.length > 0, errors: errors.slice(0, 3), rate: median(rates) };
+}
+
+/** How many of `lines` are dbench's per-second progress lines. */
+export function dbenchProgressLines(lines: readonly string[]): number {
+  return lines.filter((l) => DBENCH_PROGRESS.test(l)).length;
 }

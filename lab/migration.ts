@@ -11,16 +11,25 @@
  * source STOP → destination RESUME, both on QEMU's event clock (this machine's). QEMU's
  * own figures (`total-time`, `downtime`) come from `xmig migrate`'s report beside them.
  * Once the destination runs, the source QEMU (paused, post-migrate) is stopped.
+ *
+ * With a disk: on shared storage both QEMUs open the one image and only RAM moves; in a
+ * full migration the destination QEMU gets a new, empty image of the source's size, and
+ * `xmig disk-target` beside it (in `to`'s namespace) exports it to the source's mirror —
+ * over XIA through the mover's NBD tunnel, or for the TCP/IP baseline QEMU's own NBD over
+ * TCP — and `xmig migrate --disk` drives both. A failed move removes the new image.
  */
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { XmigError, errorMessage } from '../shared/errors.js';
+import type { DiskReport } from '../mover/disk-migration.js';
 import type { MigrationReport, MigrationSample } from '../mover/migrate.js';
 import { QmpClient, type QmpEvent } from '../mover/qmp-client.js';
 import type { GuestConfig } from './guest/guest-config.js';
 import type { LabImage } from './image/build-image.js';
+import { emptyDisk } from './lab-disk.js';
 import { LabProcess, xmigCommand } from './lab-process.js';
-import { bridgeOf, QEMU_TCP_PORT, type Hypervisor } from './topology.js';
+import type { DataDisk } from './qemu-command.js';
+import { bridgeOf, DISK_TARGET_TCP_PORT, NBD_TCP_PORT, QEMU_TCP_PORT, type Hypervisor } from './topology.js';
 import { LabVm } from './vm.js';
 import type { LabWorld } from './world.js';
 
@@ -52,6 +61,13 @@ export interface MoveOptions {
   dir: string;
   /** A unique tap name for the destination. */
   tap: string;
+  /**
+   * The VM's disk. shared: the image both QEMUs open; full: the source's image, and the
+   * destination gets a new empty one at `destinationFile`.
+   */
+  disk?: { mode: 'shared'; image: DataDisk } | { mode: 'full'; image: DataDisk; sizeBytes: number; destinationFile: string };
+  /** QEMU's auto-converge (throttle a guest that dirties memory faster than it migrates). */
+  autoConverge?: boolean;
   deadlineMs: number;
   signal?: AbortSignal;
   onProgress?: (progress: MoveProgress) => void;
@@ -75,6 +91,10 @@ export interface MoveResult {
   downtimeMs?: number;
   /** The source's query-migrate samples, as the lab saw them (for the timeline). */
   samples: Array<MigrationSample & { at: number }>;
+  /** The destination VM's disk (full migration: its new image). */
+  disk?: DataDisk;
+  /** Full migration: the disk's figures (xmig migrate's). */
+  diskReport?: DiskReport;
 }
 
 const eventTime = (event: QmpEvent): number | undefined => (event.timestamp ? event.timestamp.seconds * 1000 + event.timestamp.microseconds / 1000 : undefined);
@@ -120,6 +140,9 @@ export async function moveVm(options: MoveOptions): Promise<MoveResult> {
   } else {
     incoming = `tcp:0.0.0.0:${QEMU_TCP_PORT}`;
   }
+  const disk = options.disk;
+  const destinationDisk: DataDisk | undefined = disk?.mode === 'full' ? { file: disk.destinationFile, format: 'qcow2' } : disk?.image;
+  if (disk?.mode === 'full') await emptyDisk(disk.destinationFile, disk.sizeBytes, options.signal);
   const destination = new LabVm({
     netns: world.ns(to),
     tap: options.tap,
@@ -130,15 +153,18 @@ export async function moveVm(options: MoveOptions): Promise<MoveResult> {
     dir: join(options.dir, 'vm'),
     memoryMb: options.memoryMb,
     incoming,
+    ...(destinationDisk ? { disk: destinationDisk } : {}),
     deadlineMs: options.deadlineMs,
     signal: options.signal,
   });
+  let diskTarget: LabProcess | undefined;
   let sourceObserver: QmpClient | undefined;
   let destinationObserver: QmpClient | undefined;
   let migrate: LabProcess | undefined;
   let sampler: NodeJS.Timeout | undefined;
   try {
     await destination.start();
+    if (disk?.mode === 'full') diskTarget = await startDiskTarget(options, destination);
     destinationObserver = await QmpClient.connect(destination.observerQmpSocket, 30_000);
     sourceObserver = await QmpClient.connect(options.source.observerQmpSocket, 30_000);
     await sourceObserver.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] }).catch(() => undefined);
@@ -147,6 +173,8 @@ export async function moveVm(options: MoveOptions): Promise<MoveResult> {
     const target = options.transport === 'xia' ? options.xia!.to : `${options.tcpAddress}:${QEMU_TCP_PORT}`;
     const args = ['migrate', '--qmp', options.source.qmpSocket, '--to', target, '--transport', options.transport, '--report', reportFile, '--json', '--no-progress', '--status-file', join(options.dir, 'status.json')];
     if (options.transport === 'xia') args.push('--api', options.xia!.sourceApi, '--xmig', xmigCommand().join(' '));
+    if (options.autoConverge) args.push('--auto-converge');
+    if (disk?.mode === 'full') args.push('--disk', ...(options.transport === 'qemu-tcp' ? ['--disk-to', `${options.tcpAddress}:${DISK_TARGET_TCP_PORT}`] : []));
     migrate = new LabProcess({ net: world.net, ns: world.ns(from), name: `xmig migrate ${from}->${options.to}`, args, stderrFile: join(options.dir, 'migrate.stderr') });
     const requestedAt = Date.now();
     await migrate.start();
@@ -186,6 +214,11 @@ export async function moveVm(options: MoveOptions): Promise<MoveResult> {
       const why = report?.error ?? migrate.exitReason() ?? `exit code ${code}`;
       throw new XmigError('ERR_MIGRATION', `migration ${from} -> ${options.to} over ${options.transport} ${report?.status ?? 'failed'}: ${why}`);
     }
+    if (diskTarget) {
+      // The target exits 0 once the destination runs on the migrated disk.
+      const targetCode = await diskTarget.waitForExit(60_000, options.signal);
+      if (targetCode !== 0) throw new XmigError('ERR_MIGRATION', `migration ${from} -> ${options.to}: xmig disk-target on ${options.to} ${diskTarget.exitReason() ?? `exited ${targetCode}`}`);
+    }
     options.onProgress?.({ phase: 'switchover', ms: ms() });
     const resume = await waitForQmpEvent(destinationObserver, 'RESUME', 60_000, options.signal, () => destination.pid === undefined ? 'the destination QEMU is gone' : undefined);
     const resumedAt = eventTime(resume) ?? Date.now();
@@ -204,14 +237,37 @@ export async function moveVm(options: MoveOptions): Promise<MoveResult> {
       totalMs: Math.round(resumedAt - report.startedAt),
       ...(sourceStoppedAt !== undefined ? { downtimeMs: Math.round(resumedAt - sourceStoppedAt) } : {}),
       samples,
+      ...(destinationDisk ? { disk: destinationDisk } : {}),
+      ...(report.disk ? { diskReport: report.disk } : {}),
     };
   } catch (error) {
+    await diskTarget?.stop();
     await destination.stop();
+    if (disk?.mode === 'full') rmSync(disk.destinationFile, { force: true });
     throw error instanceof XmigError ? error : new XmigError('ERR_MIGRATION', errorMessage(error), { cause: error });
   } finally {
     clearInterval(sampler);
     await migrate?.stop();
+    await diskTarget?.stop();
     await sourceObserver?.close();
     await destinationObserver?.close();
   }
+}
+
+/** `xmig disk-target` beside the destination QEMU, once it says where it listens. */
+async function startDiskTarget(options: MoveOptions, destination: LabVm): Promise<LabProcess> {
+  const stats = join(options.dir, 'disk-target.json');
+  const args =
+    options.transport === 'xia'
+      ? ['disk-target', '--qmp', destination.qmpSocket, '--api', options.xia!.destinationApi, '--stats', stats]
+      : ['disk-target', '--qmp', destination.qmpSocket, '--transport', 'tcp', '--listen', `${options.tcpAddress}:${DISK_TARGET_TCP_PORT}`, '--nbd-listen', `${options.tcpAddress}:${NBD_TCP_PORT}`, '--stats', stats];
+  const target = new LabProcess({ net: options.world.net, ns: options.world.ns(options.to), name: `xmig disk-target on ${options.to}`, args, stderrFile: join(options.dir, 'disk-target.stderr') });
+  await target.start();
+  try {
+    await target.waitForEvent('disk-target.listening', { deadlineMs: 60_000, signal: options.signal });
+  } catch (error) {
+    await target.stop();
+    throw error;
+  }
+  return target;
 }

@@ -44,7 +44,7 @@ const report: LabReport = {
   image: { hash: 'ab'.repeat(32), cached: true, initramfsMiB: 61.2 },
   vm: { memoryMb: 640, bootMs: 52_300, memUsedMb: 230, hid: hid('c') },
   hids: {}, ads: {},
-  options: { moves: 2, tcpMoves: 2, pingIntervalMs: 10, pingTimeoutMs: 5000, mtu: 1500 },
+  options: { moves: 2, tcpMoves: 2, pingIntervalMs: 10, pingTimeoutMs: 5000, mtu: 1500, storage: 'none', workload: 'goldbach' },
   topologies: [topology('intra-ad'), topology('inter-ad')],
 };
 
@@ -70,5 +70,28 @@ describe('the lab report', () => {
     expect(html).toContain('Goldbach (TCP)');
     expect(html).not.toContain('undefined');
     expect(html).not.toContain('NaN');
+  });
+
+  it('shows what moved of the disk, the files read back and dbench at the destination, within 100 columns', () => {
+    const disk = { storage: 'full' as const, mirroredBytes: 320 * 1048576, wireBytes: 330 * 1048576, syncMs: 4200, filesChecked: 8, filesBad: [] };
+    const withDisk = (t: TopologyReport): TopologyReport => ({
+      ...t,
+      xia: { ...t.xia, moves: t.xia.moves.map((m, i) => ({ ...m, disk: i === 1 ? { ...disk, filesBad: ['f03: wrote 0123456789ab, read nothing'] } : disk, workload: { name: 'dbench' as const, ranOn: true, errors: [], rate: 12.5 } })) },
+    });
+    const full: LabReport = {
+      ...report,
+      options: { ...report.options, storage: 'full', workload: 'dbench' },
+      disk: { storage: 'full', sizeMb: 4096, seedMb: 300, files: 27, check: { clean: true, checked: 27, bad: [] } },
+      topologies: report.topologies.map(withDisk),
+    };
+    const text = formatLabReport(full);
+    for (const line of text.split('\n')) expect(line.length, line).toBeLessThanOrEqual(REPORT_WIDTH);
+    expect(text).toContain("The VM's disk: 4096 MB qcow2 with 300 MB of files, full migration\n(each host its own image, the destination's empty until the mirror fills it):");
+    expect(text).toMatch(/^XIA intra-ad +2 +393 MB +320 MB +330 MB +4\.2 s +15 of 16 right +2 of 2 +12\.5$/m);
+    expect(text).toContain("Table 2 (full migration), the paper's Dbench row:");
+    expect(text).toMatch(/^XIA +12 min +1\.0 s +2\.4 min +2\.2 s +1\.2 s +0 of 1 +13 min +1\.5 s +2\.4 min +2\.2 s +1\.2 s +0 of 1$/m);
+    expect(text).toMatch(/^TCP\/IP +- +- +5\.2 s +63 ms +- +0 of 1 +- +- +5\.2 s +63 ms +- +1 of 1$/m);
+    expect(text).toContain('After the last move, on the host: e2fsck clean; 27 files read out of the image, all as written.');
+    expect(formatLabReport(report)).not.toContain("The VM's disk");
   });
 });

@@ -3,7 +3,7 @@
  * downtime and recovery, what the VM's agent measured, and what changed in the route
  * tables — every line within 100 columns. Figures are medians over the moves of a cell.
  */
-import { median, PAPER_TABLE_1, type TopologyReport, type XiaMove } from './figures.js';
+import { median, PAPER_TABLE_1, PAPER_TABLE_2, type MoveDisk, type TopologyReport, type WorkloadCheck, type XiaMove } from './figures.js';
 import type { LabReport } from './run.js';
 import type { LabTopologyName } from './topology.js';
 
@@ -56,6 +56,41 @@ function table1(report: LabReport): string[] {
     { label: 'intra-AD (Fig. 1a)', from: 1 },
     { label: 'inter-AD (Fig. 1b)', from: 6 },
   ]);
+}
+
+/** With a full migration: the paper's Table 2 row for the workload beside this run (its TCP/IP baseline below it). */
+function table2(report: LabReport): string[] {
+  if (report.options.storage !== 'full') return [];
+  const paper = PAPER_TABLE_2[report.options.workload];
+  const rows: string[][] = [];
+  for (const network of ['TCP/IP', 'XIA'] as const) {
+    const row: string[] = [network];
+    for (const name of ['intra-ad', 'inter-ad'] as const) {
+      const t = topo(report.topologies, name);
+      row.push(network === 'XIA' ? paper[name].total : '-', network === 'XIA' ? paper[name].downtime : '-');
+      if (!t || (network === 'TCP/IP' && !t.tcp)) {
+        row.push('not run', '', '', '');
+        continue;
+      }
+      const moves = network === 'XIA' ? t.xia.moves : t.tcp!.moves;
+      const broken = network === 'XIA' ? t.xia.brokenConnections : t.tcp!.brokenConnections;
+      row.push(
+        duration(median(moves.map((m) => m.totalMs))),
+        duration(median(moves.map((m) => m.downtimeMs))),
+        network === 'XIA' ? duration(median(t.xia.moves.map((m) => m.xpingDowntimeMs))) : '-',
+        `${broken} of 1`,
+      );
+    }
+    rows.push(row);
+  }
+  return [
+    `Table 2 (full migration), the paper's ${paper.label} row:`,
+    ...table(['', 'paper', 'down', 'total', 'down', 'xping', 'broken', 'paper', 'down', 'total', 'down', 'xping', 'broken'], rows, [
+      { label: 'intra-AD (Fig. 1a)', from: 1 },
+      { label: 'inter-AD (Fig. 1b)', from: 7 },
+    ]),
+    '',
+  ];
 }
 
 function downtimes(report: LabReport): string[] {
@@ -131,6 +166,47 @@ function checks(t: TopologyReport): string[] {
   return lines;
 }
 
+const mb = (bytes: number | null | undefined): string => (bytes === null || bytes === undefined ? '-' : `${Math.round(bytes / 1048576)} MB`);
+
+/** The disk and the workload per cell: what moved of the disk, the files read back after each move, the workload's own word. */
+function diskAndWorkload(report: LabReport): string[] {
+  // dbench needs a disk: without one there is nothing to show.
+  if (!report.disk) return [];
+  const rows: string[][] = [];
+  for (const t of report.topologies) {
+    const cells: Array<{ label: string; moves: Array<{ bytes?: number | null; disk?: MoveDisk; workload?: WorkloadCheck }> }> = [{ label: `XIA ${t.topology}`, moves: t.xia.moves }];
+    if (t.tcp) cells.push({ label: `TCP ${t.tcp.mode}`, moves: t.tcp.moves });
+    for (const cell of cells) {
+      const disks = cell.moves.map((m) => m.disk).filter((d): d is MoveDisk => d !== undefined);
+      const work = cell.moves.map((m) => m.workload).filter((w): w is WorkloadCheck => w !== undefined);
+      const checked = disks.reduce((n, d) => n + (d.filesChecked ?? 0), 0);
+      const bad = disks.reduce((n, d) => n + d.filesBad.length, 0);
+      rows.push([
+        cell.label,
+        String(cell.moves.length),
+        mb(median(cell.moves.map((m) => m.bytes ?? null))),
+        mb(median(disks.map((d) => d.mirroredBytes))),
+        mb(median(disks.map((d) => d.wireBytes))),
+        duration(median(disks.map((d) => d.syncMs))),
+        disks.length ? `${checked - bad} of ${checked} right` : '-',
+        work.length ? `${work.filter((w) => w.ranOn && w.errors.length === 0).length} of ${work.length}` : '-',
+        work.length ? String(median(work.map((w) => w.rate ?? null)) ?? '-') : '-',
+      ]);
+    }
+  }
+  const d = report.disk;
+  const head = [
+    `The VM's disk: ${d.sizeMb} MB qcow2 with ${d.seedMb} MB of files, ${d.storage === 'full' ? 'full migration' : 'shared storage'}`,
+    d.storage === 'full' ? "(each host its own image, the destination's empty until the mirror fills it):" : '(one image both hosts open; only RAM moves):',
+  ];
+  const c = d.check;
+  return [
+    ...head,
+    ...table(['', 'moves', 'RAM', 'disk', 'NBD wire', 'mirror sync', 'files read back', `${report.options.workload} ran on`, 'MB/s'], rows),
+    `After the last move, on the host: e2fsck ${c.clean ? 'clean' : `NOT clean (${c.fsck ?? ''})`}; ${c.checked} files read out of the image, ${c.bad.length ? `${c.bad.length} NOT as written` : 'all as written'}.`,
+  ];
+}
+
 export function formatLabReport(report: LabReport): string {
   const moves = report.topologies.map((t) => `${t.topology} ${t.xia.moves.length}`).join(', ');
   const m = report.machine;
@@ -142,6 +218,7 @@ export function formatLabReport(report: LabReport): string {
     '',
     ...table1(report),
     '',
+    ...table2(report),
     "total: migrate -> destination RESUME; down: source STOP -> RESUME (QEMU's event clock).",
     '',
     ...downtimes(report),
@@ -150,6 +227,7 @@ export function formatLabReport(report: LabReport): string {
     'cleaned. On the hosts: RESUME -> new gateway registered the VM, each router rewrote, name server.',
     ...mobility(report),
     '',
+    ...diskAndWorkload(report).flatMap((l, i, all) => (i === all.length - 1 ? [l, ''] : [l])),
     ...report.topologies.flatMap(checks),
   ];
   return lines.map((l) => (l.length > REPORT_WIDTH ? `${l.slice(0, REPORT_WIDTH - 1)}…` : l)).join('\n');

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { DISK_TOOLS_REMEDY } from './lab-disk.js';
 import { checkLabRequirements, QEMU_INSTALL, type Probe } from './requirements.js';
 
 const fine: Probe = { isRoot: () => true, hasCommand: () => true, hasFile: () => true, qemuVersion: () => '10.0.2' };
@@ -21,5 +22,11 @@ describe('lab requirements', () => {
     expect(message).not.toContain('\n');
     expect(message).toMatch(/^xmig lab cannot run here: missing root .*, iproute2 \(ip\), \/dev\/net\/tun .*, QEMU 10 or later \(no qemu-system-x86_64\)/);
     expect(message).toContain(`run it as root; then apt-get install iproute2; then ${QEMU_INSTALL}`);
+  });
+
+  it('asks for the disk tools only when the VM has a disk', () => {
+    const noDebugfs: Probe = { ...fine, hasCommand: (c) => c !== 'debugfs' && c !== 'qemu-img' };
+    expect(() => checkLabRequirements(noDebugfs)).not.toThrow();
+    expect(() => checkLabRequirements(noDebugfs, undefined, { disk: true })).toThrow(`xmig lab cannot run here: missing qemu-img, debugfs (the VM's disk) — ${DISK_TOOLS_REMEDY}`);
   });
 });

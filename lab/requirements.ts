@@ -7,6 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { XmigError } from '../shared/errors.js';
+import { DISK_TOOLS, DISK_TOOLS_REMEDY } from './lab-disk.js';
 import { QEMU_BINARY } from './qemu-command.js';
 
 export const QEMU_INSTALL = 'apt-get install -t bookworm-backports qemu-system-x86';
@@ -29,8 +30,8 @@ export const systemProbe: Probe = {
   },
 };
 
-/** Throws one ERR_STATE line if the lab cannot run here. */
-export function checkLabRequirements(probe: Probe = systemProbe, qemu = QEMU_BINARY): void {
+/** Throws one ERR_STATE line if the lab cannot run here (with `disk`: also what makes and checks the VM's disk). */
+export function checkLabRequirements(probe: Probe = systemProbe, qemu = QEMU_BINARY, needs: { disk?: boolean } = {}): void {
   const missing: string[] = [];
   const installs: string[] = [];
   if (!probe.isRoot()) missing.push('root (network namespaces, bridges and taps)');
@@ -44,6 +45,11 @@ export function checkLabRequirements(probe: Probe = systemProbe, qemu = QEMU_BIN
   if (major < 10) {
     missing.push(version ? `QEMU 10 or later (found ${version})` : `QEMU 10 or later (no ${qemu})`);
     installs.push(QEMU_INSTALL);
+  }
+  const tools = needs.disk ? DISK_TOOLS.filter((t) => !probe.hasCommand(t)) : [];
+  if (tools.length) {
+    missing.push(`${tools.join(', ')} (the VM's disk)`);
+    installs.push(DISK_TOOLS_REMEDY);
   }
   if (missing.length === 0) return;
   const how = [...(probe.isRoot() ? [] : ['run it as root']), ...installs].join('; then ');

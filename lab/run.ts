@@ -20,11 +20,19 @@
  *     routers), a TCP Goldbach client on C holds a connection to the VM, and QEMU's own
  *     `tcp:` migrates it.
  *
+ * With a disk (`storage`, lab/lab-disk.ts: the paper's 4 GB, a few hundred MB used) the
+ * VM keeps rewriting files on it through every move; on shared storage only RAM moves, in
+ * a full migration the disk too (`xmig migrate --disk` to `xmig disk-target`). After each
+ * move the guest reads its files back at the destination; after the last, with its file
+ * system unmounted and QEMU gone, the lab checks the image itself (e2fsck, every file's
+ * SHA-1). A `workload` beside the calculation (dbench on the disk) is judged by its own
+ * output at the destination after each move.
+ *
  * Everything the lab made — namespaces, bridges, veths, taps, processes — goes at the
  * end, on failure and on abort (the signal), unless `keep`.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { mkdirSync, mkdtempSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Dag } from '../shared/dag.js';
@@ -36,22 +44,31 @@ import { GoldbachClient, XpingClient } from './clients.js';
 import {
   agentFigures,
   answerRecovery,
+  badFiles,
+  dbenchCheck,
+  dbenchProgressLines,
   firstAfter,
   goldbachGap,
+  lastWrites,
+  mirrorFigures,
   pingRecovery,
   xpingDowntime,
+  type MoveDisk,
   type TcpMove,
   type TcpRow,
   type Timeline,
   type TopologyReport,
+  type WorkloadCheck,
   type XiaMove,
   type XiaRow,
 } from './figures.js';
-import type { GuestConfig } from './guest/guest-config.js';
+import { checkWorkloads, type GuestConfig } from './guest/guest-config.js';
 import { LabHosts, LabKeys } from './hosts.js';
 import { buildImage, type BuiltImage, type ImageProgress } from './image/build-image.js';
+import { checkDiskSizes, checkLabDisk, makeLabDisk, type DiskCheck, type LabDisk, type LabStorage } from './lab-disk.js';
 import { LabProcess } from './lab-process.js';
-import { moveVm, type MoveProgress, type MoveResult } from './migration.js';
+import { moveVm, type MoveOptions, type MoveProgress, type MoveResult } from './migration.js';
+import type { DataDisk } from './qemu-command.js';
 import { NetnsRegistry, type TeardownReport } from './netns.js';
 import { checkLabRequirements } from './requirements.js';
 import { describeChange, routeChanges, routeFor, snapshotRoutes, type RouteSnapshot } from './routes.js';
@@ -81,6 +98,14 @@ export const VM_MAC = '52:54:00:58:49:41';
 /** Where the VM's route tables can be read (xmig.control), through a relay in its host's namespace. */
 export const VM_CONTROL_PORT = 7101;
 
+/** The load in the VM beside what the clients ask of it: the calculation alone, or dbench on its disk as well. */
+export type LabWorkload = 'goldbach' | 'dbench';
+export const LAB_WORKLOADS: readonly LabWorkload[] = ['goldbach', 'dbench'];
+/** Files the guest keeps rewriting on its disk (one a second), read back after every move. */
+export const DISK_FILES = 8;
+/** Where the guest's rotating files are in its disk's file system (it mounts the disk at /data). */
+export const DISK_FILES_DIR = '/xmig-files';
+
 export interface LabProgress {
   phase: string;
   state: 'start' | 'progress' | 'end';
@@ -109,6 +134,20 @@ export interface LabRunOptions {
    */
   pingTimeoutMs?: number;
   memoryMb?: number;
+  /** The VM's disk (default none): `shared` storage (RAM moves, one image) or `full` migration (RAM and disk). */
+  storage?: LabStorage;
+  /** Its virtual size (default 4096 MB, the paper's) and the random data put on it before boot (default 300 MB). */
+  diskSizeMb?: number;
+  diskSeedMb?: number;
+  /**
+   * QEMU's auto-converge on every move, over XIA and by tcp: alike (default: on with a disk).
+   * A TCG guest rewriting files on its disk dirtied memory (its page cache, the writer)
+   * about as fast as a loaded 2-core machine migrated it over XIA: without it a move did
+   * not converge in 150 passes.
+   */
+  autoConverge?: boolean;
+  /** Beside the calculation: dbench on the VM's disk (needs a disk). Default goldbach: the calculation alone. */
+  workload?: LabWorkload;
   /** Traffic after each move has recovered, before the next (default 2 s). */
   settleMs?: number;
   interAdImpairment?: ImpairmentConfig;
@@ -147,7 +186,9 @@ export interface LabReport {
   /** Every machine's HID and every AD, as the lab made their keys. */
   hids: Record<string, string>;
   ads: Record<string, string>;
-  options: { moves: number; tcpMoves: number; pingIntervalMs: number; pingTimeoutMs: number; mtu: number; interAdImpairment?: ImpairmentConfig };
+  options: { moves: number; tcpMoves: number; pingIntervalMs: number; pingTimeoutMs: number; mtu: number; interAdImpairment?: ImpairmentConfig; storage: LabStorage; workload: LabWorkload; autoConverge?: boolean };
+  /** With a disk: its size and seed, and the image read on the host after the last move. */
+  disk?: { storage: 'shared' | 'full'; sizeMb: number; seedMb: number; files: number; check: DiskCheck };
   topologies: TopologyReport[];
   teardown?: TeardownReport;
 }
@@ -159,7 +200,7 @@ export async function runLab(options: LabRunOptions = {}): Promise<LabReport> {
 }
 
 class LabRun {
-  private readonly o: Required<Pick<LabRunOptions, 'moves' | 'tcpMoves' | 'tcpWanMoves' | 'mtu' | 'pingIntervalMs' | 'pingTimeoutMs' | 'memoryMb' | 'settleMs' | 'bootDeadlineMs' | 'moveDeadlineMs' | 'recoverDeadlineMs' | 'brokenAfterMs'>> & LabRunOptions;
+  private readonly o: Required<Pick<LabRunOptions, 'moves' | 'tcpMoves' | 'tcpWanMoves' | 'mtu' | 'pingIntervalMs' | 'pingTimeoutMs' | 'memoryMb' | 'settleMs' | 'bootDeadlineMs' | 'moveDeadlineMs' | 'recoverDeadlineMs' | 'brokenAfterMs' | 'storage' | 'diskSizeMb' | 'diskSeedMb' | 'workload'>> & LabRunOptions;
   private readonly dir: string;
   private net: NetnsRegistry | undefined;
   private world: LabWorld | undefined;
@@ -170,6 +211,11 @@ class LabRun {
   private vmCount = 0;
   private readonly alive = new Set<{ stop(): Promise<void> }>();
   private relays: Partial<Record<Hypervisor, LabProcess>> = {};
+  /** The disk as made, and the image the VM runs on now (full migration: the last destination's). */
+  private disk: LabDisk | undefined;
+  private diskImage: DataDisk | undefined;
+  /** File name → SHA-1 the guest last logged writing, over every QEMU the VM has left. */
+  private readonly writes = new Map<string, string>();
   private readonly started = Date.now();
 
   constructor(options: LabRunOptions) {
@@ -186,10 +232,18 @@ class LabRun {
       moveDeadlineMs: 600_000,
       recoverDeadlineMs: 120_000,
       brokenAfterMs: 60_000,
+      storage: 'none',
+      diskSizeMb: 4096,
+      diskSeedMb: 300,
+      workload: 'goldbach',
       ...options,
     };
     if (!Number.isInteger(this.o.moves) || this.o.moves < 1) throw new ConfigError(`moves must be a whole number of at least 1 (got ${this.o.moves})`);
     if (!Number.isInteger(this.o.tcpMoves) || this.o.tcpMoves < 1) throw new ConfigError(`TCP moves must be a whole number of at least 1 (got ${this.o.tcpMoves})`);
+    if (!['none', 'shared', 'full'].includes(this.o.storage)) throw new ConfigError(`storage must be none, shared or full (got ${String(this.o.storage)})`);
+    if (!LAB_WORKLOADS.includes(this.o.workload)) throw new ConfigError(`workload must be one of ${LAB_WORKLOADS.join(', ')} (got ${String(this.o.workload)})`);
+    if (this.o.workload === 'dbench' && this.o.storage === 'none') throw new ConfigError('the dbench workload writes to the VM\'s disk: give it one (--disk, or --storage shared)');
+    if (this.o.storage !== 'none') checkDiskSizes(this.o.diskSizeMb, this.o.diskSeedMb);
     this.dir = options.dir ?? mkdtempSync(join(tmpdir(), 'xmig-lab-'));
   }
 
@@ -213,7 +267,7 @@ class LabRun {
   async run(): Promise<LabReport> {
     const topologies = LAB_TOPOLOGIES.filter((t) => (this.o.topologies ?? LAB_TOPOLOGIES).includes(t));
     if (topologies.length === 0) throw new ConfigError('no topology to run');
-    checkLabRequirements();
+    checkLabRequirements(undefined, undefined, { disk: this.o.storage !== 'none' });
     mkdirSync(this.dir, { recursive: true });
     let teardown: TeardownReport | undefined;
     try {
@@ -228,7 +282,16 @@ class LabRun {
           onProgress: (p: ImageProgress) => p.state === 'progress' && this.progress('image', 'progress', { detail: p.phase, bytes: p.bytes, totalBytes: p.totalBytes, ms: p.ms }),
         }),
       );
+      if (this.o.storage !== 'none') {
+        const storage = this.o.storage;
+        this.disk = await this.phase('disk', `the VM's disk: ${this.o.diskSizeMb} MB qcow2 with ${this.o.diskSeedMb} MB of files (${storage} storage)`, () =>
+          makeLabDisk(join(this.dir, 'disk', storage === 'shared' ? 'shared.qcow2' : 'A.qcow2'), { sizeMb: this.o.diskSizeMb, seedMb: this.o.diskSeedMb, signal: this.signal }),
+        );
+        this.diskImage = { file: this.disk.file, format: this.disk.format };
+      }
       this.keys = new LabKeys(join(this.dir, 'keys'));
+      // A workload the image lacks (its host had no dbench, say): one line before anything boots.
+      checkWorkloads(this.image, this.guestConfig());
       const reports: TopologyReport[] = [];
       let boot: { ms: number; memUsedMb: number | null } | undefined;
       for (const topology of topologies) {
@@ -236,6 +299,7 @@ class LabRun {
         boot ??= result.boot;
         reports.push(result.report);
       }
+      const disk = this.disk ? await this.phase('disk-check', 'the guest unmounts its disk; e2fsck and every file on the host', () => this.checkDisk()) : undefined;
       const image = this.image;
       return {
         startedAt: new Date(this.started).toISOString(),
@@ -248,7 +312,18 @@ class LabRun {
         vm: { memoryMb: this.o.memoryMb, bootMs: boot?.ms ?? 0, memUsedMb: boot?.memUsedMb ?? null, hid: this.keys.vmHid.toString() },
         hids: Object.fromEntries(LAB_HOSTS.map((h) => [h, this.keys!.hid(h).toString()])),
         ads: Object.fromEntries(['AD1', 'AD2'].map((ad) => [ad, this.keys!.ad(ad).toString()])),
-        options: { moves: this.o.moves, tcpMoves: this.o.tcpMoves, pingIntervalMs: this.o.pingIntervalMs, pingTimeoutMs: this.o.pingTimeoutMs, mtu: this.o.mtu, ...(this.o.interAdImpairment ? { interAdImpairment: this.o.interAdImpairment } : {}) },
+        options: {
+          moves: this.o.moves,
+          tcpMoves: this.o.tcpMoves,
+          pingIntervalMs: this.o.pingIntervalMs,
+          pingTimeoutMs: this.o.pingTimeoutMs,
+          mtu: this.o.mtu,
+          ...(this.o.interAdImpairment ? { interAdImpairment: this.o.interAdImpairment } : {}),
+          storage: this.o.storage,
+          workload: this.o.workload,
+          autoConverge: this.autoConverge,
+        },
+        ...(disk ? { disk } : {}),
         topologies: reports,
       };
     } finally {
@@ -294,7 +369,78 @@ class LabRun {
       ipv4: VM_IPV4_CIDR,
       gateway4: VM_GATEWAY4,
       controlPort: VM_CONTROL_PORT,
+      ...(this.disk ? { files: DISK_FILES } : {}),
+      ...(this.o.workload === 'dbench' ? { dbench: 1 } : {}),
     };
+  }
+
+  private get autoConverge(): boolean {
+    return this.o.autoConverge ?? this.o.storage !== 'none';
+  }
+
+  /** A move's disk: the one image (shared storage), or the current one and a new, empty image for the destination (full). */
+  private moveDisk(dir: string): MoveOptions['disk'] {
+    if (!this.disk || !this.diskImage) return undefined;
+    if (this.o.storage === 'shared') return { mode: 'shared', image: this.diskImage };
+    return { mode: 'full', image: this.diskImage, sizeBytes: this.disk.sizeBytes, destinationFile: join(dir, 'disk.qcow2') };
+  }
+
+  /**
+   * After a move: the VM runs at the destination; the source QEMU goes, what it logged of
+   * the guest's writes is kept, and in a full migration the source's image goes too.
+   */
+  private async retire(source: LabVm, result: MoveResult): Promise<void> {
+    this.vm = result.destination;
+    this.vmHost = result.to;
+    await source.stop();
+    lastWrites(source.events(), this.writes);
+    if (this.o.storage === 'full' && result.disk && this.diskImage && result.disk.file !== this.diskImage.file) {
+      rmSync(this.diskImage.file, { force: true });
+      this.diskImage = result.disk;
+    }
+  }
+
+  /** The disk after a move: what the mirror moved, and the guest's files read back at the destination. */
+  private async diskAfterMove(result: MoveResult): Promise<MoveDisk | undefined> {
+    if (!this.disk) return undefined;
+    const vm = this.vm!;
+    const figures = { storage: this.o.storage as 'shared' | 'full', ...mirrorFigures(result.diskReport) };
+    try {
+      const read = await vm.verifyFiles({ deadlineMs: this.o.recoverDeadlineMs, signal: this.signal });
+      // What the guest had written when it read them back: the source's log, then the
+      // destination's up to its answer (the writer paused while it read).
+      const events = vm.events();
+      const answered = events.findLastIndex((e) => e.event === 'guest.files-verified');
+      const written = lastWrites(events.slice(0, answered + 1), new Map(this.writes));
+      const bad = badFiles(written, read.sha1s);
+      if (!read.settled) bad.push('the writer did not pause while the guest read its files (a file may have been mid-write)');
+      return { ...figures, filesChecked: Object.keys(read.sha1s).length, filesBad: bad };
+    } catch (error) {
+      return { ...figures, filesChecked: null, filesBad: [`the guest did not read its files back: ${errorMessage(error)}`] };
+    }
+  }
+
+  /** The workload beside the calculation after a move: dbench's own output at the destination. */
+  private async workloadAfterMove(): Promise<WorkloadCheck | undefined> {
+    if (this.o.workload !== 'dbench') return undefined;
+    const vm = this.vm!;
+    const lines = (): string[] => vm.events().filter((e) => e.event === 'guest.dbench').map((e) => String(e['line'] ?? ''));
+    // dbench prints a line a second; three at the destination show it runs on there.
+    await vm.waitForEvent(() => dbenchProgressLines(lines()) >= 3, { deadlineMs: this.o.recoverDeadlineMs, signal: this.signal, what: 'dbench to go on at the destination' }).catch(() => undefined);
+    return dbenchCheck(lines());
+  }
+
+  /** After the last move: the guest unmounts its disk, QEMU goes, and the image is read on the host. */
+  private async checkDisk(): Promise<LabReport['disk']> {
+    const vm = this.vm!;
+    const disk = this.disk!;
+    const finished = await vm.finishData({ deadlineMs: this.o.recoverDeadlineMs, signal: this.signal });
+    if (!finished.ok) throw new XmigError('ERR_STATE', "the guest could not unmount its disk after the last move: the image cannot be checked");
+    await vm.stop();
+    lastWrites(vm.events(), this.writes);
+    const files = [...disk.seeds, ...[...this.writes].map(([name, sha1]) => ({ path: `${DISK_FILES_DIR}/${name}`, sha1 }))];
+    const check = await checkLabDisk(this.diskImage!.file, files, this.signal);
+    return { storage: this.o.storage as 'shared' | 'full', sizeMb: this.o.diskSizeMb, seedMb: this.o.diskSeedMb, files: files.length, check };
   }
 
   private nextVmDir(): { dir: string; tap: string } {
@@ -314,6 +460,7 @@ class LabRun {
         config: this.guestConfig(),
         dir,
         memoryMb: this.o.memoryMb,
+        ...(this.diskImage ? { disk: this.diskImage } : {}),
         deadlineMs: this.o.bootDeadlineMs,
         signal: this.signal,
       });
@@ -520,16 +667,15 @@ class LabRun {
           xia: { to: hosts.migrationDag(to).toString(), sourceApi: hosts.api(from), destinationApi: hosts.api(to) },
           dir,
           tap,
+          disk: this.moveDisk(dir),
+          autoConverge: this.autoConverge,
           deadlineMs: this.o.moveDeadlineMs,
           signal: this.signal,
           onProgress: (p: MoveProgress) => this.progress('move', 'progress', { detail: `${label}: ${p.status ?? p.phase}`, bytes: p.transferred, totalBytes: p.total }, since),
         }),
       );
       results.push(result);
-      const source = this.vm!;
-      this.vm = result.destination;
-      this.vmHost = to;
-      await source.stop();
+      await this.retire(this.vm!, result);
       // The clients hear from the VM again: an echo sent after RESUME answered, an answer read after it.
       const recovered = await this.phase('recover', `${label}: clients on C hear the VM again`, async () => {
         const [ping, answer] = await Promise.all([xping.answeredAfter(result.resumedAt, wait).catch(() => undefined), goldbach.answeredAfter(result.resumedAt, wait).catch(() => undefined)]);
@@ -557,6 +703,8 @@ class LabRun {
       const vmSnapshot = after.get('VM')!;
       const resolved = await this.resolveCurrent(hosts, this.o.recoverDeadlineMs);
       const askedReport = await this.askByName(hosts, this.o.recoverDeadlineMs);
+      const disk = await this.diskAfterMove(result);
+      const workload = await this.workloadAfterMove();
       const rewrittenMs: Record<string, number | null> = {};
       for (const router of wiring.routers) rewrittenMs[router] = firstAfter(logTimes(hosts.nodes.get(router), 'route.rewritten', (e) => e['hid'] === vmHid), result.resumedAt);
       moves.push({
@@ -574,7 +722,7 @@ class LabRun {
         gatewayRegisteredMs: firstAfter(logTimes(hosts.nodes.get(gateway), 'host.registered', (e) => e['hid'] === vmHid), result.resumedAt),
         rewrittenMs,
         nameRegisteredMs: nameRegistered ? firstAfter([Date.parse(String(nameRegistered['ts']))], result.resumedAt) : null,
-        agent: agentFigures(this.vm.events()),
+        agent: agentFigures(this.vm!.events()),
         routeChanges: changes,
         vmRouteAfter,
         staleHostEntryGone: !fromSnapshot.error && routeFor(fromSnapshot, vmHid) === undefined,
@@ -582,6 +730,8 @@ class LabRun {
         resolvedDag: resolved.dag,
         resolvedCurrent: resolved.current,
         newClientAnswers: askedReport ? answersIn(askedReport) : 0,
+        ...(disk ? { disk } : {}),
+        ...(workload ? { workload } : {}),
       });
     }
     await xping.finish();
@@ -646,15 +796,14 @@ class LabRun {
           tcpAddress: plan.migrationAddress[to],
           dir,
           tap,
+          disk: this.moveDisk(dir),
+          autoConverge: this.autoConverge,
           deadlineMs: this.o.moveDeadlineMs,
           signal: this.signal,
           onProgress: (p: MoveProgress) => this.progress('move', 'progress', { detail: `${label}: ${p.status ?? p.phase}`, bytes: p.transferred, totalBytes: p.total }, since),
         }),
       );
-      const source = this.vm!;
-      this.vm = result.destination;
-      this.vmHost = to;
-      await source.stop();
+      await this.retire(this.vm!, result);
       return result;
     };
     // The baseline starts with the VM on A's subnet (its address is A's).
@@ -685,6 +834,8 @@ class LabRun {
           ),
         ));
       const fresh = await freshRun;
+      const disk = await this.diskAfterMove(result);
+      const workload = await this.workloadAfterMove();
       if (!survived && brokenAt === undefined) {
         brokenAt = i;
         await client.finish();
@@ -703,6 +854,9 @@ class LabRun {
         qemuDowntimeMs: result.report.downtimeMs ?? null,
         survived,
         newConnection: freshAnswers > 0 ? 'answered' : 'failed',
+        bytes: result.report.bytes ?? null,
+        ...(disk ? { disk } : {}),
+        ...(workload ? { workload } : {}),
       });
       await new Promise((r) => setTimeout(r, this.o.settleMs));
     }

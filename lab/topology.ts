@@ -160,6 +160,9 @@ export const VM_GATEWAY4 = '10.77.1.1';
 export const GOLDBACH_TCP_PORT = 4100;
 /** Where a destination QEMU listens for QEMU's own tcp: migration. */
 export const QEMU_TCP_PORT = 4444;
+/** Full migration's TCP/IP baseline: xmig disk-target's control port and the NBD export on the destination. */
+export const DISK_TARGET_TCP_PORT = 4445;
+export const NBD_TCP_PORT = 10809;
 
 export interface Ipv4Address {
   host: LabHost;

@@ -64,6 +64,17 @@ describe('xmig lab refuses bad input in one line', () => {
     oneLine(ran, /^xmig: unknown topology "mesh" \(known: intra-ad, inter-ad\)$/);
     expect(await left(prefix)).toEqual([]);
   }, 90_000);
+
+  it('dbench without a disk, and a disk too small for its data', async () => {
+    const prefix = newRunPrefix();
+    const dbench = await lab(['--workload', 'dbench', '--prefix', prefix], 60_000);
+    expect(dbench.code).toBe(ExitCode.CONFIG);
+    oneLine(dbench, /^xmig: the dbench workload writes to the VM's disk: give it one \(--disk, or --storage shared\)$/);
+    const small = await lab(['--disk', '--disk-size', '100', '--disk-data', '200', '--prefix', prefix], 60_000);
+    expect(small.code).toBe(ExitCode.CONFIG);
+    oneLine(small, /^xmig: 200 MB of seed data do not fit a 100 MB disk$/);
+    expect(await left(prefix)).toEqual([]);
+  }, 90_000);
 });
 
 describe.skipIf(!ready)('xmig lab fails cleanly', () => {
