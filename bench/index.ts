@@ -13,6 +13,7 @@ import { runDiskTransportBench } from './disk-transport.js';
 import { runFullMigrationBench } from './full-migration.js';
 import { runFloodBench } from './floods.js';
 import { runLabBench } from './lab.js';
+import { runLabFullBench } from './lab-full.js';
 
 const benches: Record<string, () => Promise<object[]>> = {
   forwarding: () => runForwardingBench(),
@@ -26,6 +27,7 @@ const benches: Record<string, () => Promise<object[]>> = {
   'full-migration': () => runFullMigrationBench(),
   floods: () => runFloodBench(),
   lab: () => runLabBench(),
+  'lab-full': () => runLabFullBench(),
 };
 
 const wanted = process.argv.slice(2);
