@@ -65,7 +65,7 @@ import {
 import { checkWorkloads, type GuestConfig } from './guest/guest-config.js';
 import { LabHosts, LabKeys } from './hosts.js';
 import { buildImage, type BuiltImage, type ImageProgress } from './image/build-image.js';
-import { checkDiskSizes, checkLabDisk, makeLabDisk, type DiskCheck, type LabDisk, type LabStorage } from './lab-disk.js';
+import { checkDiskSizes, checkLabDisk, LAB_STORAGE_MODES, makeLabDisk, type DiskCheck, type LabDisk, type LabStorage } from './lab-disk.js';
 import { LabProcess } from './lab-process.js';
 import { moveVm, type MoveOptions, type MoveProgress, type MoveResult } from './migration.js';
 import type { DataDisk } from './qemu-command.js';
@@ -240,7 +240,7 @@ class LabRun {
     };
     if (!Number.isInteger(this.o.moves) || this.o.moves < 1) throw new ConfigError(`moves must be a whole number of at least 1 (got ${this.o.moves})`);
     if (!Number.isInteger(this.o.tcpMoves) || this.o.tcpMoves < 1) throw new ConfigError(`TCP moves must be a whole number of at least 1 (got ${this.o.tcpMoves})`);
-    if (!['none', 'shared', 'full'].includes(this.o.storage)) throw new ConfigError(`storage must be none, shared or full (got ${String(this.o.storage)})`);
+    if (!LAB_STORAGE_MODES.includes(this.o.storage)) throw new ConfigError(`storage must be one of ${LAB_STORAGE_MODES.join(', ')} (got ${String(this.o.storage)})`);
     if (!LAB_WORKLOADS.includes(this.o.workload)) throw new ConfigError(`workload must be one of ${LAB_WORKLOADS.join(', ')} (got ${String(this.o.workload)})`);
     if (this.o.workload === 'dbench' && this.o.storage === 'none') throw new ConfigError('the dbench workload writes to the VM\'s disk: give it one (--disk, or --storage shared)');
     if (this.o.storage !== 'none') checkDiskSizes(this.o.diskSizeMb, this.o.diskSeedMb);
