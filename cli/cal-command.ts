@@ -1,51 +1,19 @@
 import { Command } from 'commander';
 import { integerOption } from './option-parsers.js';
 import { Identity } from '../shared/identity.js';
-import { createLogger, type Logger } from '../shared/logger.js';
+import { createLogger } from '../shared/logger.js';
 import { NodeClient } from '../xianet/api/api-client.js';
 import { askGoldbach, type AskReport } from '../xianet/goldbach/goldbach-protocol.js';
 import { askGoldbachTcp, GoldbachTcpServer } from '../xianet/goldbach/goldbach-tcp.js';
 import { parseSocketAddress } from '../xianet/udp-link.js';
-import { isXmigError, XmigError } from '../shared/errors.js';
-import type { Dag } from '../shared/dag.js';
-import { setTimeout as delay } from 'node:timers/promises';
+import { XmigError } from '../shared/errors.js';
 import { serveGoldbach } from '../xianet/goldbach/goldbach-service.js';
 import { NameClient } from '../xianet/names/name-client.js';
 import { DEFAULT_API_SOCKET } from './defaults.js';
+import { registerUntilAnswered } from './register-name.js';
 import { ExitCode } from './exit-codes.js';
 import { resolveTarget } from './resolve-target.js';
 import { waitForShutdown } from './shutdown.js';
-
-/** One registration request's deadline; the service then asks again, as long as it runs. */
-const REGISTER_ATTEMPT_MS = 5000;
-
-/**
- * Registers the service's name, asking again for as long as the service runs while the name
- * server is silent or not yet known: a service that boots before the name server, or in a VM
- * starved under TCG, serves on and registers once it is answered (restarting it would cost a
- * Node.js start, ~9 s even on an idle TCG guest). A refusal is an answer: it is thrown.
- * False if stopped before an answer came.
- */
-async function registerUntilAnswered(
-  names: NameClient,
-  api: NodeClient,
-  request: { name: string; address: Dag; owner: Identity; logger: Logger; signal: AbortSignal },
-): Promise<boolean> {
-  const { name, address, owner, logger, signal } = request;
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await names.register(name, address, owner, { deadlineMs: REGISTER_ATTEMPT_MS, signal });
-      return true;
-    } catch (error) {
-      if (signal.aborted) return false;
-      const unanswered = isXmigError(error, 'ERR_TIMEOUT') || (isXmigError(error, 'ERR_NAME') && !(await api.info()).nameServer);
-      if (!unanswered) throw error;
-      logger.warn('goldbach.register-retry', { name, attempt, error: error instanceof Error ? error.message : String(error) });
-      await delay(Math.min(1000 * attempt, REGISTER_ATTEMPT_MS), undefined, { signal }).catch(() => undefined);
-      if (signal.aborted) return false;
-    }
-  }
-}
 
 export function calCommand(): Command {
   const cal = new Command('cal').description("the paper's Goldbach calculation service, over STREAM (and plain TCP for the TCP/IP baseline)");
@@ -71,7 +39,7 @@ export function calCommand(): Command {
         const owner = Identity.loadOrCreate(options.ownerKey ?? options.key);
         const names = new NameClient(api);
         try {
-          if (await registerUntilAnswered(names, api, { name: options.name, address, owner, logger, signal: stopping.signal })) {
+          if (await registerUntilAnswered(names, api, { name: options.name, address, owner, logger, event: 'goldbach.register-retry', signal: stopping.signal })) {
             logger.info('goldbach.registered', { name: options.name });
           }
         } finally {

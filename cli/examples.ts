@@ -41,6 +41,9 @@ export const EXAMPLES: Record<string, readonly string[]> = {
   'libvirt-proxy': ['xmig libvirt-proxy target --from hostA.xia', 'xmig libvirt-proxy source --domain web1 --to hostB.xia'],
   'libvirt-proxy source': ['xmig libvirt-proxy source --domain web1 --to hostB.xia', "xmig libvirt-proxy source --domain web1 --to 'RE AD:… HID:…' --stats /tmp/web1-proxy.json"],
   'libvirt-proxy target': ['xmig libvirt-proxy target --from hostA.xia hostC.xia', 'xmig libvirt-proxy target --from HID:… --channels libvirtd,migration --metrics-port 9564'],
+  tunnel: ['xmig tunnel serve --key /var/lib/xmig/tunnel.key --name iperf.vm1 --to 127.0.0.1:5201', 'xmig tunnel connect --to iperf.vm1 --listen 127.0.0.1:5202'],
+  'tunnel serve': ['xmig tunnel serve --key /var/lib/xmig/tunnel.key --name iperf.vm1 --to 127.0.0.1:5201', 'xmig tunnel serve --sid SID:… --to 127.0.0.1:22 --from hostC.xia --metrics-port 9566'],
+  'tunnel connect': ['xmig tunnel connect --to iperf.vm1 --listen 127.0.0.1:5202', "xmig tunnel connect --to 'RE AD:… HID:… SID:…' --listen 127.0.0.1:2222 --outage-timeout 5m"],
   'migrate status': ['xmig migrate status', 'xmig migrate status --qmp /run/vm.qmp --json'],
   config: [
     'xmig config --role vm --name vm1',

@@ -35,6 +35,7 @@ const COMMANDS: Record<string, CommandModule> = {
   migrate: async () => [(await import('./migrate-command.js')).migrateCommand()],
   'disk-target': async () => [(await import('./disk-target-command.js')).diskTargetCommand()],
   'libvirt-proxy': async () => [(await import('./libvirt-proxy-command.js')).libvirtProxyCommand()],
+  tunnel: async () => [(await import('./tunnel-command.js')).tunnelCommand()],
 };
 
 /** The command tree: every subcommand, or only `name`'s when it is one of them. */

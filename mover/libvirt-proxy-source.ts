@@ -36,7 +36,7 @@ import {
   type ProxyChannelName,
 } from './libvirt-proxy-messages.js';
 import { channelSocket, DEFAULT_LIBVIRT_PROXY_DIR, DEFAULT_QEMU_GROUP, virshUris, type VirshUris } from './libvirt-proxy-paths.js';
-import { UnixTunnel, type UnixTunnelCounts } from './unix-tunnel.js';
+import { LocalTunnel, type LocalTunnelCounts } from './local-tunnel.js';
 
 export interface LibvirtProxySourceOptions {
   /** The domain (as the destination will name it: its directory there). */
@@ -108,7 +108,7 @@ export function openProxyStream(channel: ProxyChannelCode, domain: string, timeo
 }
 
 export class LibvirtProxySource implements Startable {
-  private readonly tunnels = new Map<ProxyChannelName, UnixTunnel>();
+  private readonly tunnels = new Map<ProxyChannelName, LocalTunnel>();
   private readonly logger: Logger;
   private readonly dir: string;
   private readonly lostListeners = new Set<(channel: ProxyChannelName, reason: string) => void>();
@@ -127,7 +127,7 @@ export class LibvirtProxySource implements Startable {
   }
 
   /** Bytes and connections per channel so far. */
-  get counts(): Partial<Record<ProxyChannelName, UnixTunnelCounts>> {
+  get counts(): Partial<Record<ProxyChannelName, LocalTunnelCounts>> {
     return Object.fromEntries([...this.tunnels].map(([name, tunnel]) => [name, tunnel.counts]));
   }
 
@@ -154,7 +154,7 @@ export class LibvirtProxySource implements Startable {
     const channels = this.options.channels ?? (Object.values(CHANNEL_NAMES) as ProxyChannelName[]);
     this.tunnels.clear();
     for (const name of channels) {
-      const tunnel = new UnixTunnel({
+      const tunnel = new LocalTunnel({
         path: channelSocket(this.dir, domain, name),
         ...(name === 'nbd' ? { mode: 0o660, group: gid } : { mode: 0o600 }),
         connect: this.options.connect,

@@ -11,13 +11,13 @@
  * ends: QEMU's NBD client then sees its server gone and fails the I/O, which fails the
  * mirror job (the source VM itself never notices). `onLost` says why.
  *
- * It is a UnixTunnel (unix-tunnel.ts) whose streams open with OPEN_NBD and the session.
+ * It is a LocalTunnel (local-tunnel.ts) whose streams open with OPEN_NBD and the session.
  */
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../shared/logger.js';
 import type { Startable } from '../shared/startable.js';
 import { DiskMessageType, encodeDiskMessage } from './disk-messages.js';
-import { UnixTunnel } from './unix-tunnel.js';
+import { LocalTunnel } from './local-tunnel.js';
 
 export interface NbdTunnelOptions {
   /** Opens a STREAM to the disk target (its disk SID). */
@@ -39,11 +39,11 @@ export interface TunnelCounts {
 }
 
 export class NbdTunnel implements Startable {
-  private readonly tunnel: UnixTunnel;
+  private readonly tunnel: LocalTunnel;
 
   constructor(options: NbdTunnelOptions) {
     const opening = encodeDiskMessage({ type: DiskMessageType.OPEN_NBD, session: options.session });
-    this.tunnel = new UnixTunnel({
+    this.tunnel = new LocalTunnel({
       connect: options.connect,
       privateName: 'nbd.sock',
       // The disk target answers nothing: NBD follows the opening frame at once.

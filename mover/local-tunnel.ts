@@ -1,13 +1,14 @@
 /**
- * The source end of a tunnel: a Unix socket on this host whose every connection is
- * carried as one XIA STREAM to a far end on another host, which joins it to a Unix socket
+ * The source end of a tunnel: a local socket on this host whose every connection is
+ * carried as one XIA STREAM to a far end on another host, which joins it to a socket
  * there. The tunnel does not look into what it carries: the bytes go through untouched,
  * with backpressure both ways (byte-splice.ts).
  *
- * Where it listens: at a `path`, bound with its mode and group already set
- * (xianet/unix-socket-file.ts), for clients that know where to connect (libvirt); or, with
- * no path, in a 0700 directory of its own, for a client this process starts itself (QEMU's
- * NBD client in a disk migration).
+ * Where it listens: at a Unix socket `path`, bound with its mode and group already set
+ * (xianet/unix-socket-file.ts), for clients that know where to connect (libvirt); on a
+ * `tcp` address, for TCP clients (`xmig tunnel connect`: iperf3, ssh, anything); or, with
+ * neither, in a 0700 directory of its own, for a client this process starts itself
+ * (QEMU's NBD client in a disk migration).
  *
  * Each STREAM first says what it is for (`open`: an opening frame, and the far end's
  * answer if it gives one); a connection whose STREAM cannot be opened, is refused, or
@@ -21,12 +22,15 @@ import type { Duplex } from 'node:stream';
 import { errorMessage } from '../shared/errors.js';
 import { silentLogger, type Logger } from '../shared/logger.js';
 import type { Startable } from '../shared/startable.js';
+import { formatSocketAddress, type SocketAddress } from '../xianet/udp-link.js';
 import { listenUnixSocket, type SocketFile } from '../xianet/unix-socket-file.js';
 import { splice, type Splice } from './byte-splice.js';
 
-export interface UnixTunnelOptions {
-  /** Listen here; without it, in a private directory of the tunnel's own (see `path`). */
+export interface LocalTunnelOptions {
+  /** Listen at this Unix socket; without it (and `tcp`), in a private directory of the tunnel's own (see `path`). */
   path?: string;
+  /** Listen on TCP here instead (port 0: any free one, see `address`). */
+  tcp?: SocketAddress;
   /** The socket file's mode (default 0600) and group, with `path`. */
   mode?: number;
   group?: string | number;
@@ -48,16 +52,18 @@ export interface UnixTunnelOptions {
   logger?: Logger;
 }
 
-export interface UnixTunnelCounts {
+export interface LocalTunnelCounts {
   /** Bytes from the local clients to the far end. */
   toRemote: number;
   /** Bytes back. */
   fromRemote: number;
   connections: number;
   refused: number;
+  /** Connections that could not be opened, or broke on the way. */
+  lost: number;
 }
 
-export class UnixTunnel implements Startable {
+export class LocalTunnel implements Startable {
   private server: Server | undefined;
   private file: SocketFile | undefined;
   private dir: string | undefined;
@@ -65,23 +71,32 @@ export class UnixTunnel implements Startable {
   private readonly pending = new Set<Socket>();
   private readonly lostListeners = new Set<(reason: string) => void>();
   private readonly logger: Logger;
-  private readonly totals: UnixTunnelCounts = { toRemote: 0, fromRemote: 0, connections: 0, refused: 0 };
+  private readonly totals: LocalTunnelCounts = { toRemote: 0, fromRemote: 0, connections: 0, refused: 0, lost: 0 };
   private readonly name: string;
   private stopping = false;
 
-  constructor(private readonly options: UnixTunnelOptions) {
+  constructor(private readonly options: LocalTunnelOptions) {
     this.name = options.name ?? 'tunnel';
     this.logger = (options.logger ?? silentLogger()).child({ component: 'mover', role: this.name.toLowerCase().replace(/ /g, '-') });
   }
 
-  /** The socket clients connect to (set once started, or given). */
+  /** The Unix socket clients connect to (set once started, or given). */
   get path(): string {
+    if (this.options.tcp) throw new Error(`the ${this.name} listens on TCP: see address`);
     if (this.options.path) return this.options.path;
     if (!this.dir) throw new Error(`the ${this.name} is not started`);
     return join(this.dir, this.options.privateName ?? 'tunnel.sock');
   }
 
-  get counts(): UnixTunnelCounts {
+  /** Where clients connect: host:port with `tcp` (the port bound, once started), else the Unix socket's path. */
+  get address(): string {
+    if (!this.options.tcp) return this.path;
+    const bound = this.server?.address();
+    if (bound === null || bound === undefined || typeof bound === 'string') throw new Error(`the ${this.name} is not started`);
+    return formatSocketAddress(bound.address, bound.port);
+  }
+
+  get counts(): LocalTunnelCounts {
     return { ...this.totals };
   }
 
@@ -99,9 +114,19 @@ export class UnixTunnel implements Startable {
   async start(): Promise<void> {
     if (this.server) return;
     this.stopping = false;
-    const server = createServer((socket) => this.onConnection(socket));
+    // Half-open: a client that ends its side (a FIN) still reads the far end's answer.
+    const server = createServer({ allowHalfOpen: true }, (socket) => this.onConnection(socket));
     server.on('error', (error) => this.logger.warn('tunnel.error', { error: error.message }));
-    if (this.options.path) {
+    if (this.options.tcp) {
+      const { host, port } = this.options.tcp;
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+    } else if (this.options.path) {
       this.file = await listenUnixSocket(server, this.options.path, { mode: this.options.mode ?? 0o600, group: this.options.group });
     } else {
       this.dir = mkdtempSync(join(tmpdir(), 'xmig-tunnel-'));
@@ -118,12 +143,14 @@ export class UnixTunnel implements Startable {
 
   private lost(reason: string): void {
     if (this.stopping) return;
+    this.totals.lost++;
     this.logger.warn('tunnel.lost', { reason });
     for (const listener of this.lostListeners) listener(reason);
   }
 
   private onConnection(local: Socket): void {
     local.on('error', () => undefined);
+    if (this.options.tcp) local.setNoDelay(true);
     if (this.live.size + this.pending.size >= (this.options.maxConnections ?? 4)) {
       this.totals.refused++;
       this.logger.warn('tunnel.refused', { reason: 'cap', connections: this.live.size + this.pending.size });
