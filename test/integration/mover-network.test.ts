@@ -64,7 +64,12 @@ async function transfer(net: UdpNetwork, bytes: number, during?: { after: number
     }
     send.child.stdin!.end();
   })();
+  // A transfer that takes this long has wedged (once in CI, never again here): say where it
+  // stands while it still hangs, since the test's own deadline ends it without a word.
+  const dump = setTimeout(() => process.stderr.write(`mover-network: transfer still running after 120 s, ${out} of ${bytes} bytes out\n--- recv\n${recv.stderr().slice(-8000)}\n--- send\n${send.stderr().slice(-8000)}\n`), 120_000);
+  dump.unref();
   const [recvCode, sendCode] = await Promise.all([recv.exited, send.exited]);
+  clearTimeout(dump);
   await event;
   return { sent, received: hash.digest('hex'), recvCode, sendCode, out, log: `--- recv\n${recv.stderr().slice(-3000)}\n--- send\n${send.stderr().slice(-3000)}` };
 }
