@@ -241,10 +241,23 @@ export class NodeClient implements NodeApi {
   /** Opens the data socket of a STREAM connection and claims it with its token. */
   private attach(streamId: number, token: string, remote: Dag, localSid: Xid): ApiStream {
     const stream = new ApiStream(remote, localSid);
+    const claim = encodeFrame({ op: 'attach', streamId, token });
     stream.connect(this.path);
-    stream.write(encodeFrame({ op: 'attach', streamId, token }));
+    let claimed = false;
+    stream.write(claim, (error) => (claimed = !error));
     this.streams.set(streamId, stream);
-    stream.once('close', () => this.streams.delete(streamId));
+    stream.once('close', () => {
+      this.streams.delete(streamId);
+      // Destroyed before its claim reached the node (a listener that refused the connection
+      // at once, a connect aborted as it opened): the node would hold the STREAM until its
+      // attach deadline and the peer wait as long. Claim it on a socket of its own and end
+      // that at once, so the node ends the STREAM now.
+      if (!claimed && !this.closed) {
+        const late = connect(this.path);
+        late.on('error', () => undefined);
+        late.end(claim);
+      }
+    });
     return stream;
   }
 

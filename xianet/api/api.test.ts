@@ -6,6 +6,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Xid, XidType } from '../../shared/xid.js';
 import { InProcessNetwork, INTER_AD } from '../topology.js';
 import { NodeClient } from './api-client.js';
+import type { ApiLimits } from './api-limits.js';
 import { ApiServer } from './api-server.js';
 import { LocalNodeApi } from './local-api.js';
 import type { GatewayEvent } from './node-api.js';
@@ -20,7 +21,7 @@ afterEach(async () => {
   network = undefined;
 });
 
-async function setup(): Promise<{ net: InProcessNetwork; client: (name: string) => Promise<NodeClient> }> {
+async function setup(limits: Partial<ApiLimits> = {}): Promise<{ net: InProcessNetwork; client: (name: string) => Promise<NodeClient>; server: (name: string) => ApiServer | undefined }> {
   network = new InProcessNetwork(INTER_AD, { beaconIntervalMs: 50, helloIntervalMs: 200 });
   await network.start();
   await network.ready();
@@ -29,7 +30,7 @@ async function setup(): Promise<{ net: InProcessNetwork; client: (name: string) 
   const client = async (name: string): Promise<NodeClient> => {
     let server = servers.get(name);
     if (!server) {
-      server = new ApiServer(new LocalNodeApi(net.stack(name)), join(dir, `${name}-${Math.random()}.sock`));
+      server = new ApiServer(new LocalNodeApi(net.stack(name)), join(dir, `${name}-${Math.random()}.sock`), { limits });
       await server.start();
       servers.set(name, server);
       const s = server;
@@ -39,7 +40,7 @@ async function setup(): Promise<{ net: InProcessNetwork; client: (name: string) 
     closers.push(() => c.close());
     return c;
   };
-  return { net, client };
+  return { net, client, server: (name) => servers.get(name) };
 }
 
 describe('application API over a Unix socket', () => {
@@ -81,6 +82,21 @@ describe('application API over a Unix socket', () => {
     for await (const chunk of connection) reply += (chunk as Buffer).toString();
     expect(reply).toBe(sent.digest('hex'));
   });
+
+  it('ends a connection its server refuses at once for the peer at once, not after the attach deadline', async () => {
+    // A server that destroys an incoming connection in its listener (a cap, a forbidden
+    // source) does so before the connection's data socket has reached the node. The node
+    // held that STREAM until its attach deadline, and the peer waited as long (10 s).
+    const { client, server } = await setup({ pendingStreamMs: 60_000 });
+    const listening = await (await client('B')).listen();
+    listening.onConnection((connection) => connection.destroy());
+    const connection = await (await client('C')).connect(await listening.address());
+    connection.on('error', () => undefined);
+    connection.resume();
+    // Ended by the node (the peer sees the server's side end, as a TCP server's FIN), or reset.
+    await new Promise<void>((resolve) => connection.once('end', resolve).once('close', resolve));
+    expect(server('B')!.load.pendingStreams).toBe(0);
+  }, 30_000);
 
   it('pings and reports gateway changes as events', async () => {
     const { net, client } = await setup();
