@@ -26,7 +26,7 @@ import { registerTunnelMetrics } from '../mover/tunnel-metrics.js';
 import { DEFAULT_API_SOCKET } from './defaults.js';
 import { hostHid } from './host-hid.js';
 import { registerUntilAnswered } from './register-name.js';
-import { resolveTarget } from './resolve-target.js';
+import { isDagText, resolveTarget } from './resolve-target.js';
 import { waitForShutdown } from './shutdown.js';
 
 interface Common {
@@ -136,7 +136,7 @@ at its new address); connections already open follow the service on their own.
       const api = await NodeClient.connect(options.api);
       let tunnel: LocalTunnel | undefined;
       try {
-        const byName = !/^\s*(RE|DAG)(\s|$)/.test(options.to);
+        const byName = !isDagText(options.to);
         let dag = await tunnelDag(options.to, api);
         const connectOptions = { connectTimeoutMs: options.connectTimeout, outageTimeoutMs: options.outageTimeout, pinPeerAddress: options.pin ?? false };
         tunnel = new LocalTunnel({

@@ -117,26 +117,25 @@ export class LocalTunnel implements Startable {
     // Half-open: a client that ends its side (a FIN) still reads the far end's answer.
     const server = createServer({ allowHalfOpen: true }, (socket) => this.onConnection(socket));
     server.on('error', (error) => this.logger.warn('tunnel.error', { error: error.message }));
-    if (this.options.tcp) {
-      const { host, port } = this.options.tcp;
-      await new Promise<void>((resolve, reject) => {
+    const listening = (): Promise<void> =>
+      new Promise<void>((resolve, reject) => {
         server.once('error', reject);
-        server.listen(port, host, () => {
+        server.once('listening', () => {
           server.off('error', reject);
           resolve();
         });
       });
+    if (this.options.tcp) {
+      const done = listening();
+      server.listen(this.options.tcp.port, this.options.tcp.host);
+      await done;
     } else if (this.options.path) {
       this.file = await listenUnixSocket(server, this.options.path, { mode: this.options.mode ?? 0o600, group: this.options.group });
     } else {
       this.dir = mkdtempSync(join(tmpdir(), 'xmig-tunnel-'));
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(this.path, () => {
-          server.off('error', reject);
-          resolve();
-        });
-      });
+      const done = listening();
+      server.listen(this.path);
+      await done;
     }
     this.server = server;
   }
