@@ -95,6 +95,11 @@ describe("the guest's kernel command line", () => {
     const line = guestCommandLine({ name: 'vm1', key, files: 4, dbench: 2, iperf3: 5201 });
     expect(line).toContain('xmig.files=4 xmig.dbench=2 xmig.iperf3=5201');
     expect(parseGuestCommandLine(line)).toMatchObject({ files: 4, dbench: 2, iperf3: 5201 });
+    const tunnel = Identity.generate();
+    const withTunnel = parseGuestCommandLine(guestCommandLine({ name: 'vm1', key, iperf3: 5201, tunnel: { key: tunnel, to: 5201 } }));
+    expect(withTunnel.tunnel?.to).toBe(5201);
+    expect(withTunnel.tunnel?.key.xid(XidType.SID).equals(tunnel.xid(XidType.SID))).toBe(true);
+    expect(() => parseGuestCommandLine(`${line} xmig.tunnelto=5201`)).toThrow(/tunnelkey and xmig.tunnelto go together/);
     expect(() => parseGuestCommandLine(line.replace('xmig.files=4', 'xmig.files=010'))).toThrow(/xmig\.files=010 is not a number/);
     expect(() => parseGuestCommandLine(line.replace('xmig.dbench=2', 'xmig.dbench=-1'))).toThrow(/xmig\.dbench=-1/);
   });
@@ -121,7 +126,7 @@ describe("the guest's kernel command line", () => {
     const good = guestCommandLine({ name: 'vm1', key });
     const words = fc.oneof(
       fc.string({ maxLength: 40 }),
-      fc.tuple(fc.constantFrom('name', 'key', 'port', 'group', 'mtu', 'log', 'trust', 'calkey', 'calname', 'caltcp', 'names', 'ipv4', 'gw4', 'metrics', 'agentmetrics', 'files', 'dbench', 'iperf3', 'other'), fc.string({ maxLength: 70 })).map(([w, v]) => `xmig.${w}=${v}`),
+      fc.tuple(fc.constantFrom('name', 'key', 'port', 'group', 'mtu', 'log', 'trust', 'calkey', 'calname', 'caltcp', 'names', 'ipv4', 'gw4', 'metrics', 'agentmetrics', 'files', 'dbench', 'iperf3', 'tunnelkey', 'tunnelto', 'other'), fc.string({ maxLength: 70 })).map(([w, v]) => `xmig.${w}=${v}`),
     );
     fc.assert(
       fc.property(fc.array(words, { maxLength: 6 }), fc.boolean(), (extra, keepGood) => {

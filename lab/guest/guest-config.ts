@@ -29,6 +29,8 @@
  * | `xmig.files=N` | with /data mounted, a writer keeps N (1-64) files /data/xmig-files/f00.. of 1 MiB (urandom, fsynced), rewriting one a second round robin; each write logs `guest.file-wrote` (file, sha1, seq) | none |
  * | `xmig.dbench=N` | with /data mounted, Debian's dbench with N (1-64) clients in /data/dbench for a day, restarted when it ends; each line it prints is a `guest.dbench` event (`line`) | none |
  * | `xmig.iperf3=PORT` | `iperf3 -s -p PORT` on all addresses, restarted when it ends; `guest.iperf3-listening` once it listens | none |
+ * | `xmig.tunnelkey=B64URL` | `xmig tunnel serve` with this key (its SID: the tunnel's address) in front of a TCP service on loopback: TCP clients elsewhere reach it over XIA through `xmig tunnel connect`; the guest is ready once it listens | none |
+ * | `xmig.tunnelto=PORT` | the service's port on 127.0.0.1 (with xmig.tunnelkey, required) | none |
  *
  * The workloads start after `guest.ready` (they must not slow the boot), and need the image
  * to hold their programs (`checkWorkloads`).
@@ -82,6 +84,15 @@ export interface GuestConfig {
   dbench?: number;
   /** An iperf3 server on this TCP port (the paper's network workload). */
   iperf3?: number;
+  /** `xmig tunnel serve` in front of a TCP service on the guest's loopback (iperf3's, for the network workload over XIA). */
+  tunnel?: GuestTunnel;
+}
+
+export interface GuestTunnel {
+  /** The tunnel's key: its SID is the tunnel's address in the VM (name it in `names` for the agent to re-register it). */
+  key: Identity;
+  /** The service's TCP port on 127.0.0.1. */
+  to: number;
 }
 
 /** The workloads a guest config can run, with the Debian package that has each program. */
@@ -220,14 +231,19 @@ export function guestCommandLine(config: GuestConfig): string {
   add('files', config.files === undefined ? undefined : checkCount('files', config.files, MAX_GUEST_FILES));
   add('dbench', config.dbench === undefined ? undefined : checkCount('dbench clients', config.dbench, MAX_DBENCH_CLIENTS));
   add('iperf3', config.iperf3 === undefined ? undefined : checkPort('iperf3 port', config.iperf3));
+  if (config.tunnel) {
+    add('tunnelkey', encodeKey(config.tunnel.key));
+    add('tunnelto', checkPort('tunnel service port', config.tunnel.to));
+  }
   const line = words.join(' ');
   if (line.length > MAX_COMMAND_LINE) throw bad(`the kernel command line would be ${line.length} bytes (at most ${MAX_COMMAND_LINE})`);
   return line;
 }
 
 /** A guest config with every default filled in, as the guest's init applies them. */
-export interface ResolvedGuestConfig extends Required<Omit<GuestConfig, 'goldbach' | 'ipv4' | 'gateway4' | 'controlPort' | 'files' | 'dbench' | 'iperf3'>> {
+export interface ResolvedGuestConfig extends Required<Omit<GuestConfig, 'goldbach' | 'ipv4' | 'gateway4' | 'controlPort' | 'files' | 'dbench' | 'iperf3' | 'tunnel'>> {
   controlPort?: number;
+  tunnel?: GuestTunnel;
   files?: number;
   dbench?: number;
   iperf3?: number;
@@ -262,7 +278,7 @@ export function parseGuestCommandLine(line: string): GuestConfig {
     if (words.has(match[1]!)) throw bad(`xmig.${match[1]} appears twice`);
     words.set(match[1]!, match[2]!);
   }
-  const known = new Set(['name', 'key', 'port', 'group', 'mtu', 'log', 'trust', 'calkey', 'calname', 'caltcp', 'names', 'ipv4', 'gw4', 'metrics', 'agentmetrics', 'control', 'files', 'dbench', 'iperf3']);
+  const known = new Set(['name', 'key', 'port', 'group', 'mtu', 'log', 'trust', 'calkey', 'calname', 'caltcp', 'names', 'ipv4', 'gw4', 'metrics', 'agentmetrics', 'control', 'files', 'dbench', 'iperf3', 'tunnelkey', 'tunnelto']);
   for (const word of words.keys()) if (!known.has(word)) throw bad(`unknown word xmig.${word}`);
   const name = words.get('name');
   const key = words.get('key');
@@ -323,6 +339,10 @@ export function parseGuestCommandLine(line: string): GuestConfig {
   if (dbench !== undefined) config.dbench = dbench;
   const iperf3 = int('iperf3');
   if (iperf3 !== undefined) config.iperf3 = iperf3;
+  const tunnelKey = words.get('tunnelkey');
+  const tunnelTo = int('tunnelto');
+  if ((tunnelKey === undefined) !== (tunnelTo === undefined)) throw bad('xmig.tunnelkey and xmig.tunnelto go together');
+  if (tunnelKey !== undefined) config.tunnel = { key: decodeKey('xmig.tunnelkey', tunnelKey), to: tunnelTo! };
   // Everything read goes through the builder's checks once more.
   guestCommandLine(config);
   return config;

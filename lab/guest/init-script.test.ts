@@ -85,7 +85,14 @@ describe.skipIf(!requirement(busybox !== undefined, 'a static busybox', 'apt-get
 
   it('carries the workload words to the environment the workloads start from', () => {
     const { env } = configure({ name: 'vm3', key: Identity.generate(), files: 4, dbench: 2, iperf3: 5201 }, 'workloads');
-    expect(env).toMatchObject({ FILES: '4', DBENCH: '2', IPERF3: '5201' });
+    expect(env).toMatchObject({ FILES: '4', DBENCH: '2', IPERF3: '5201', TUNNELKEY: '', TUNNELTO: '' });
+  });
+
+  it("writes the tunnel's key where xmig tunnel serve reads it, and its service port", () => {
+    const tunnelKey = Identity.generate();
+    const { env } = configure({ name: 'vm4', key: Identity.generate(), iperf3: 5201, tunnel: { key: tunnelKey, to: 5201 } }, 'tunnel');
+    expect(env).toMatchObject({ TUNNELKEY: 'yes', TUNNELTO: '5201' });
+    expect(Identity.load(join(dir, 'tunnel', 'keys', 'tunnel.key')).xid(XidType.SID).equals(tunnelKey.xid(XidType.SID))).toBe(true);
   });
 
   it('runs the file writer, answers verify with what the disk holds and finish once the writer stopped (the workloads part alone, on this host)', async () => {

@@ -12,8 +12,10 @@
  *    and the fixed IPv4 address if configured; mounts /dev/vda at /data if there is one.
  * 4. Keeps the clock on the RTC's (QEMU's follows the host's): stepped when 2 s apart, as
  *    a VM's chrony would after a migration's downtime.
- * 5. Starts `xmig node`, then, once its API socket is there, `xmig agent` and
- *    `xmig cal serve`, each restarted a second after it exits (systemd's Restart=always).
+ * 5. Starts `xmig node`, then, once its API socket is there, `xmig agent`,
+ *    `xmig cal serve` and, with xmig.tunnelkey, `xmig tunnel serve` in front of a TCP
+ *    service on loopback (`guest.tunnel-ready` {dag} once it listens), each restarted a
+ *    second after it exits (systemd's Restart=always).
  *
  * 6. Then the Table 2 workloads the config asks for (guest-config.ts: xmig.files, xmig.dbench,
  *    xmig.iperf3), and a reader of the host's commands on the third serial port (/dev/ttyS2,
@@ -41,7 +43,8 @@
  * `xmig-guest ready hid=… dag=…`.
  *
  * Nothing CPU-heavy runs here: keys come from the command line, the code was compiled on
- * the host, and Node.js (~9 s to start under TCG) starts three times, once per daemon.
+ * the host, and Node.js (~9 s to start under TCG) starts once per daemon (three, four
+ * with a tunnel), side by side.
  */
 import { XMIG_NODE_FLAGS } from '../../shared/node-flags.js';
 import { GUEST_AGENT_METRICS_PORT, GUEST_INTERFACE, GUEST_NODE_METRICS_PORT, XIANET_GROUP, XIANET_PORT } from '../lab-constants.js';
@@ -56,6 +59,7 @@ export const GUEST_PATHS = {
   controlSocket: '/run/xmig/control.sock',
   nodeKey: '/var/lib/xmig/node.key',
   goldbachKey: '/var/lib/xmig/goldbach.key',
+  tunnelKey: '/var/lib/xmig/tunnel.key',
   agentState: '/var/lib/xmig/agent.json',
   controlToken: '/var/lib/xmig/control.token',
   configDir: '/etc/xmig/run',
@@ -106,7 +110,7 @@ pem() {
 # configure CMDLINE DIR KEYDIR: the config files from the kernel command line.
 configure() {
   NAME= KEY= PORT=${XIANET_PORT} GROUP=${XIANET_GROUP} MTU= LOG=info TRUST= CALKEY= CALNAME= CALTCP= NAMES=
-  IPV4= GW4= METRICS=${GUEST_NODE_METRICS_PORT} AGENTMETRICS=${GUEST_AGENT_METRICS_PORT} CONTROL= FILES= DBENCH= IPERF3=
+  IPV4= GW4= METRICS=${GUEST_NODE_METRICS_PORT} AGENTMETRICS=${GUEST_AGENT_METRICS_PORT} CONTROL= FILES= DBENCH= IPERF3= TUNNELKEY= TUNNELTO=
   for word in $(cat "$1"); do
     value=\${word#*=}
     case "$word" in
@@ -129,6 +133,8 @@ configure() {
       xmig.files=*) FILES=$value ;;
       xmig.dbench=*) DBENCH=$value ;;
       xmig.iperf3=*) IPERF3=$value ;;
+      xmig.tunnelkey=*) TUNNELKEY=$value ;;
+      xmig.tunnelto=*) TUNNELTO=$value ;;
     esac
   done
   if [ -z "$NAME" ] || [ -z "$KEY" ]; then
@@ -141,6 +147,10 @@ configure() {
   if [ -n "$CALKEY" ]; then
     pem "$CALKEY" > "$3/goldbach.key"
     chmod 600 "$3/goldbach.key"
+  fi
+  if [ -n "$TUNNELKEY" ]; then
+    pem "$TUNNELKEY" > "$3/tunnel.key"
+    chmod 600 "$3/tunnel.key"
   fi
   trusted=
   for ad in $(echo "$TRUST" | tr ',' ' '); do
@@ -186,6 +196,8 @@ EOF
     echo "FILES=$FILES"
     echo "DBENCH=$DBENCH"
     echo "IPERF3=$IPERF3"
+    echo "TUNNELKEY=\${TUNNELKEY:+yes}"
+    echo "TUNNELTO=$TUNNELTO"
   } > "$2/guest.env"
 }
 
@@ -475,6 +487,9 @@ if [ -n "$CALKEY" ]; then
   [ -n "$CALTCP" ] && set -- "$@" --tcp "[::]:$CALTCP"
   run cal ${NODE} cal serve --api ${P.apiSocket} "$@"
 fi
+if [ -n "$TUNNELKEY" ]; then
+  run tunnel ${NODE} tunnel serve --api ${P.apiSocket} --key ${P.tunnelKey} --to "127.0.0.1:$TUNNELTO"
+fi
 until logged agent agent.started; do usleep 100000; done
 event guest.agent-ready
 if [ -n "$CALKEY" ]; then
@@ -482,6 +497,10 @@ if [ -n "$CALKEY" ]; then
   [ -n "$CALNAME" ] && ready=goldbach.registered
   until logged cal $ready && { [ -z "$CALTCP" ] || logged cal goldbach.tcp-listening; }; do usleep 100000; done
   event guest.cal-ready
+fi
+if [ -n "$TUNNELKEY" ]; then
+  until logged tunnel tunnel.listening; do usleep 100000; done
+  event guest.tunnel-ready ",\\"dag\\":\\"$(field tunnel tunnel.listening dag)\\""
 fi
 
 hid=$(field node node.ready hid)

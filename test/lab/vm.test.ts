@@ -10,7 +10,9 @@
  * bridge, it keeps its MAC, link-local address and HID, and the router reaches it as before.
  * Its workloads (issue 16) ran through all of it: four rotating files on the data disk
  * whose sha1s the disk gives back after the move (asked over ttyS2), dbench printing on,
- * an iperf3 server a client reaches; then /data unmounts on command.
+ * an iperf3 server a client reaches over IPv4 and, after the move, over XIA through the
+ * guest's `xmig tunnel serve` and an `xmig tunnel connect` on the router; then /data
+ * unmounts on command.
  * Then a guest that cannot come up in time is one line of error, and nothing is left.
  */
 import { spawnSync } from 'node:child_process';
@@ -46,6 +48,8 @@ const R = `${tag}-r`;
 const dir = mkdtempSync(join(tmpdir(), 'xmig-lab-vm-'));
 const vmKey = Identity.generate();
 const calKey = Identity.generate();
+/** The guest's `xmig tunnel serve` in front of its iperf3 server. */
+const tunnelKey = Identity.generate();
 const adKey = Identity.generate();
 const routerKey = Identity.generate();
 const GOLDBACH = `goldbach.${tag}`;
@@ -140,7 +144,7 @@ beforeAll(async () => {
       ipv4: '10.77.0.2/24',
       files: FILES,
       ...(image.workloads.includes('dbench') ? { dbench: 1 } : {}),
-      ...(image.workloads.includes('iperf3') ? { iperf3: IPERF3_PORT } : {}),
+      ...(image.workloads.includes('iperf3') ? { iperf3: IPERF3_PORT, tunnel: { key: tunnelKey, to: IPERF3_PORT } } : {}),
     },
     dir: join(dir, 'vm'),
     disk: { file: join(dir, 'data.img') },
@@ -283,6 +287,19 @@ describe.skipIf(!ready)('the lab VM on a segment next to a router', () => {
       const bits = (JSON.parse(client.stdout) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second;
       expect(bits).toBeGreaterThan(0);
       console.error(`iperf3 to the guest: ${(bits / 1e6).toFixed(1)} Mbit/s`);
+      // Over XIA: the tunnel in the guest (ready before guest.ready), reached from R by its DAG.
+      const tunnelReady = story.find((e) => e.event === 'guest.tunnel-ready');
+      const tunnelSid = tunnelKey.xid(XidType.SID);
+      expect(String(tunnelReady?.['dag'] ?? '')).toContain(tunnelSid.id.toString('hex'));
+      const entry = xmigIn(R, ['tunnel', 'connect', '--api', routerApi, '--to', Dag.hostAddress(adKey.xid(XidType.AD), vmKey.xid(XidType.HID), tunnelSid).toString()]);
+      const listening = await entry.waitForLog('tunnel.listening', 60_000);
+      const port = String(listening['address']).split(':').at(-1)!;
+      const overXia = spawnSync('ip', ['netns', 'exec', R, 'iperf3', '-c', '127.0.0.1', '-p', port, '-t', '3', '-J'], { encoding: 'utf8', timeout: 180_000 });
+      expect(overXia.status, overXia.stdout.slice(0, 500) + overXia.stderr).toBe(0);
+      const xiaBits = (JSON.parse(overXia.stdout) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second;
+      expect(xiaBits).toBeGreaterThan(0);
+      console.error(`iperf3 to the guest over XIA (xmig tunnel): ${(xiaBits / 1e6).toFixed(1)} Mbit/s`);
+      await entry.stop();
     } else {
       console.error('SKIPPED: iperf3 (not in the lab image: apt-get install iperf3)');
     }
