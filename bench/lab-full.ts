@@ -8,9 +8,10 @@
  * connections, and whether the workload ran on at every destination — beside the
  * paper's figures for that cell.
  *
- * XMIG_BENCH_WORKLOADS (default goldbach,dbench: the workloads the lab runs; the paper's
- * third, netperf, is not in Debian main, and the lab's iperf3 stand-in is not in yet), XMIG_BENCH_DISK_MB
- * (4096), XMIG_BENCH_LAB_DIR keeps each run's directory (DIR/WORKLOAD: reports, logs).
+ * XMIG_BENCH_WORKLOADS (default goldbach,dbench,iperf3: the paper's third, netperf, is not
+ * in Debian main; iperf3 from host C stands in for it, over XIA through `xmig tunnel`),
+ * XMIG_BENCH_DISK_MB (4096), XMIG_BENCH_LAB_DIR keeps each run's directory (DIR/WORKLOAD:
+ * reports, logs).
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -39,6 +40,8 @@ export interface LabFullCell {
   /** The guest's files read back right at every destination; the workload ran on at every one. */
   filesRight: boolean;
   workloadRanOn: boolean | null;
+  /** The workload's own rate across the moves (median): dbench MB/s, iperf3 Mbit/s. */
+  workloadRate: number | null;
   paperTotal: string | null;
   paperDowntime: string | null;
 }
@@ -65,6 +68,7 @@ function cell(report: LabReport, workload: LabWorkload, network: 'XIA' | 'TCP/IP
     brokenConnections: broken,
     filesRight: disks.every((d) => d !== undefined && d.filesChecked !== null && d.filesBad.length === 0) && (report.disk?.check.clean ?? false) && (report.disk?.check.bad.length ?? 1) === 0,
     workloadRanOn: works.length ? works.every((w) => w.ranOn && w.errors.length === 0) : null,
+    workloadRate: median(works.map((w) => w.rate)),
     paperTotal: paper?.total ?? null,
     paperDowntime: paper?.downtime ?? null,
     ...extra,
@@ -84,7 +88,7 @@ export function labFullCells(report: LabReport, workload: LabWorkload): LabFullC
 export async function runLabFullBench(): Promise<LabFullCell[]> {
   const moves = Number(process.env['XMIG_BENCH_LAB_MOVES'] ?? 5);
   const diskSizeMb = Number(process.env['XMIG_BENCH_DISK_MB'] ?? 4096);
-  const workloads = (process.env['XMIG_BENCH_WORKLOADS'] ?? 'goldbach,dbench').split(',').map((w) => w.trim()) as LabWorkload[];
+  const workloads = (process.env['XMIG_BENCH_WORKLOADS'] ?? 'goldbach,dbench,iperf3').split(',').map((w) => w.trim()) as LabWorkload[];
   for (const w of workloads) if (!LAB_WORKLOADS.includes(w)) throw new Error(`XMIG_BENCH_WORKLOADS: ${w} is not one of ${LAB_WORKLOADS.join(', ')}`);
   const keep = process.env['XMIG_BENCH_LAB_DIR'];
   const lines: LabFullCell[] = [];

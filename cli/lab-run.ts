@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { integerOption, numberOption, percentOption } from './option-parsers.js';
 import { XmigError } from '../shared/errors.js';
+import { LAB_WORKLOADS, type LabWorkload } from '../lab/lab-constants.js';
 import type { LabProgress, LabReport, LabRunOptions } from '../lab/run.js';
 import { ExitCode } from './exit-codes.js';
 import { waitForShutdown } from './shutdown.js';
@@ -27,7 +28,7 @@ interface LabFlags {
   storage?: 'none' | 'shared' | 'full';
   diskSize: number;
   diskData: number;
-  workload: 'goldbach' | 'dbench';
+  workload: LabWorkload;
   autoConverge?: boolean;
   delayMs?: number;
   jitterMs?: number;
@@ -162,8 +163,8 @@ export function labRunAction(lab: Command): Command {
     .option('--auto-converge', "QEMU's auto-converge on every move (default with a disk)")
     .option('--no-auto-converge', 'no auto-converge, even with a disk')
     .addOption(
-      new Option('--workload <name>', "beside the calculation: goldbach (it alone) or dbench (on the VM's disk; needs one)")
-        .choices(['goldbach', 'dbench'])
+      new Option('--workload <name>', "beside the calculation: goldbach (it alone), dbench (on the VM's disk; needs one) or iperf3 (from C; over XIA through xmig tunnel)")
+        .choices([...LAB_WORKLOADS])
         .default('goldbach'),
     )
     .option('--delay-ms <ms>', 'inter-AD link: one-way delay (the project\'s link impairment; no netem)', integerOption(0, 60_000))

@@ -5,6 +5,8 @@
  * believes about connectivity: every reply line and every answer line, with the time the
  * lab read it, and the client's own report when it ends.
  *
+ * iperf3's client (the network workload) is read the same way: its per-second reports.
+ *
  * xping prints `seq=N time=R ms`, `seq=N lost` (after its timeout) or `seq=N <error>`; a
  * reply read at lab time T with round trip R was sent at T − R, and a lost echo's send
  * time is placed between its neighbours' by sequence number.
@@ -202,4 +204,71 @@ export function longestGap(answers: AnswerRecord[], from: number, to: number): {
     last = answer.at;
   }
   return best;
+}
+
+export interface Iperf3Interval {
+  /** Lab clock when the line was read (the interval's end). */
+  at: number;
+  mbps: number;
+}
+
+/** iperf3's per-second line: `[  5]   1.00-2.00   sec  1.19 MBytes  10.0 Mbits/sec  0  89.1 KBytes`. */
+const IPERF3_INTERVAL = /^\[\s*\d+\]\s+[\d.]+-[\d.]+\s+sec\s+[\d.]+\s+[KMGT]?Bytes\s+([\d.]+)\s+([KMGT]?)bits\/sec(?!.*(sender|receiver))/;
+const IPERF3_ERROR = /^iperf3: (error|interrupt)\b/;
+const UNIT: Record<string, number> = { '': 1e-6, K: 1e-3, M: 1, G: 1e3, T: 1e6 };
+
+/** Reads iperf3's text lines: its per-second rates (Mbit/s) and its errors. */
+export function parseIperf3(lines: ReadonlyArray<{ at: number; text: string }>): { intervals: Iperf3Interval[]; errors: Array<{ at: number; text: string }> } {
+  const intervals: Iperf3Interval[] = [];
+  const errors: Array<{ at: number; text: string }> = [];
+  for (const line of lines) {
+    const m = IPERF3_INTERVAL.exec(line.text);
+    if (m) intervals.push({ at: line.at, mbps: Number(m[1]) * UNIT[m[2]!]! });
+    else if (IPERF3_ERROR.test(line.text) && !/interrupt - the client has terminated/.test(line.text)) errors.push({ at: line.at, text: line.text.trim() });
+  }
+  return { intervals, errors };
+}
+
+/**
+ * The network workload: iperf3's client on C sending to `iperf3 -s` in the VM at a fixed
+ * rate (a TCG guest saturated by a stream would starve its agent and never converge),
+ * reporting every second. Over XIA its TCP connection is local at both ends — to
+ * `xmig tunnel connect` on C and from `xmig tunnel serve` in the VM — and an XIA STREAM
+ * carries it between them; in the TCP/IP baseline it goes to the VM's address directly.
+ */
+export class Iperf3Client implements Startable {
+  readonly process: LabProcess;
+
+  constructor(options: Omit<ClientOptions, 'api'> & { host: LabHost; address: string; port: number; rateMbps: number; name?: string }) {
+    const name = options.name ?? `iperf3 client on ${options.host}`;
+    this.process = new LabProcess({
+      net: options.world.net,
+      ns: options.world.ns(options.host),
+      name,
+      command: ['iperf3'],
+      args: ['--client', options.address, '--port', String(options.port), '--time', '86400', '--interval', '1', '--bitrate', `${options.rateMbps}M`, '--forceflush'],
+      stderrFile: join(options.dir, `${name.replace(/\s+/g, '-')}.stderr`),
+    });
+  }
+
+  start(): Promise<void> {
+    return this.process.start();
+  }
+
+  report(): ReturnType<typeof parseIperf3> {
+    return parseIperf3(this.process.lines);
+  }
+
+  /** Resolves once a second's report read after `since` carried bytes. */
+  async sentAfter(since: number, wait: { deadlineMs: number; signal?: AbortSignal }): Promise<void> {
+    await this.process.waitForLine((l) => l.at > since && (parseIperf3([l]).intervals[0]?.mbps ?? 0) > 0, `iperf3 to report bytes after ${new Date(since).toISOString()}`, wait);
+  }
+
+  async finish(): Promise<void> {
+    await this.process.interrupt(10_000);
+  }
+
+  stop(): Promise<void> {
+    return this.process.stop();
+  }
 }

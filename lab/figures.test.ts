@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { placeSendTimes, type PingRecord } from './clients.js';
+import { parseIperf3, placeSendTimes, type PingRecord } from './clients.js';
 import fc from 'fast-check';
-import { agentFigures, badFiles, dbenchCheck, dbenchProgressLines, goldbachGap, lastWrites, median, mirrorFigures, pingRecovery, xpingDowntime } from './figures.js';
+import { agentFigures, badFiles, dbenchCheck, dbenchProgressLines, goldbachGap, iperf3Check, lastWrites, median, mirrorFigures, pingRecovery, xpingDowntime } from './figures.js';
 
 /** Echoes every 10 ms from t=0; `lost` says which sequence numbers never came back. */
 function pings(count: number, lost: (seq: number) => boolean): PingRecord[] {
@@ -82,5 +82,43 @@ describe('lab figures', () => {
     expect(mirrorFigures(undefined)).toEqual({ mirroredBytes: null, wireBytes: null, syncMs: null });
     const report = { mirroredBytes: 5e8, wire: { toTarget: 5.1e8, fromTarget: 1e5, connections: 1 }, phases: [{ phase: 'mirror-sync', startMs: 10, endMs: 4210 }, { phase: 'ready', startMs: 4210 }] };
     expect(mirrorFigures(report as never)).toEqual({ mirroredBytes: 5e8, wireBytes: 5.1e8, syncMs: 4200 });
+  });
+
+  it("reads iperf3's seconds and errors, and whether it carried bytes after the move", () => {
+    const text = [
+      'Connecting to host 127.0.0.1, port 5201',
+      '[  5] local 127.0.0.1 port 43210 connected to 127.0.0.1 port 5201',
+      '[ ID] Interval           Transfer     Bitrate         Retr  Cwnd',
+      '[  5]   0.00-1.00   sec  1.00 MBytes  8.39 Mbits/sec    0    320 KBytes       ',
+      '[  5]   1.00-2.00   sec  0.00 Bytes  0.00 bits/sec    0    320 KBytes       ',
+      '[  5]   2.00-3.00   sec  1.12 MBytes  9.44 Mbits/sec    1    320 KBytes       ',
+      '[  5]   3.00-4.00   sec   512 KBytes  4.19 Mbits/sec    0    320 KBytes       ',
+      '- - - - - - - - - - - - - - - - - - - - - - - - -',
+      '[  5]   0.00-4.00   sec  2.62 MBytes  5.50 Mbits/sec    1             sender',
+      '[  5]   0.00-4.04   sec  2.62 MBytes  5.45 Mbits/sec                  receiver',
+      'iperf3: interrupt - the client has terminated',
+      'iperf3: error - unable to read from stream socket: Connection reset by peer',
+    ];
+    const report = parseIperf3(text.map((t, i) => ({ at: 1000 * i, text: t })));
+    expect(report.intervals).toEqual([{ at: 3000, mbps: 8.39 }, { at: 4000, mbps: 0 }, { at: 5000, mbps: 9.44 }, { at: 6000, mbps: 4.19 }]);
+    expect(report.errors).toEqual([{ at: 11_000, text: 'iperf3: error - unable to read from stream socket: Connection reset by peer' }]);
+    // RESUME at 4.5 s: the report read at 5 s may still count bytes from before; the one at 6 s does not.
+    expect(iperf3Check(report, { from: 0, resumedAt: 4500, to: 7000 })).toEqual({ name: 'iperf3', ranOn: true, errors: [], rate: 6.3 });
+    expect(iperf3Check(report, { from: 0, resumedAt: 5500, to: 12_000 }).ranOn).toBe(false);
+    expect(iperf3Check(report, { from: 7000, resumedAt: 7500, to: 12_000 }).errors).toHaveLength(1);
+  });
+
+  it("reads any iperf3 interval line's rate in Mbit/s, and never takes other text for one", () => {
+    const units = [['', 1e-6], ['K', 1e-3], ['M', 1], ['G', 1e3]] as const;
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 99_999 }), fc.constantFrom(...units), fc.string(), (hundredths, [unit, scale], noise) => {
+        const rate = (hundredths / 100).toFixed(2);
+        const line = `[  5]   7.00-8.00   sec  1.00 MBytes  ${rate} ${unit}bits/sec    0    320 KBytes`;
+        const { intervals, errors } = parseIperf3([{ at: 1, text: line }, { at: 2, text: noise }]);
+        expect(intervals[0]).toEqual({ at: 1, mbps: Number(rate) * scale });
+        expect(intervals.length + errors.length).toBeLessThanOrEqual(2);
+        expect(parseIperf3([{ at: 1, text: `${line}  sender` }]).intervals).toEqual([]);
+      }),
+    );
   });
 });

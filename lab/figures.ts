@@ -7,7 +7,7 @@
  */
 import type { DiskReport } from '../mover/disk-migration.js';
 import { isDbenchError, type GuestEvent } from './guest-events.js';
-import { longestGap, type AnswerRecord, type PingRecord } from './clients.js';
+import { longestGap, type AnswerRecord, type Iperf3Interval, type PingRecord } from './clients.js';
 import type { Ipv4Mode, LabTopologyName } from './topology.js';
 
 /** One move over XIA, as the clients, routers, name server, QEMU and the VM's agent saw it. */
@@ -53,7 +53,7 @@ export interface XiaMove {
   newClientAnswers: number;
   /** With a disk: what moved of it, and whether the guest read its files back right at the destination. */
   disk?: MoveDisk;
-  /** With a workload beside the calculation (dbench): whether it ran on across the move. */
+  /** With a workload beside the calculation (dbench, iperf3): whether it ran on across the move. */
   workload?: WorkloadCheck;
 }
 
@@ -71,12 +71,12 @@ export interface MoveDisk {
 }
 
 export interface WorkloadCheck {
-  name: 'dbench';
+  name: 'dbench' | 'iperf3';
   /** It went on producing output after the destination resumed. */
   ranOn: boolean;
   /** What it said that was an error (at most a few lines). */
   errors: string[];
-  /** Its own throughput at the destination (dbench MB/s): the median of its reports. */
+  /** Its own throughput: dbench's MB/s at the destination, iperf3's Mbit/s across the move (median of its reports). */
   rate?: number | null;
 }
 
@@ -149,6 +149,7 @@ export const PAPER_TABLE_1 = {
 export const PAPER_TABLE_2 = {
   goldbach: { label: 'Calculation', 'intra-ad': { total: '14 min', downtime: '1.2 s' }, 'inter-ad': { total: '15 min', downtime: '1.2 s' } },
   dbench: { label: 'Dbench', 'intra-ad': { total: '12 min', downtime: '1.0 s' }, 'inter-ad': { total: '13 min', downtime: '1.5 s' } },
+  iperf3: { label: 'Netperf', 'intra-ad': { total: '12 min', downtime: '1.7 s' }, 'inter-ad': { total: '14 min', downtime: '1.7 s' } },
 } as const;
 
 export function median(values: ReadonlyArray<number | null | undefined>): number | null {
@@ -284,4 +285,22 @@ export function dbenchCheck(lines: readonly string[]): WorkloadCheck {
 /** How many of `lines` are dbench's per-second progress lines. */
 export function dbenchProgressLines(lines: readonly string[]): number {
   return lines.filter((l) => DBENCH_PROGRESS.test(l)).length;
+}
+
+/**
+ * iperf3 across one move (lab clock): it ran on if a second's report read at least a
+ * second after RESUME (so not one still counting bytes from before the move) carried
+ * bytes; its rate is the median over the move's window, its errors those in the window.
+ */
+export function iperf3Check(
+  report: { intervals: readonly Iperf3Interval[]; errors: ReadonlyArray<{ at: number; text: string }> },
+  window: { from: number; resumedAt: number; to: number },
+): WorkloadCheck {
+  const inMove = report.intervals.filter((i) => i.at >= window.from && i.at <= window.to);
+  return {
+    name: 'iperf3',
+    ranOn: report.intervals.some((i) => i.at > window.resumedAt + 1000 && i.at <= window.to && i.mbps > 0),
+    errors: report.errors.filter((e) => e.at >= window.from && e.at <= window.to).map((e) => e.text).slice(0, 3),
+    rate: median(inMove.map((i) => i.mbps)),
+  };
 }

@@ -23,12 +23,14 @@ import { LabProcess } from './lab-process.js';
 import { LAB_HOSTS, NAME_SERVER_HOST, type LabHost, type WiringPlan } from './topology.js';
 import type { LabWorld } from './world.js';
 
-/** The lab's identities: one per machine, one per AD, the VM's and its Goldbach service's. */
+/** The lab's identities: one per machine, one per AD, the VM's, its Goldbach service's and its tunnel's (iperf3). */
 export class LabKeys {
   readonly hosts = new Map<LabHost, Identity>();
   readonly ads = new Map<string, Identity>();
   readonly vm = Identity.generate();
   readonly goldbach = Identity.generate();
+  /** The VM's `xmig tunnel serve` in front of its iperf3 server (the network workload over XIA). */
+  readonly tunnel = Identity.generate();
 
   constructor(readonly dir: string) {
     mkdirSync(dir, { recursive: true });
@@ -55,6 +57,10 @@ export class LabKeys {
 
   get goldbachSid(): Xid {
     return this.goldbach.xid(XidType.SID);
+  }
+
+  get tunnelSid(): Xid {
+    return this.tunnel.xid(XidType.SID);
   }
 
   /** The name server's DAG: host A, in AD1, whatever the topology. */

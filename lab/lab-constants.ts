@@ -59,3 +59,10 @@ export function linkLocalFromMac(mac: string): string {
   if (leadingZeros === -1) return 'fe80::';
   return `fe80::${tail.slice(leadingZeros).join(':')}`;
 }
+
+/**
+ * The load in the VM beside what the clients ask of it: the calculation alone, dbench on
+ * its disk as well, or an iperf3 stream from C to it (the paper's netperf; not in Debian main).
+ */
+export type LabWorkload = 'goldbach' | 'dbench' | 'iperf3';
+export const LAB_WORKLOADS: readonly LabWorkload[] = ['goldbach', 'dbench', 'iperf3'];

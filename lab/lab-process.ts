@@ -45,6 +45,8 @@ export interface LabProcessOptions {
   /** What this is, for errors ("node A", "xping on C"). */
   name: string;
   args: string[];
+  /** The program (default: xmig, `xmigCommand()`); `args` follow it. */
+  command?: string[];
   /** Where its stderr goes; its stdout (JSON logs, the clients' lines) goes beside it, as `.log`. */
   stderrFile: string;
   env?: NodeJS.ProcessEnv;
@@ -88,7 +90,7 @@ export class LabProcess implements Startable {
     this.stderr = stderr;
     const stdout = createWriteStream(o.stderrFile.replace(/(\.stderr)?$/, '.log'), { flags: 'a' });
     this.stdout = stdout;
-    const child = o.net.spawn(o.ns, [...xmigCommand(), ...o.args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.env } });
+    const child = o.net.spawn(o.ns, [...(o.command ?? xmigCommand()), ...o.args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.env } });
     this.child = child;
     this.exited = new Promise((resolve) => {
       child.once('exit', (code, signal) => {

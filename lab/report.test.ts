@@ -94,4 +94,21 @@ describe('the lab report', () => {
     expect(text).toContain('After the last move, on the host: e2fsck clean; 27 files read out of the image, all as written.');
     expect(formatLabReport(report)).not.toContain("The VM's disk");
   });
+
+  it("shows iperf3's own word across each move, with a disk or without, and the paper's netperf row", () => {
+    const withIperf3 = (t: TopologyReport): TopologyReport => ({
+      ...t,
+      xia: { ...t.xia, moves: t.xia.moves.map((m, i) => ({ ...m, workload: { name: 'iperf3' as const, ranOn: i === 0, errors: [], rate: 7.9 } })) },
+    });
+    const noDisk: LabReport = { ...report, options: { ...report.options, workload: 'iperf3' }, topologies: report.topologies.map(withIperf3) };
+    const text = formatLabReport(noDisk);
+    for (const line of text.split('\n')) expect(line.length, line).toBeLessThanOrEqual(REPORT_WIDTH);
+    expect(text).toContain('No disk: what the workload said across each move');
+    expect(text).toMatch(/ran on +Mbit\/s$/m);
+    expect(text).toMatch(/^XIA intra-ad +2 +393 MB +- +- +- +- +1 of 2 +7\.9$/m);
+    const full: LabReport = { ...noDisk, options: { ...noDisk.options, storage: 'full' }, disk: { storage: 'full', sizeMb: 4096, seedMb: 300, files: 27, check: { clean: true, checked: 27, bad: [] } } };
+    const table2 = formatLabReport(full);
+    expect(table2).toContain("Table 2 (full migration), the paper's Netperf row (iperf3 here: netperf is not in Debian main):");
+    expect(table2).toMatch(/^XIA +12 min +1\.7 s +2\.4 min +2\.2 s +1\.2 s +0 of 1 +14 min +1\.7 s /m);
+  });
 });

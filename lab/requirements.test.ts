@@ -29,4 +29,10 @@ describe('lab requirements', () => {
     expect(() => checkLabRequirements(noDebugfs)).not.toThrow();
     expect(() => checkLabRequirements(noDebugfs, undefined, { disk: true })).toThrow(`xmig lab cannot run here: missing qemu-img, debugfs (the VM's disk) — ${DISK_TOOLS_REMEDY}`);
   });
+
+  it("asks for iperf3 only for the network workload (its client runs on host C)", () => {
+    const noIperf3: Probe = { ...fine, hasCommand: (c) => c !== 'iperf3' };
+    expect(() => checkLabRequirements(noIperf3)).not.toThrow();
+    expect(() => checkLabRequirements(noIperf3, undefined, { iperf3: true })).toThrow("xmig lab cannot run here: missing iperf3 (the network workload's client on host C) — apt-get install iperf3");
+  });
 });

@@ -30,8 +30,11 @@ export const systemProbe: Probe = {
   },
 };
 
-/** Throws one ERR_STATE line if the lab cannot run here (with `disk`: also what makes and checks the VM's disk). */
-export function checkLabRequirements(probe: Probe = systemProbe, qemu = QEMU_BINARY, needs: { disk?: boolean } = {}): void {
+/**
+ * Throws one ERR_STATE line if the lab cannot run here (with `disk`: also what makes and
+ * checks the VM's disk; with `iperf3`: iperf3's client on host C).
+ */
+export function checkLabRequirements(probe: Probe = systemProbe, qemu = QEMU_BINARY, needs: { disk?: boolean; iperf3?: boolean } = {}): void {
   const missing: string[] = [];
   const installs: string[] = [];
   if (!probe.isRoot()) missing.push('root (network namespaces, bridges and taps)');
@@ -50,6 +53,10 @@ export function checkLabRequirements(probe: Probe = systemProbe, qemu = QEMU_BIN
   if (tools.length) {
     missing.push(`${tools.join(', ')} (the VM's disk)`);
     installs.push(DISK_TOOLS_REMEDY);
+  }
+  if (needs.iperf3 && !probe.hasCommand('iperf3')) {
+    missing.push("iperf3 (the network workload's client on host C)");
+    installs.push('apt-get install iperf3');
   }
   if (missing.length === 0) return;
   const how = [...(probe.isRoot() ? [] : ['run it as root']), ...installs].join('; then ');

@@ -25,8 +25,10 @@
  * a full migration the disk too (`xmig migrate --disk` to `xmig disk-target`). After each
  * move the guest reads its files back at the destination; after the last, with its file
  * system unmounted and QEMU gone, the lab checks the image itself (e2fsck, every file's
- * SHA-1). A `workload` beside the calculation (dbench on the disk) is judged by its own
- * output at the destination after each move.
+ * SHA-1). A `workload` beside the calculation is judged by its own output after each
+ * move: dbench on the disk by what it prints at the destination; iperf3 (a stream from C
+ * at IPERF3_RATE_MBPS, over XIA through `xmig tunnel connect` on C and the VM's `xmig
+ * tunnel serve`, in the baseline to the VM's IPv4 address) by its client's reports on C.
  *
  * Everything the lab made — namespaces, bridges, veths, taps, processes — goes at the
  * end, on failure and on abort (the signal), unless `keep`.
@@ -40,7 +42,7 @@ import { ConfigError, XmigError, errorMessage } from '../shared/errors.js';
 import type { LogLevel } from '../shared/logger.js';
 import { XidType } from '../shared/xid.js';
 import type { ImpairmentConfig } from '../xianet/link-impairment.js';
-import { GoldbachClient, XpingClient } from './clients.js';
+import { GoldbachClient, Iperf3Client, XpingClient } from './clients.js';
 import {
   agentFigures,
   answerRecovery,
@@ -49,6 +51,7 @@ import {
   dbenchProgressLines,
   firstAfter,
   goldbachGap,
+  iperf3Check,
   lastWrites,
   mirrorFigures,
   pingRecovery,
@@ -63,6 +66,7 @@ import {
   type XiaRow,
 } from './figures.js';
 import { checkWorkloads, type GuestConfig } from './guest/guest-config.js';
+import { LAB_WORKLOADS, type LabWorkload } from './lab-constants.js';
 import { LabHosts, LabKeys } from './hosts.js';
 import { buildImage, type BuiltImage, type ImageProgress } from './image/build-image.js';
 import { checkDiskSizes, checkLabDisk, LAB_STORAGE_MODES, makeLabDisk, type DiskCheck, type LabDisk, type LabStorage } from './lab-disk.js';
@@ -98,9 +102,14 @@ export const VM_MAC = '52:54:00:58:49:41';
 /** Where the VM's route tables can be read (xmig.control), through a relay in its host's namespace. */
 export const VM_CONTROL_PORT = 7101;
 
-/** The load in the VM beside what the clients ask of it: the calculation alone, or dbench on its disk as well. */
-export type LabWorkload = 'goldbach' | 'dbench';
-export const LAB_WORKLOADS: readonly LabWorkload[] = ['goldbach', 'dbench'];
+export { LAB_WORKLOADS, type LabWorkload } from './lab-constants.js';
+/**
+ * The network workload: iperf3 from C to the VM at this rate — a TCG guest taking a
+ * stream as fast as it can starves its own agent and does not converge — and the port
+ * its server listens on in the VM.
+ */
+export const IPERF3_RATE_MBPS = 8;
+export const IPERF3_PORT = 5201;
 /** Files the guest keeps rewriting on its disk (one a second), read back after every move. */
 export const DISK_FILES = 8;
 /** Where the guest's rotating files are in its disk's file system (it mounts the disk at /data). */
@@ -146,7 +155,7 @@ export interface LabRunOptions {
    * not converge in 150 passes.
    */
   autoConverge?: boolean;
-  /** Beside the calculation: dbench on the VM's disk (needs a disk). Default goldbach: the calculation alone. */
+  /** Beside the calculation: dbench on the VM's disk (needs a disk), or iperf3 from C. Default goldbach: the calculation alone. */
   workload?: LabWorkload;
   /** Traffic after each move has recovered, before the next (default 2 s). */
   settleMs?: number;
@@ -267,7 +276,7 @@ class LabRun {
   async run(): Promise<LabReport> {
     const topologies = LAB_TOPOLOGIES.filter((t) => (this.o.topologies ?? LAB_TOPOLOGIES).includes(t));
     if (topologies.length === 0) throw new ConfigError('no topology to run');
-    checkLabRequirements(undefined, undefined, { disk: this.o.storage !== 'none' });
+    checkLabRequirements(undefined, undefined, { disk: this.o.storage !== 'none', iperf3: this.o.workload === 'iperf3' });
     mkdirSync(this.dir, { recursive: true });
     let teardown: TeardownReport | undefined;
     try {
@@ -371,6 +380,8 @@ class LabRun {
       controlPort: VM_CONTROL_PORT,
       ...(this.disk ? { files: DISK_FILES } : {}),
       ...(this.o.workload === 'dbench' ? { dbench: 1 } : {}),
+      // Over XIA iperf3 reaches its server through the VM's `xmig tunnel serve` (TCP on its loopback).
+      ...(this.o.workload === 'iperf3' ? { iperf3: IPERF3_PORT, tunnel: { key: keys.tunnel, to: IPERF3_PORT } } : {}),
     };
   }
 
@@ -420,8 +431,13 @@ class LabRun {
     }
   }
 
-  /** The workload beside the calculation after a move: dbench's own output at the destination. */
-  private async workloadAfterMove(): Promise<WorkloadCheck | undefined> {
+  /** The workload beside the calculation after a move: dbench's own output at the destination, or iperf3's on C. */
+  private async workloadAfterMove(result: MoveResult, iperf3?: Iperf3Client): Promise<WorkloadCheck | undefined> {
+    if (iperf3) {
+      // A second's report read a second after RESUME carries bytes sent at the destination.
+      await iperf3.sentAfter(result.resumedAt + 1000, { deadlineMs: this.o.recoverDeadlineMs, signal: this.signal }).catch(() => undefined);
+      return iperf3Check(iperf3.report(), { from: result.requestedAt, resumedAt: result.resumedAt, to: Date.now() });
+    }
     if (this.o.workload !== 'dbench') return undefined;
     const vm = this.vm!;
     const lines = (): string[] => vm.events().filter((e) => e.event === 'guest.dbench').map((e) => String(e['line'] ?? ''));
@@ -628,6 +644,30 @@ class LabRun {
     });
   }
 
+  /**
+   * The network workload over XIA: on C, `xmig tunnel connect` to the VM's tunnel at its
+   * DAG of before the first move (pinned, as the Goldbach client's), and iperf3's client
+   * through it to the VM's iperf3 server — TCP local at each end, one XIA STREAM between.
+   */
+  private async startIperf3Xia(hosts: LabHosts, dir: string, target: Dag): Promise<{ tunnel: LabProcess; iperf3: Iperf3Client }> {
+    const tunnel = this.track(
+      new LabProcess({
+        net: this.net!,
+        ns: this.world!.ns(CLIENT_HOST),
+        name: `xmig tunnel connect on ${CLIENT_HOST}`,
+        args: ['tunnel', 'connect', '--listen', '127.0.0.1:0', '--to', target.toString(), '--api', hosts.api(CLIENT_HOST)],
+        stderrFile: join(dir, 'tunnel-connect.stderr'),
+      }),
+    );
+    await tunnel.start();
+    const listening = await tunnel.waitForEvent('tunnel.listening', { deadlineMs: 60_000, signal: this.signal });
+    const port = Number(String(listening['address']).split(':').at(-1));
+    if (!Number.isInteger(port) || port <= 0) throw new XmigError('ERR_STATE', `xmig tunnel connect said it listens on "${String(listening['address'])}"`);
+    const iperf3 = this.track(new Iperf3Client({ world: this.world!, host: CLIENT_HOST, dir, address: '127.0.0.1', port, rateMbps: IPERF3_RATE_MBPS }));
+    await iperf3.start();
+    return { tunnel, iperf3 };
+  }
+
   private async xiaPhase(topology: LabTopologyName, hosts: LabHosts, timeline: Timeline): Promise<XiaRow> {
     const world = this.world!;
     const keys = this.keys!;
@@ -644,6 +684,14 @@ class LabRun {
       await xping.answeredAfter(0, wait);
       await goldbach.answeredAfter(0, wait);
     });
+    const network =
+      this.o.workload === 'iperf3'
+        ? await this.phase('iperf3', `iperf3 on C at ${IPERF3_RATE_MBPS} Mbit/s through xmig tunnel to the VM`, async () => {
+            const started = await this.startIperf3Xia(hosts, phaseDir, Dag.hostAddress(keys.ad(wiring.adOf[this.vmHost]), keys.vmHid, keys.tunnelSid));
+            await started.iperf3.sentAfter(0, wait);
+            return started;
+          })
+        : undefined;
     const moves: Array<Omit<XiaMove, 'lostPings' | 'xpingDowntimeMs' | 'precopyPings' | 'precopyLostPings' | 'goldbachGapMs'> & { requestedAt: number }> = [];
     const results: MoveResult[] = [];
     const watched: LabHost[] = [...wiring.routers, 'A', 'B'];
@@ -704,7 +752,7 @@ class LabRun {
       const resolved = await this.resolveCurrent(hosts, this.o.recoverDeadlineMs);
       const askedReport = await this.askByName(hosts, this.o.recoverDeadlineMs);
       const disk = await this.diskAfterMove(result);
-      const workload = await this.workloadAfterMove();
+      const workload = await this.workloadAfterMove(result, network?.iperf3);
       const rewrittenMs: Record<string, number | null> = {};
       for (const router of wiring.routers) rewrittenMs[router] = firstAfter(logTimes(hosts.nodes.get(router), 'route.rewritten', (e) => e['hid'] === vmHid), result.resumedAt);
       moves.push({
@@ -736,6 +784,11 @@ class LabRun {
     }
     await xping.finish();
     await goldbach.finish();
+    if (network) {
+      await network.iperf3.finish();
+      await this.release(network.iperf3);
+      await this.release(network.tunnel);
+    }
     const pings = xping.records();
     const answers = goldbach.answers();
     const end = Date.now();
@@ -813,6 +866,13 @@ class LabRun {
     await client.start();
     const wait = { deadlineMs: this.o.recoverDeadlineMs, signal: this.signal };
     await this.phase('clients', `TCP Goldbach client on C to ${target}`, () => client.answeredAfter(0, wait));
+    let iperf3: Iperf3Client | undefined;
+    if (this.o.workload === 'iperf3') {
+      const direct = this.track(new Iperf3Client({ world, host: CLIENT_HOST, dir: phaseDir, address: VM_IPV4, port: IPERF3_PORT, rateMbps: IPERF3_RATE_MBPS, name: 'iperf3 TCP client on C' }));
+      iperf3 = direct;
+      await direct.start();
+      await this.phase('iperf3', `iperf3 on C at ${IPERF3_RATE_MBPS} Mbit/s to ${VM_IPV4}:${IPERF3_PORT}`, () => direct.sentAfter(0, wait));
+    }
     const moves: Array<Omit<TcpMove, 'goldbachGapMs'> & { requestedAt: number; resumedAt: number }> = [];
     const count = mode === 'intra-subnet' ? this.o.tcpMoves : this.o.tcpWanMoves;
     let brokenAt: number | undefined;
@@ -835,7 +895,7 @@ class LabRun {
         ));
       const fresh = await freshRun;
       const disk = await this.diskAfterMove(result);
-      const workload = await this.workloadAfterMove();
+      const workload = await this.workloadAfterMove(result, iperf3);
       if (!survived && brokenAt === undefined) {
         brokenAt = i;
         await client.finish();
@@ -861,6 +921,10 @@ class LabRun {
       await new Promise((r) => setTimeout(r, this.o.settleMs));
     }
     await client.finish();
+    if (iperf3) {
+      await iperf3.finish();
+      await this.release(iperf3);
+    }
     const answers = client.answers();
     timeline.tcpAnswers.push(...answers.map((a) => a.at));
     const end = client.end();
