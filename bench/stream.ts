@@ -1,7 +1,8 @@
 /**
  * STREAM throughput, side by side in one run: between two nodes over UDP on
  * loopback (in this process), through two `xmig node` daemons and their app API
- * sockets, and a plain TCP socket pair as the yardstick.
+ * sockets — with loopback's 64 KiB datagrams, and at MTU 1500 with and without UDP_GRO
+ * on the links' sockets (XMIG_UDP_GRO=0) — and a plain TCP socket pair as the yardstick.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -83,10 +84,11 @@ async function inProcess(bytes: number): Promise<StreamResult> {
   return result('xia stream, two nodes on UDP, one process', bytes, seconds);
 }
 
-async function throughDaemons(bytes: number): Promise<StreamResult> {
+async function throughDaemons(bytes: number, link: { mtu?: number; gro?: boolean } = {}): Promise<StreamResult> {
   const dir = mkdtempSync(join(tmpdir(), 'xmig-bench-'));
   // Two hosts on one segment: B and C of Fig. 1b are not neighbours, so use A and C behind R1.
-  const layout = udpLayout(INTER_AD, { dir, basePort: 30000 + Math.floor(Math.random() * 20000), beaconIntervalMs: 100, logLevel: 'warn' });
+  const layout = udpLayout(INTER_AD, { dir, basePort: 30000 + Math.floor(Math.random() * 20000), beaconIntervalMs: 100, logLevel: 'warn', ...(link.mtu ? { mtu: link.mtu } : {}) });
+  const env = link.gro === false ? { ...process.env, XMIG_UDP_GRO: '0' } : process.env;
   const wanted = ['R1', 'A', 'C'];
   const children = [];
   for (const name of wanted) {
@@ -95,7 +97,7 @@ async function throughDaemons(bytes: number): Promise<StreamResult> {
     if (config.adKeyFile) Identity.loadOrCreate(config.adKeyFile);
     const file = join(dir, `${name}.json`);
     writeFileSync(file, JSON.stringify(config));
-    children.push(spawn(process.execPath, [...XMIG_ARGV, 'node', '--config', file], { stdio: 'ignore' }));
+    children.push(spawn(process.execPath, [...XMIG_ARGV, 'node', '--config', file], { stdio: 'ignore', env }));
   }
   try {
     const connectWhenUp = async (name: string): Promise<NodeClient> => {
@@ -126,7 +128,8 @@ async function throughDaemons(bytes: number): Promise<StreamResult> {
     connection.destroy();
     await apiA.close();
     await apiC.close();
-    return result('xia stream via app API, two host daemons and a router on UDP', bytes, seconds);
+    const how = link.mtu ? `, MTU ${link.mtu}${link.gro === false ? ', XMIG_UDP_GRO=0' : ''}` : '';
+    return result(`xia stream via app API, two host daemons and a router on UDP${how}`, bytes, seconds);
   } finally {
     for (const child of children) child.kill('SIGTERM');
     rmSync(dir, { recursive: true, force: true });
@@ -136,7 +139,7 @@ async function throughDaemons(bytes: number): Promise<StreamResult> {
 export async function runStreamBench(options: { megabytes?: number } = {}): Promise<StreamResult[]> {
   const bytes = (options.megabytes ?? 256) * (1 << 20);
   const tcp = await tcpPair(bytes);
-  const results = [tcp, await inProcess(bytes), await throughDaemons(bytes)];
+  const results = [tcp, await inProcess(bytes), await throughDaemons(bytes), await throughDaemons(bytes, { mtu: 1500 }), await throughDaemons(bytes, { mtu: 1500, gro: false })];
   for (const r of results.slice(1)) r.ratioToTcp = Math.round((r.mbytePerSecond / tcp.mbytePerSecond) * 1000) / 1000;
   return results;
 }

@@ -3,11 +3,13 @@
  * one run: the mover's MTU 1500, 0 % loss, 0 ms cell (A -> R1 -> B on UDP over loopback,
  * `xmig send | recv`), each run on a fresh network whose three daemons are started with
  * XMIG_UDP_BATCH=0 (node:dgram), or with the addon flushing at setImmediate (the
- * default) or at the microtask checkpoint (XMIG_UDP_BATCH_FLUSH=microtask). Interleaved,
- * so drift in the machine's load hits every mode alike. MB/s and CPU-s/GB per process.
+ * default) or at the microtask checkpoint (XMIG_UDP_BATCH_FLUSH=microtask), and its
+ * sockets receiving with UDP_GRO (the default) or without (`batch-nogro`, XMIG_UDP_GRO=0).
+ * Interleaved, so drift in the machine's load hits every mode alike. MB/s and CPU-s/GB
+ * per process.
  *
  * XMIG_BENCH_MB (256), XMIG_BENCH_RUNS (3), XMIG_BENCH_DEADLINE_S (240),
- * XMIG_BENCH_UDP_MODES (dgram,batch,batch-microtask).
+ * XMIG_BENCH_UDP_MODES (dgram,batch-nogro,batch; also batch-microtask).
  */
 import { randomFillSync } from 'node:crypto';
 import { loadavg } from 'node:os';
@@ -18,8 +20,9 @@ import { moverTable, once, summarise, xianetPath, type MoverResult, type RunResu
 
 const MODES: Record<string, Record<string, string>> = {
   dgram: { XMIG_UDP_BATCH: '0' },
-  batch: { XMIG_UDP_BATCH: '1', XMIG_UDP_BATCH_FLUSH: 'immediate' },
-  'batch-microtask': { XMIG_UDP_BATCH: '1', XMIG_UDP_BATCH_FLUSH: 'microtask' },
+  batch: { XMIG_UDP_BATCH: '1', XMIG_UDP_BATCH_FLUSH: 'immediate', XMIG_UDP_GRO: '1' },
+  'batch-nogro': { XMIG_UDP_BATCH: '1', XMIG_UDP_BATCH_FLUSH: 'immediate', XMIG_UDP_GRO: '0' },
+  'batch-microtask': { XMIG_UDP_BATCH: '1', XMIG_UDP_BATCH_FLUSH: 'microtask', XMIG_UDP_GRO: '1' },
 };
 
 export async function runUdpBatchBench(): Promise<Array<MoverResult & { mode: string; loadAverage: number[] }>> {
@@ -29,7 +32,7 @@ export async function runUdpBatchBench(): Promise<Array<MoverResult & { mode: st
   const megabytes = Number(env['XMIG_BENCH_MB'] ?? 256);
   const runs = Number(env['XMIG_BENCH_RUNS'] ?? 3);
   const deadlineMs = Number(env['XMIG_BENCH_DEADLINE_S'] ?? 240) * 1000;
-  const modes = (env['XMIG_BENCH_UDP_MODES'] ?? 'dgram,batch,batch-microtask').split(',');
+  const modes = (env['XMIG_BENCH_UDP_MODES'] ?? 'dgram,batch-nogro,batch').split(',');
   const data = randomFillSync(Buffer.alloc(megabytes << 20));
   const impairment: ImpairmentConfig = { lossRate: 0, delayMs: 0 };
   const outcomes = new Map<string, RunResult[]>(modes.map((m) => [m, []]));
@@ -54,7 +57,7 @@ export async function runUdpBatchBench(): Promise<Array<MoverResult & { mode: st
       }
     }
   } finally {
-    for (const key of ['XMIG_UDP_BATCH', 'XMIG_UDP_BATCH_FLUSH']) {
+    for (const key of ['XMIG_UDP_BATCH', 'XMIG_UDP_BATCH_FLUSH', 'XMIG_UDP_GRO']) {
       if (saved[key] === undefined) delete process.env[key];
       else process.env[key] = saved[key];
     }

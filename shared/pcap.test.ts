@@ -1,9 +1,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { XmigError } from './errors.js';
-import { LinkType, parsePortRanges, PcapWriter, readPcap, splitXipDatagram, xipFramesOf } from './pcap.js';
+import { LinkType, parsePortRanges, PcapWriter, readPcap, xipFramesOf } from './pcap.js';
 import { Dag } from './dag.js';
-import { encodeXip, NextHeader } from './xip-header.js';
+import { encodeXip, NextHeader, splitXipDatagram } from './xip-header.js';
 import { Xid, XidType } from './xid.js';
 
 /** A pcapng block: type, length, body padded to 4 bytes, length again (little-endian). */

@@ -8,7 +8,7 @@
  * `ERR_PCAP` XmigError, never another exception.
  */
 import { XmigError } from './errors.js';
-import { XIP_BASE_LENGTH, XIP_VERSION, xipHeaderLength, XipOffset } from './xip-header.js';
+import { splitXipDatagram } from './xip-header.js';
 
 export const ETHERTYPE_XIP = 0xc0de;
 export const LinkType = {
@@ -327,26 +327,6 @@ export function parsePortRanges(specs: readonly string[]): PortSet {
     }
   }
   return { has: (port) => ranges.some(([low, high]) => port >= low && port <= high), size: ranges.length };
-}
-
-/**
- * The XIP packets of one captured UDP payload. A link that sends with UDP GSO
- * (xianet/udp-batch.ts) hands the kernel several packets back to back in one
- * datagram, and a capture on the sending host (or on a veth or bridge, which pass
- * GSO packets on whole) sees them so: each XIP packet's own lengths (its node counts
- * and payload length) say where the next one starts. A payload whose lengths do not
- * add up exactly is returned whole, for the decoder to call malformed.
- */
-export function splitXipDatagram(payload: Buffer): Buffer[] {
-  const packets: Buffer[] = [];
-  let at = 0;
-  while (payload.length - at >= XIP_BASE_LENGTH) {
-    const length = xipHeaderLength(payload[at + XipOffset.DST_NODES]!, payload[at + XipOffset.SRC_NODES]!) + payload.readUInt16BE(at + XipOffset.PAYLOAD_LENGTH);
-    if (payload[at + XipOffset.VERSION] !== XIP_VERSION || length > payload.length - at) break;
-    packets.push(payload.subarray(at, at + length));
-    at += length;
-  }
-  return at === payload.length && packets.length > 0 ? packets : [payload];
 }
 
 /**

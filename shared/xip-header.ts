@@ -301,3 +301,24 @@ export function xipSrcDag(packet: Buffer): Dag {
   const dnode = xipDstNodes(packet);
   return readDag(packet, XipOffset.NODES + dnode * XIP_NODE_LENGTH, xipSrcNodes(packet), 'source').dag;
 }
+
+/**
+ * The XIP packets of one UDP payload that may hold several back to back. A link that
+ * sends with UDP GSO (xianet/udp-batch.ts) hands the kernel several packets in one
+ * datagram; a capture on the sending host (or on a veth or bridge, which pass GSO
+ * packets on whole) sees them so, and so does a receiving socket with UDP_GRO, to which
+ * the kernel hands such a run (or one it coalesced) whole: each XIP packet's own lengths
+ * (its node counts and payload length) say where the next one starts. A payload whose
+ * lengths do not add up exactly is returned whole, for the decoder to call malformed.
+ */
+export function splitXipDatagram(payload: Buffer): Buffer[] {
+  const packets: Buffer[] = [];
+  let at = 0;
+  while (payload.length - at >= XIP_BASE_LENGTH) {
+    const length = xipHeaderLength(payload[at + XipOffset.DST_NODES]!, payload[at + XipOffset.SRC_NODES]!) + payload.readUInt16BE(at + XipOffset.PAYLOAD_LENGTH);
+    if (payload[at + XipOffset.VERSION] !== XIP_VERSION || length > payload.length - at) break;
+    packets.push(payload.subarray(at, at + length));
+    at += length;
+  }
+  return at === payload.length && packets.length > 0 ? packets : [payload];
+}

@@ -33,6 +33,8 @@ import type { Socket } from 'node:dgram';
 export interface UdpBatchAddon {
   sockaddr(host: string, port: number): Buffer | undefined;
   sendBatch(fd: number, addrs: Buffer[], segments: number[], iovCounts: number[], buffers: Buffer[], first: number, count: number): number;
+  /** UDP_GRO on the socket: 0, or -errno. Absent in a build from before it (then no GRO). */
+  enableGro?(fd: number): number;
   constants: { EAGAIN: number; maxMessages: number; maxIovs: number };
 }
 

@@ -7,6 +7,7 @@ import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { udpBatchAddon } from './udp-batch.js';
 import { registerUdpLinkMetrics } from './udp-link-metrics.js';
+import { xipOfSize } from '../test/support/xip-arbitraries.js';
 import { UdpLink } from './udp-link.js';
 
 const links: UdpLink[] = [];
@@ -40,12 +41,12 @@ describe('UDP link metrics', () => {
     const b = await started('b');
     let received = 0;
     const all = new Promise<void>((resolve) => b.onReceive(() => ++received === 55 && resolve()));
-    for (let i = 0; i < 50; i++) a.send(Buffer.alloc(1000, i), b.address!);
-    for (let i = 0; i < 5; i++) plain.send(Buffer.alloc(100, i), b.address!);
-    a.send(Buffer.alloc(3000), b.address!);
+    for (let i = 0; i < 50; i++) a.send(xipOfSize(1000, i), b.address!);
+    for (let i = 0; i < 5; i++) plain.send(xipOfSize(100, i), b.address!);
+    a.send(xipOfSize(3000), b.address!);
     await all;
     const registry = new Registry();
-    registerUdpLinkMetrics(registry, 'n1', [a, plain]);
+    registerUdpLinkMetrics(registry, 'n1', [a, plain, b]);
     const text = await registry.metrics();
     const sent = (link: string, path: string): number | undefined => series(text, 'xianet_udp_link_packets_sent_total', { node: 'n1', link, path });
     expect(series(text, 'xianet_udp_link_batching', { link: 'a' })).toBe(batched ? 1 : 0);
@@ -60,5 +61,12 @@ describe('UDP link metrics', () => {
     if (batched) expect(calls).toBeLessThan(50);
     expect(series(text, 'xianet_udp_link_too_big_total', { link: 'a' })).toBe(1);
     expect(series(text, 'xianet_udp_link_send_errors_total', { link: 'a' })).toBe(0);
+    // b's socket has UDP_GRO with the addon: a's run of 50 arrived as one datagram (or a few).
+    expect(series(text, 'xianet_udp_link_gro', { link: 'b' })).toBe(b.gro ? 1 : 0);
+    expect(b.gro).toBe(batched);
+    const groPackets = series(text, 'xianet_udp_link_gro_packets_total', { link: 'b' })!;
+    const groDatagrams = series(text, 'xianet_udp_link_gro_datagrams_total', { link: 'b' })!;
+    if (b.gro) expect(groPackets).toBeGreaterThan(groDatagrams);
+    else expect(groPackets).toBe(0);
   });
 });

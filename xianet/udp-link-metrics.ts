@@ -11,6 +11,9 @@
  *    batch packets / calls)
  *  - `xianet_udp_link_send_errors_total{node,link}`: packets the kernel refused
  *  - `xianet_udp_link_too_big_total{node,link}`: packets over the link MTU, not sent
+ *  - `xianet_udp_link_gro{node,link}`: 1 while the socket has UDP_GRO (runs received whole)
+ *  - `xianet_udp_link_gro_datagrams_total{node,link}` / `_gro_packets_total`: datagrams
+ *    received that held several XIP packets, and the packets they held
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { UdpLink } from './udp-link.js';
@@ -21,6 +24,7 @@ export type UdpLinkStats = UdpLink['stats'];
 export interface SendingLink {
   readonly name: string;
   readonly batching: boolean;
+  readonly gro: boolean;
   readonly stats: UdpLinkStats;
 }
 
@@ -64,5 +68,17 @@ export function registerUdpLinkMetrics(registry: Registry, node: string, links: 
   });
   perLink('xianet_udp_link_send_calls_total', 'sendmmsg calls of the batched send path', (s) => s.batchCalls);
   perLink('xianet_udp_link_send_errors_total', 'XIP packets the kernel refused to send', (s) => s.sendErrors);
+  new Gauge({
+    name: 'xianet_udp_link_gro',
+    help: '1 while the link socket has UDP_GRO (runs of packets received as one datagram), 0 without',
+    labelNames: ['node', 'link'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const link of links) this.set({ node, link: link.name }, link.gro ? 1 : 0);
+    },
+  });
+  perLink('xianet_udp_link_gro_datagrams_total', 'datagrams received that held several XIP packets (UDP_GRO)', (s) => s.groDatagrams);
+  perLink('xianet_udp_link_gro_packets_total', 'XIP packets received in such datagrams', (s) => s.groPackets);
   perLink('xianet_udp_link_too_big_total', 'XIP packets larger than the link MTU, not sent', (s) => s.tooBig);
 }

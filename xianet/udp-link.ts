@@ -18,12 +18,20 @@
  * per neighbour for the rest of the event loop's turn and flushed with one sendmmsg and UDP
  * GSO by the native addon (udp-batch.ts); without it (or XMIG_UDP_BATCH=0), one node:dgram
  * send per packet. Broadcasts (the control plane) always go through node:dgram.
+ *
+ * On receive, with the addon, the socket has UDP_GRO: a run sent with GSO (or one the
+ * kernel coalesced on the way in) arrives as one datagram, its XIP packets back to back,
+ * instead of being cut into one datagram per packet before our socket sees it — one
+ * system call and one JS callback for up to 64 packets. The packets' own lengths split
+ * it (splitXipDatagram); what does not add up is passed on whole, for the node to count
+ * as malformed. XMIG_UDP_GRO=0 (or `gro: false`) leaves it off.
  */
 import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
 import { lookup, type LookupOneOptions } from 'node:dns';
 import { isIP, isIPv6 } from 'node:net';
 import { XmigError } from '../shared/errors.js';
-import { UdpBatcher, udpBatchAddon } from './udp-batch.js';
+import { splitXipDatagram } from '../shared/xip-header.js';
+import { socketFd, UdpBatcher, udpBatchAddon } from './udp-batch.js';
 import { interfaceMtu, isV6Address, udpPayloadLimit } from './interface-mtu.js';
 import type { Link, LinkAddress, LinkReceiver } from './link.js';
 import { LinkImpairment, type ImpairmentConfig } from './link-impairment.js';
@@ -51,6 +59,8 @@ export interface UdpLinkOptions {
   impairment?: ImpairmentConfig;
   /** Batch unicast sends with the native addon when it is there (udp-batch.ts). Default true; XMIG_UDP_BATCH=0 turns it off everywhere. */
   batch?: boolean;
+  /** UDP_GRO on its socket when the addon is there: runs of packets received whole. Default true; XMIG_UDP_GRO=0 turns it off everywhere. */
+  gro?: boolean;
 }
 
 /** What an impaired link holds until its time comes. */
@@ -104,7 +114,11 @@ export class UdpLink implements Link {
    * node:dgram one by one (no addon, multicast, a batcher that refused one). Exported by
    * udp-link-metrics.ts.
    */
-  readonly stats = { sendErrors: 0, tooBig: 0, batchFallbacks: 0, batchedDatagrams: 0, batchCalls: 0, dgramPackets: 0 };
+  readonly stats = { sendErrors: 0, tooBig: 0, batchFallbacks: 0, batchedDatagrams: 0, batchCalls: 0, dgramPackets: 0, groDatagrams: 0, groPackets: 0 };
+  /** UDP_GRO is on the unicast socket: a datagram may hold several XIP packets (counted in groDatagrams/groPackets). */
+  gro = false;
+  /** Why not, when the addon is there but GRO is off (the kernel refused it, or it was turned off). */
+  groUnavailable: string | undefined;
   /** Unicast sends queued per neighbour and flushed with sendmmsg + UDP GSO (udp-batch.ts); undefined: node:dgram per packet. */
   private batcher: UdpBatcher | undefined;
   /** Why this link sends with node:dgram although the addon loaded (no fd on its socket), if it does. */
@@ -176,6 +190,7 @@ export class UdpLink implements Link {
       socket.setBroadcast(true);
     }
     this.batcher = this.startBatcher(socket);
+    this.gro = this.startGro(socket);
     const local = socket.address();
     this.boundAddress = formatSocketAddress(local.address, local.port);
     for (const listener of this.attachListeners) listener();
@@ -194,6 +209,28 @@ export class UdpLink implements Link {
     } catch (error) {
       this.batchUnavailable = (error as Error).message;
       return undefined;
+    }
+  }
+
+  /** UDP_GRO on the socket, if the addon is there and it is wanted (see the file's comment). */
+  private startGro(socket: Socket): boolean {
+    const { addon } = udpBatchAddon();
+    if (!addon) return false;
+    if (this.options.gro === false || process.env['XMIG_UDP_GRO'] === '0') {
+      this.groUnavailable = 'turned off';
+      return false;
+    }
+    if (typeof addon.enableGro !== 'function') {
+      this.groUnavailable = 'the addon was built before enableGro (npm rebuild)';
+      return false;
+    }
+    try {
+      const done = addon.enableGro(socketFd(socket));
+      if (done < 0) this.groUnavailable = `setsockopt(UDP_GRO): errno ${-done}`;
+      return done === 0;
+    } catch (error) {
+      this.groUnavailable = (error as Error).message;
+      return false;
     }
   }
 
@@ -221,7 +258,16 @@ export class UdpLink implements Link {
   }
 
   private readonly onMessage = (message: Buffer, remote: RemoteInfo): void => {
-    this.receiver?.(message, formatSocketAddress(remote.address, remote.port));
+    const receiver = this.receiver;
+    if (!receiver) return;
+    const from = formatSocketAddress(remote.address, remote.port);
+    if (!this.gro) return receiver(message, from);
+    const packets = splitXipDatagram(message);
+    if (packets.length > 1) {
+      this.stats.groDatagrams++;
+      this.stats.groPackets += packets.length;
+    }
+    for (const packet of packets) receiver(packet, from);
   };
 
   async stop(): Promise<void> {
@@ -233,6 +279,7 @@ export class UdpLink implements Link {
     // What is queued goes out before the socket closes, as node:dgram's queue would.
     this.batcher?.flush();
     this.batcher = undefined;
+    this.gro = false;
     for (const socket of sockets) if (socket) await new Promise<void>((resolve) => socket.close(() => resolve()));
   }
 

@@ -13,6 +13,10 @@
  *     segments[i] bytes (the last may be shorter), each one UDP datagram on the wire (GSO).
  *     Returns how many messages the kernel took (>= 1), or -errno when it took none
  *     (-EAGAIN: the socket buffer is full). Never blocks: the fd is libuv's, non-blocking.
+ *   enableGro(fd) -> number
+ *     setsockopt(UDP_GRO) on the socket: the kernel hands it a run of datagrams sent with
+ *     UDP GSO (or coalesced on the way in) as one, the packets back to back, instead of
+ *     cutting it up first. 0, or -errno (-ENOPROTOOPT: a kernel before 5.0).
  *
  * Plain node_api.h (N-API 4), no node-addon-api: it builds with a C compiler alone.
  */
@@ -32,6 +36,9 @@
 #endif
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
 #endif
 
 #define MAX_MESSAGES 64
@@ -171,10 +178,25 @@ static napi_value send_batch(napi_env env, napi_callback_info info) {
   return result;
 }
 
+static napi_value enable_gro(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) return throw_type(env, "enableGro(fd)");
+  int32_t fd;
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  int one = 1;
+  int done = setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one);
+  napi_value result;
+  CHECK(napi_create_int32(env, done < 0 ? -errno : 0, &result));
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor properties[] = {
       {"sockaddr", NULL, make_sockaddr, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sendBatch", NULL, send_batch, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"enableGro", NULL, enable_gro, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_value constants;
   if (napi_create_object(env, &constants) != napi_ok) return NULL;
@@ -183,7 +205,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (napi_create_int32(env, MAX_MESSAGES, &value) != napi_ok || napi_set_named_property(env, constants, "maxMessages", value) != napi_ok) return NULL;
   if (napi_create_int32(env, MAX_IOVS, &value) != napi_ok || napi_set_named_property(env, constants, "maxIovs", value) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "constants", constants) != napi_ok) return NULL;
-  if (napi_define_properties(env, exports, 2, properties) != napi_ok) return NULL;
+  if (napi_define_properties(env, exports, 3, properties) != napi_ok) return NULL;
   return exports;
 }
 

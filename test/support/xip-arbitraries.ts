@@ -315,3 +315,15 @@ export const mutation: fc.Arbitrary<(packet: Buffer) => Buffer> = fc.oneof(
   { weight: 1, arbitrary: bytes(64).map((extra) => (packet: Buffer) => Buffer.concat([packet, extra])) },
   { weight: 1, arbitrary: bytes(400).map((noise) => () => noise) },
 );
+
+/**
+ * A well-formed XIP packet of exactly `size` bytes (≥ 64: two one-node DAGs), its payload
+ * filled with `fill`: what a link test sends where the receiving socket may have UDP_GRO
+ * and so splits what it gets by the packets' own lengths.
+ */
+export function xipOfSize(size: number, fill = 0): Buffer {
+  const hid = Xid.of(XidType.HID, Buffer.alloc(20, 1));
+  const packet = encodeXip({ dst: Dag.chain(hid), src: Dag.chain(hid), nextHeader: NextHeader.NONE, payload: Buffer.alloc(Math.max(0, size - 64), fill) });
+  if (packet.length !== size) throw new Error(`xipOfSize: ${size} bytes is less than an XIP header of two one-node DAGs (64)`);
+  return packet;
+}
