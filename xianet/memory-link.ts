@@ -1,6 +1,7 @@
 /**
  * In-memory segments: a shared medium that any number of links attach to, with
- * optional impairments (loss, reordering, duplication, delay, outage) for tests.
+ * optional impairments (loss, reordering, duplication, delay, a rate with a drop-tail
+ * queue, outage) for tests.
  * Delivery is asynchronous and batched per event-loop turn, like a real network:
  * a send never re-enters the receiver.
  */
@@ -20,6 +21,10 @@ export interface Impairments {
   tamper?: (packet: Buffer) => void;
   /** Fixed one-way delay in ms (0: next turn of the event loop). */
   delayMs?: number;
+  /** A bottleneck: packets leave one after another at this rate (Mbit/s)... */
+  rateMbps?: number;
+  /** ... from a drop-tail queue this long at that rate (default 100 ms). */
+  queueMs?: number;
   /** While true, every packet is lost. */
   down?: boolean;
   /** A packet this says yes to is lost: an outage of some traffic only. */
@@ -43,6 +48,8 @@ export class MemorySegment {
   private scheduled = false;
   private nextAddress = 1;
   private readonly random: () => number;
+  /** When the rate-limited transmitter is free again (ms, performance.now()). */
+  private transmitterFree = 0;
   /** Packets handed to the segment, and how many the impairments dropped. */
   readonly stats = { sent: 0, dropped: 0, corrupted: 0 };
 
@@ -91,6 +98,10 @@ export class MemorySegment {
       this.stats.corrupted++;
     }
     this.impairments.tamper?.(delivery.packet);
+    if (this.impairments.rateMbps !== undefined) {
+      this.throughBottleneck(delivery, this.impairments.rateMbps, this.impairments.queueMs ?? 100, delayMs);
+      return;
+    }
     const copies = duplicateRate > 0 && this.random() < duplicateRate ? 2 : 1;
     for (let i = 0; i < copies; i++) {
       const item = i === 0 ? delivery : { ...delivery, packet: Buffer.from(delivery.packet) };
@@ -107,6 +118,18 @@ export class MemorySegment {
         this.deliver(this.takeBatch());
       });
     }
+  }
+
+  /** One packet through the rate-limited queue: dropped if the queue is past `queueMs`, else delivered once serialised (and delayed). */
+  private throughBottleneck(delivery: Delivery, rateMbps: number, queueMs: number, delayMs: number): void {
+    const t = performance.now();
+    const start = Math.max(t, this.transmitterFree);
+    if (start - t > queueMs) {
+      this.stats.dropped++;
+      return;
+    }
+    this.transmitterFree = start + (delivery.packet.length * 8) / (rateMbps * 1000);
+    setTimeout(() => this.deliver([delivery]), this.transmitterFree + delayMs - t);
   }
 
   private takeBatch(): Delivery[] {

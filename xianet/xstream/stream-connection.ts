@@ -276,6 +276,7 @@ export class StreamConnection extends Duplex {
       if (!moved) return;
       this.peer = moved;
       this.stats.pathChanges++;
+      this.sender.slowStartExit.reset();
       this.emit('path', this.peer.dag);
     },
     handshake: (role, maxData) => {

@@ -8,10 +8,13 @@
  * acknowledged one, and what it carried (never the packet) goes into the next ones.
  * A timeout alone never shrinks the congestion window (as in QUIC, unlike TCP's RTO):
  * a stop-and-copy pause is not congestion. Only losses detected by later
- * acknowledgements halve it, once per round trip.
+ * acknowledgements halve it, once per round trip. Slow start also ends where the round
+ * trip starts to grow (HyStart, slow-start-exit.ts): a slow receiver behind a deep
+ * buffer loses nothing for seconds while the queue to it grows.
  */
 import { RangeSet } from './range-set.js';
 import { RttEstimator } from './rtt-estimator.js';
+import { SlowStartExit } from './slow-start-exit.js';
 import { STREAM_FRAME_OVERHEAD, type SegmentWriter } from './stream-segment.js';
 
 const INITIAL_PEER_WINDOW = 256 * 1024;
@@ -54,6 +57,7 @@ export class StreamSender {
   private ssthresh = Infinity;
   private recoveryStart = -Infinity;
   readonly rtt = new RttEstimator(100);
+  readonly slowStartExit = new SlowStartExit();
   /** Probe timeouts in a row without an acknowledgement (the backoff's exponent). */
   ptoCount = 0;
   lastAckElicitingSent: number;
@@ -139,7 +143,9 @@ export class StreamSender {
     if (!newlyAcked) return false;
     if (largestNewly && largestNewly.pn > this.largestAcked) {
       this.largestAcked = largestNewly.pn;
-      this.rtt.sample(t - largestNewly.sentAt);
+      const rttMs = t - largestNewly.sentAt;
+      this.rtt.sample(rttMs);
+      if (this.cwnd < this.ssthresh && this.slowStartExit.sample(rttMs, largestNewly.pn, sentBelow)) this.ssthresh = this.cwnd;
     }
     this.ptoCount = 0;
     this.detectLosses(t);

@@ -88,6 +88,27 @@ describe('STREAM', () => {
     expect(connection.stats.lostPackets).toBeGreaterThan(0);
   }, 60_000);
 
+  it('keeps the queue short at a slow bottleneck with a deep buffer: slow start ends on a rising round trip, not at the first loss', async () => {
+    const net = await build();
+    // 50 Mbit/s with 4 s of queue (25 MB): a 16 MiB transfer never fills it, so without the
+    // exit slow start only stops at the receiver's window, 8 MiB in flight, a round trip of
+    // 1.3 s (1.08 s measured); with it, 0.35 s (the rest is congestion avoidance's growth).
+    net.segment('r1-r2').impairments = { rateMbps: 50, queueMs: 4000, delayMs: 5 };
+    const sid = Xid.random(XidType.SID);
+    const received = hashingServer(transportOn(net, 'B'), sid);
+    const connection = await transportOn(net, 'C').connect(net.stack('B').node.serviceAddress(sid));
+    let maxSrtt = 0;
+    const digest = await writeAll(connection, 16 * 1024 * 1024, () => {
+      maxSrtt = Math.max(maxSrtt, connection.state.srtt);
+    });
+    const result = await received;
+    expect(result.error).toBeUndefined();
+    expect(result.digest).toBe(digest);
+    expect(connection.stats.lostPackets).toBe(0);
+    expect(maxSrtt).toBeGreaterThan(0);
+    expect(maxSrtt).toBeLessThan(700);
+  }, 60_000);
+
   it('survives a 3 s outage without an error and resumes at speed', async () => {
     const net = await build();
     const sid = Xid.random(XidType.SID);
