@@ -42,16 +42,19 @@ export function registerUdpLinkMetrics(registry: Registry, node: string, links: 
       },
     });
   };
-  new Gauge({
-    name: 'xianet_udp_link_batching',
-    help: "1 while the link's unicast sends go through sendmmsg batches (the udp-batch addon), 0 on node:dgram",
-    labelNames: ['node', 'link'] as const,
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const link of links) this.set({ node, link: link.name }, link.batching ? 1 : 0);
-    },
-  });
+  const flag = (name: string, help: string, on: (link: SendingLink) => boolean): void => {
+    new Gauge({
+      name,
+      help,
+      labelNames: ['node', 'link'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const link of links) this.set({ node, link: link.name }, on(link) ? 1 : 0);
+      },
+    });
+  };
+  flag('xianet_udp_link_batching', "1 while the link's unicast sends go through sendmmsg batches (the udp-batch addon), 0 on node:dgram", (l) => l.batching);
   new Counter({
     name: 'xianet_udp_link_packets_sent_total',
     help: 'XIP packets handed to the kernel, by path: batch (sendmmsg), dgram (node:dgram), fallback (batched, socket buffer full)',
@@ -68,16 +71,7 @@ export function registerUdpLinkMetrics(registry: Registry, node: string, links: 
   });
   perLink('xianet_udp_link_send_calls_total', 'sendmmsg calls of the batched send path', (s) => s.batchCalls);
   perLink('xianet_udp_link_send_errors_total', 'XIP packets the kernel refused to send', (s) => s.sendErrors);
-  new Gauge({
-    name: 'xianet_udp_link_gro',
-    help: '1 while the link socket has UDP_GRO (runs of packets received as one datagram), 0 without',
-    labelNames: ['node', 'link'] as const,
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const link of links) this.set({ node, link: link.name }, link.gro ? 1 : 0);
-    },
-  });
+  flag('xianet_udp_link_gro', '1 while the link socket has UDP_GRO (runs of packets received as one datagram), 0 without', (l) => l.gro);
   perLink('xianet_udp_link_gro_datagrams_total', 'datagrams received that held several XIP packets (UDP_GRO)', (s) => s.groDatagrams);
   perLink('xianet_udp_link_gro_packets_total', 'XIP packets received in such datagrams', (s) => s.groPackets);
   perLink('xianet_udp_link_too_big_total', 'XIP packets larger than the link MTU, not sent', (s) => s.tooBig);
