@@ -231,8 +231,7 @@ export function parseIperf3(lines: ReadonlyArray<{ at: number; text: string }>):
 
 /**
  * The network workload: iperf3's client on C sending to `iperf3 -s` in the VM at a fixed
- * rate (a TCG guest saturated by a stream would starve its agent and never converge),
- * reporting every second. Over XIA its TCP connection is local at both ends — to
+ * rate (the same load over XIA and over TCP/IP), reporting every second. Over XIA its TCP connection is local at both ends — to
  * `xmig tunnel connect` on C and from `xmig tunnel serve` in the VM — and an XIA STREAM
  * carries it between them; in the TCP/IP baseline it goes to the VM's address directly.
  */

@@ -104,9 +104,10 @@ export const VM_CONTROL_PORT = 7101;
 
 export { LAB_WORKLOADS, type LabWorkload } from './lab-constants.js';
 /**
- * The network workload: iperf3 from C to the VM at this rate — a TCG guest taking a
- * stream as fast as it can starves its own agent and does not converge — and the port
- * its server listens on in the VM.
+ * The network workload: iperf3 from C to the VM at this rate, over XIA and over TCP/IP
+ * alike, and the port its server listens on in the VM. TCP/IP carries all of it; over XIA
+ * the TCG guest's user-space stack, beside the Goldbach service, carried 0.3-0.5 Mbit/s
+ * (bench/README, Table 2's Netperf rows): the rate is the offered load, not what arrives.
  */
 export const IPERF3_RATE_MBPS = 8;
 export const IPERF3_PORT = 5201;

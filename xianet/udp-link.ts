@@ -221,7 +221,7 @@ export class UdpLink implements Link {
       return false;
     }
     if (typeof addon.enableGro !== 'function') {
-      this.groUnavailable = 'the addon was built before enableGro (npm rebuild)';
+      this.groUnavailable = 'the addon was built before enableGro (node native/udp-batch/build.js)';
       return false;
     }
     try {
