@@ -106,7 +106,7 @@ export { LAB_WORKLOADS, type LabWorkload } from './lab-constants.js';
 /**
  * The network workload: iperf3 from C to the VM at this rate, over XIA and over TCP/IP
  * alike, and the port its server listens on in the VM. TCP/IP carries all of it; over XIA
- * the TCG guest's user-space stack, beside the Goldbach service, carried 0.3-0.5 Mbit/s
+ * the TCG guest's user-space stack, beside the Goldbach service, delivered 0.1-0.2 Mbit/s
  * (bench/README, Table 2's Netperf rows): the rate is the offered load, not what arrives.
  */
 export const IPERF3_RATE_MBPS = 8;

@@ -294,11 +294,16 @@ describe.skipIf(!ready)('the lab VM on a segment next to a router', () => {
       const entry = xmigIn(R, ['tunnel', 'connect', '--api', routerApi, '--to', Dag.hostAddress(adKey.xid(XidType.AD), vmKey.xid(XidType.HID), tunnelSid).toString()]);
       const listening = await entry.waitForLog('tunnel.listening', 60_000);
       const port = String(listening['address']).split(':').at(-1)!;
-      const overXia = spawnSync('ip', ['netns', 'exec', R, 'iperf3', '-c', '127.0.0.1', '-p', port, '-t', '3', '-J'], { encoding: 'utf8', timeout: 180_000 });
+      // iperf3's whole exchange through the tunnel: its control connection (parameters,
+      // start, results, both ways) and a data connection. Its own count of bytes received is
+      // not asserted: it ends the test once its client has written them into the local
+      // tunnel's socket, and the server reports what had crossed by then — nothing, in a CI
+      // run beside two busy loops, where the starved TCG guest's stack was seconds behind.
+      const overXia = spawnSync('ip', ['netns', 'exec', R, 'iperf3', '-c', '127.0.0.1', '-p', port, '-n', '256K', '-J'], { encoding: 'utf8', timeout: 180_000 });
       expect(overXia.status, overXia.stdout.slice(0, 500) + overXia.stderr).toBe(0);
-      const xiaBits = (JSON.parse(overXia.stdout) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second;
-      expect(xiaBits).toBeGreaterThan(0);
-      console.error(`iperf3 to the guest over XIA (xmig tunnel): ${(xiaBits / 1e6).toFixed(1)} Mbit/s`);
+      const xiaEnd = (JSON.parse(overXia.stdout) as { end: { sum_sent: { bytes: number }; sum_received: { bytes: number } } }).end;
+      expect(xiaEnd.sum_sent.bytes).toBeGreaterThanOrEqual(256 * 1024);
+      console.error(`iperf3 to the guest over XIA (xmig tunnel): exchange complete; ${xiaEnd.sum_received.bytes} of ${xiaEnd.sum_sent.bytes} bytes across when it ended`);
       await entry.stop();
     } else {
       console.error('SKIPPED: iperf3 (not in the lab image: apt-get install iperf3)');
