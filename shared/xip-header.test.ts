@@ -12,6 +12,7 @@ import {
   XIP_LAST_ENTRY,
   xipDstEdgesOffset,
   xipLast,
+  xipPacketLengthAt,
   xipPayload,
   XipOffset,
 } from './xip-header.js';
@@ -158,5 +159,17 @@ describe('malformed packets', () => {
       ),
       { numRuns: 5000 },
     );
+  });
+
+  it("reads a packet's length where one starts, and says -1 on any bytes where none can, never throwing", () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), fc.nat(310), (bytes, at) => {
+        const length = xipPacketLengthAt(Buffer.from(bytes), at);
+        expect(length === -1 || length >= 8).toBe(true);
+      }),
+    );
+    const packet = encodeXip({ dst: Dag.chain(Xid.random(XidType.HID)), src: Dag.chain(Xid.random(XidType.HID)), nextHeader: NextHeader.NONE, payload: Buffer.alloc(100) });
+    expect(xipPacketLengthAt(packet)).toBe(packet.length);
+    expect(xipPacketLengthAt(Buffer.concat([Buffer.alloc(3), packet]), 3)).toBe(packet.length);
   });
 });

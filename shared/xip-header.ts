@@ -315,10 +315,21 @@ export function splitXipDatagram(payload: Buffer): Buffer[] {
   const packets: Buffer[] = [];
   let at = 0;
   while (payload.length - at >= XIP_BASE_LENGTH) {
-    const length = xipHeaderLength(payload[at + XipOffset.DST_NODES]!, payload[at + XipOffset.SRC_NODES]!) + payload.readUInt16BE(at + XipOffset.PAYLOAD_LENGTH);
-    if (payload[at + XipOffset.VERSION] !== XIP_VERSION || length > payload.length - at) break;
+    const length = xipPacketLengthAt(payload, at);
+    if (length < 0 || length > payload.length - at) break;
     packets.push(payload.subarray(at, at + length));
     at += length;
   }
   return at === payload.length && packets.length > 0 ? packets : [payload];
+}
+
+/**
+ * The length of the XIP packet that starts at `at` (header and payload, from its node
+ * counts and payload length), or -1 where no XIP packet can start: fewer than a base
+ * header's bytes, or another version. Lets a receiver see that a datagram holds exactly
+ * one packet without splitting it.
+ */
+export function xipPacketLengthAt(payload: Buffer, at = 0): number {
+  if (payload.length - at < XIP_BASE_LENGTH || payload[at + XipOffset.VERSION] !== XIP_VERSION) return -1;
+  return xipHeaderLength(payload[at + XipOffset.DST_NODES]!, payload[at + XipOffset.SRC_NODES]!) + payload.readUInt16BE(at + XipOffset.PAYLOAD_LENGTH);
 }

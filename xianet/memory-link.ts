@@ -21,7 +21,7 @@ export interface Impairments {
   tamper?: (packet: Buffer) => void;
   /** Fixed one-way delay in ms (0: next turn of the event loop). */
   delayMs?: number;
-  /** A bottleneck: packets leave one after another at this rate (Mbit/s)... */
+  /** A bottleneck: packets leave one after another at this rate (Mbit/s), in order (no reordering or duplication then)... */
   rateMbps?: number;
   /** ... from a drop-tail queue this long at that rate (default 100 ms). */
   queueMs?: number;

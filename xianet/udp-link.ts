@@ -30,7 +30,7 @@ import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
 import { lookup, type LookupOneOptions } from 'node:dns';
 import { isIP, isIPv6 } from 'node:net';
 import { XmigError } from '../shared/errors.js';
-import { splitXipDatagram } from '../shared/xip-header.js';
+import { splitXipDatagram, xipPacketLengthAt } from '../shared/xip-header.js';
 import { socketFd, UdpBatcher, udpBatchAddon } from './udp-batch.js';
 import { interfaceMtu, isV6Address, udpPayloadLimit } from './interface-mtu.js';
 import type { Link, LinkAddress, LinkReceiver } from './link.js';
@@ -261,7 +261,8 @@ export class UdpLink implements Link {
     const receiver = this.receiver;
     if (!receiver) return;
     const from = formatSocketAddress(remote.address, remote.port);
-    if (!this.gro) return receiver(message, from);
+    // The common case, one packet in the datagram: no split, no array (the forwarding hot path).
+    if (!this.gro || xipPacketLengthAt(message) === message.length) return receiver(message, from);
     const packets = splitXipDatagram(message);
     if (packets.length > 1) {
       this.stats.groDatagrams++;
