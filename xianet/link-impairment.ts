@@ -94,7 +94,7 @@ interface Held<T> {
 }
 
 /** Monotonic milliseconds with sub-millisecond precision. */
-const now = (): number => performance.now();
+const monotonicMs = (): number => performance.now();
 
 export class LinkImpairment<T> {
   readonly config: Impairment;
@@ -113,6 +113,8 @@ export class LinkImpairment<T> {
     config: ImpairmentConfig,
     readonly name: string,
     private readonly transmit: Transmit<T>,
+    /** Monotonic milliseconds; a test may drive its own. */
+    private readonly now: () => number = monotonicMs,
   ) {
     this.config = impairmentSchema.parse(config);
     this.random = seededRandom(this.config.seed ?? seedOf(name));
@@ -142,7 +144,7 @@ export class LinkImpairment<T> {
     const copies = c.duplicateRate > 0 && this.random() < c.duplicateRate ? 2 : 1;
     if (copies === 2) this.counters.duplicated++;
     for (let copy = 0; copy < copies; copy++) {
-      const t = now();
+      const t = this.now();
       let due = t;
       if (this.bytesPerMs !== undefined) {
         const start = Math.max(t, this.busyUntil);
@@ -185,14 +187,14 @@ export class LinkImpairment<T> {
     if (this.timer && this.timerDue <= first.due) return;
     if (this.timer) clearTimeout(this.timer);
     this.timerDue = first.due;
-    this.timer = setTimeout(this.release, Math.max(0, first.due - now()));
+    this.timer = setTimeout(this.release, Math.max(0, first.due - this.now()));
   }
 
   private readonly release = (): void => {
     this.timer = undefined;
     this.timerDue = Infinity;
     // Timers fire on whole milliseconds: everything due within the next half is sent now.
-    const limit = now() + 0.5;
+    const limit = this.now() + 0.5;
     while (this.heap.length > 0 && this.heap[0]!.due <= limit) {
       const held = this.pop();
       this.counters.sent++;
