@@ -4,7 +4,9 @@
  * QEMU's own `tcp:`, `exec:` through `xmig send|recv` over TCP, `exec:` through
  * `xmig send|recv` over xianet (host daemons A and B behind router R1 on UDP), and
  * the same with `--via-node` (the migration runs inside nodes A and B; send and recv
- * only pipe QEMU's stream). The paper's Fig. 5 and Table 1 comparison, on TCG (KVM
+ * only pipe QEMU's stream), and QEMU's own `unix:` channel held by nodes A and B (no
+ * process between QEMU and the node: `xmig migrate --channel unix`, and on the
+ * destination `xmig recv --qemu-socket`'s request, made here in-process). The paper's Fig. 5 and Table 1 comparison, on TCG (KVM
  * does not boot guests here).
  * Total time and downtime are the guest's: from the migrate command, and from the
  * source's STOP event, to the destination's RESUME event (QMP event timestamps, one
@@ -17,7 +19,7 @@
  * cutime + cstime of both QEMUs). QEMU's own (its migration thread among the guest's)
  * is not in it, so `tcp:` shows 0.
  *
- * XMIG_BENCH_QEMU_RUNS (5), XMIG_BENCH_QEMU_TRANSPORTS (comma list of qemu-tcp, tcp, xia, xia-via-node).
+ * XMIG_BENCH_QEMU_RUNS (5), XMIG_BENCH_QEMU_TRANSPORTS (comma list of qemu-tcp, tcp, xia, xia-via-node, xia-unix).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -26,6 +28,7 @@ import { join } from 'node:path';
 import { WellKnownSid } from '../shared/xid.js';
 import { migrate, type MigrateTransport, type MigrationReport } from '../mover/migrate.js';
 import { QmpClient } from '../mover/qmp-client.js';
+import { migrateInNode, moverSocketOf } from '../mover/mover-client.js';
 import { buildInitramfs, findBusybox, findKernel, qemuArgs, serialCounts, serialLog, WSS_READY } from '../test/e2e/guest.js';
 import { waitFor } from '../test/support/wait.js';
 import { XMIG_ARGV } from '../test/support/processes.js';
@@ -53,13 +56,14 @@ export interface QemuMigrationResult {
   moverCpuSecondsPerGb: { send?: number; recv?: number; A?: number; R1?: number; B?: number; total: number };
 }
 
-export type BenchTransport = MigrateTransport | 'xia-via-node';
+export type BenchTransport = MigrateTransport | 'xia-via-node' | 'xia-unix';
 
 const LABELS: Record<BenchTransport, string> = {
   'qemu-tcp': 'QEMU tcp: (native)',
   tcp: 'exec: xmig send|recv over TCP',
   xia: 'exec: xmig send|recv over xianet',
   'xia-via-node': 'exec: xmig send|recv --via-node over xianet',
+  'xia-unix': 'unix: QEMU into nodes A, B over xianet',
 };
 
 const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
@@ -86,7 +90,7 @@ export async function runQemuMigrationBench(options: { runs?: number; guestMb?: 
   const runs = options.runs ?? Number(env['XMIG_BENCH_QEMU_RUNS'] ?? 5);
   const guestMb = options.guestMb ?? 640;
   const workingSetMb = options.workingSetMb ?? 100;
-  const transports = options.transports ?? ((env['XMIG_BENCH_QEMU_TRANSPORTS']?.split(',') as BenchTransport[] | undefined) ?? ['qemu-tcp', 'tcp', 'xia', 'xia-via-node']);
+  const transports = options.transports ?? ((env['XMIG_BENCH_QEMU_TRANSPORTS']?.split(',') as BenchTransport[] | undefined) ?? ['qemu-tcp', 'tcp', 'xia', 'xia-via-node', 'xia-unix']);
   const dir = mkdtempSync(join(tmpdir(), 'xmig-bench-qemu-'));
   const initramfs = buildInitramfs(dir, busybox);
   const network = new UdpNetwork(MIGRATION_HOSTS);
@@ -111,17 +115,24 @@ export async function runQemuMigrationBench(options: { runs?: number; guestMb?: 
   }
   const once = async (transport: BenchTransport, run: number): Promise<Run> => {
     const port = 40000 + Math.floor(Math.random() * 20000);
+    const qemuSocket = join(dir, `${transport}-${run}-incoming.sock`);
     const incoming =
       transport === 'qemu-tcp'
         ? `tcp:127.0.0.1:${port}`
         : transport === 'tcp'
           ? `exec:${xmig} recv --transport tcp --listen 127.0.0.1:${port}`
-          : `exec:${xmig} recv --api ${network.api('B')}${transport === 'xia-via-node' ? ' --via-node' : ''}`;
+          : transport === 'xia-unix'
+            ? `unix:${qemuSocket}`
+            : `exec:${xmig} recv --api ${network.api('B')}${transport === 'xia-via-node' ? ' --via-node' : ''}`;
     const destination = startQemu(`${transport}-${run}-destination`, incoming);
     const source = startQemu(`${transport}-${run}-source`);
+    // unix: node B connects to the destination QEMU's socket (retrying while QEMU starts), as `xmig recv --qemu-socket` asks it to.
+    const received =
+      transport === 'xia-unix' ? migrateInNode(moverSocketOf(network.api('B')), { op: 'recv', sid: WellKnownSid.MIGRATION.toString(), qemuSocket }) : undefined;
+    received?.catch(() => undefined);
     try {
       await waitFor(() => serialCounts(source.log).length > 5 && serialLog(source.log).includes(WSS_READY), 120_000, 'the source guest and its working set');
-      const xia = transport === 'xia' || transport === 'xia-via-node';
+      const xia = transport === 'xia' || transport === 'xia-via-node' || transport === 'xia-unix';
       const to = xia ? network.serviceDag('B', 'AD1', WellKnownSid.MIGRATION).toString() : `127.0.0.1:${port}`;
       const watch = await QmpClient.connect(destination.qmp);
       const nodesBefore = nodes.map((n) => cpuOf(n.pid).own);
@@ -131,6 +142,7 @@ export async function runQemuMigrationBench(options: { runs?: number; guestMb?: 
         to,
         transport: xia ? 'xia' : transport,
         viaNode: transport === 'xia-via-node',
+        channel: transport === 'xia-unix' ? 'unix' : 'exec',
         api: network.api('A'),
         xmigCommand: xmig,
         pollMs: 20,
@@ -140,6 +152,7 @@ export async function runQemuMigrationBench(options: { runs?: number; guestMb?: 
       const keep = process.env['XMIG_BENCH_REPORTS'];
       if (keep) writeFileSync(join(keep, `${transport}-${run}.json`), JSON.stringify(report, null, 1));
       if (report.status !== 'completed') throw new Error(`${transport} migration ${report.status}: ${report.error ?? ''}`);
+      await received;
       // The guest must run on at the destination, or the figures mean nothing.
       const counted = serialCounts(destination.log).length;
       await waitFor(() => serialCounts(destination.log).length > counted + 2, 30_000, 'the guest to count at the destination');
@@ -179,8 +192,9 @@ export async function runQemuMigrationBench(options: { runs?: number; guestMb?: 
       cpu.send = perGb(r.map((x) => x.cpu.send));
       cpu.recv = perGb(r.map((x) => x.cpu.recv));
     }
-    if (transport === 'xia' || transport === 'xia-via-node') for (const n of ['A', 'R1', 'B'] as const) cpu[n] = perGb(r.map((x) => x.cpu[n]));
-    cpu.total = perGb(r.map((x) => (transport === 'qemu-tcp' ? 0 : x.cpu.send + x.cpu.recv) + (transport === 'xia' || transport === 'xia-via-node' ? x.cpu.A + x.cpu.R1 + x.cpu.B : 0)));
+    const overXia = transport === 'xia' || transport === 'xia-via-node' || transport === 'xia-unix';
+    if (overXia) for (const n of ['A', 'R1', 'B'] as const) cpu[n] = perGb(r.map((x) => x.cpu[n]));
+    cpu.total = perGb(r.map((x) => (transport === 'qemu-tcp' ? 0 : x.cpu.send + x.cpu.recv) + (overXia ? x.cpu.A + x.cpu.R1 + x.cpu.B : 0)));
     const range = (values: number[]): [number, number] => [Math.min(...values), Math.max(...values)];
     return {
       bench: 'qemu-migration',

@@ -12,7 +12,7 @@ import { NameClient } from '../xianet/names/name-client.js';
 import { DEFAULT_API_SOCKET } from './defaults.js';
 import { registerUntilAnswered } from './register-name.js';
 import { ExitCode } from './exit-codes.js';
-import { resolveTarget } from './resolve-target.js';
+import { resolveTarget } from '../xianet/names/resolve-target.js';
 import { waitForShutdown } from './shutdown.js';
 
 export function calCommand(): Command {

@@ -2,7 +2,7 @@
 import { XmigError } from '../shared/errors.js';
 import { Xid, XidType } from '../shared/xid.js';
 import type { NodeApi } from '../xianet/api/node-api.js';
-import { resolveTarget } from './resolve-target.js';
+import { resolveTarget } from '../xianet/names/resolve-target.js';
 
 export async function hostHid(text: string, api: NodeApi): Promise<Xid> {
   if (/^HID:/i.test(text)) return Xid.parse(text);

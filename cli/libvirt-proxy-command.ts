@@ -20,7 +20,7 @@ import { connectProxyTarget, LibvirtProxySource } from '../mover/libvirt-proxy-s
 import { LibvirtProxyTarget } from '../mover/libvirt-proxy-target.js';
 import { DEFAULT_API_SOCKET } from './defaults.js';
 import { hostHid } from './host-hid.js';
-import { resolveTarget } from './resolve-target.js';
+import { resolveTarget } from '../xianet/names/resolve-target.js';
 import { waitForShutdown } from './shutdown.js';
 
 const ALL_CHANNELS = Object.values(CHANNEL_NAMES);

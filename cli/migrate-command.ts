@@ -15,7 +15,7 @@ import { connectDiskTargetXia, diskTargetAddress, type DiskSample } from '../mov
 import { connectTcp } from '../mover/connections.js';
 import { parseSocketAddress } from '../xianet/udp-link.js';
 import { NodeClient } from '../xianet/api/api-client.js';
-import { resolveTarget } from './resolve-target.js';
+import { resolveTarget } from '../xianet/names/resolve-target.js';
 import { pruneStatuses, readStatuses, type MigrationStatus } from '../mover/migration-status.js';
 import { migrationSvg } from '../mover/report-svg.js';
 import { DEFAULT_API_SOCKET } from './defaults.js';
@@ -28,6 +28,7 @@ interface MigrateFlags {
   qmp: string;
   to: string;
   transport: MigrateTransport;
+  channel: 'exec' | 'unix';
   disk?: boolean;
   diskTo?: string;
   diskDevice?: string;
@@ -148,6 +149,11 @@ export function migrateCommand(): Command {
     .option('--disk-device <name>', 'which disk, if the VM has several: device id, qdev path, drive id or node name')
     .option('--disk-max-bandwidth <MiB/s>', 'cap the disk mirror rate (default: no cap)', positive('--disk-max-bandwidth'))
     .option('--api <socket>', 'the local node API socket (xia)', DEFAULT_API_SOCKET)
+    .addOption(
+      new Option('--channel <kind>', "xia: exec (QEMU runs xmig send, the paper's mode) or unix (QEMU's unix: channel straight into the local node; the destination runs xmig recv --qemu-socket)")
+        .choices(['exec', 'unix'])
+        .default('exec'),
+    )
     .option('--max-bandwidth <MiB/s>', 'cap the migration rate (default: no cap)', positive('--max-bandwidth'))
     .option('--downtime-limit <ms>', 'longest stop-and-copy pause QEMU may take', positive('--downtime-limit', MAX_TIMER_MS), 300)
     .option('--auto-converge', 'throttle the guest when it dirties memory faster than it migrates')
@@ -178,6 +184,9 @@ Exit status: 0 completed, 130 interrupted (Ctrl-C), 1 failed or aborted by --tim
     .action(async (options: MigrateFlags, command: Command) => {
       for (const [flag, value] of [['--qmp <socket>', options.qmp], ['--to <target>', options.to]] as const) {
         if (value === undefined) command.error(`error: required option '${flag}' not specified`, { code: 'commander.missingMandatoryOptionValue', exitCode: 2 });
+      }
+      if (options.channel === 'unix' && options.transport !== 'xia') {
+        command.error(`error: --channel unix carries QEMU's stream into the local XIA node: not with --transport ${options.transport}`, { code: 'commander.invalidArgument', exitCode: 2 });
       }
       const showProgress = options.progress;
       // Loaded here, not with the module: `send` and `recv` start under QEMU's clock.
@@ -223,6 +232,7 @@ Exit status: 0 completed, 130 interrupted (Ctrl-C), 1 failed or aborted by --tim
           transport: options.transport,
           disk,
           api: options.api,
+          channel: options.channel,
           onDiskProgress: (s) => {
             if (!showProgress) return;
             if (bar) {

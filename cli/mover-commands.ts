@@ -1,4 +1,5 @@
 import { writeFileSync } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
 import { Command, Option } from 'commander';
 import { durationMsOption, integerOption } from './option-parsers.js';
 import { Dag } from '../shared/dag.js';
@@ -10,20 +11,21 @@ import { NodeClient } from '../xianet/api/api-client.js';
 import { TcpPublisher, TcpRetriever, XiaPublisher, XiaRetriever } from '../mover/chunk-exchange.js';
 import { admitTcpFrom, admitXiaFrom, connectTcp, connectXia, listenTcp, listenXia } from '../mover/connections.js';
 import { MigrationReceiver } from '../mover/receiver.js';
-import { moverSocketOf, recvViaNode, sendViaNode } from '../mover/mover-client.js';
+import { migrateInNode, moverSocketOf, recvViaNode, sendViaNode } from '../mover/mover-client.js';
 import { DEFAULT_CHUNK_BYTES, MigrationSender } from '../mover/sender.js';
 import { DEFAULT_API_SOCKET } from './defaults.js';
 import { MoverMetrics, type MoverFigures, type MoverPhase, type MoverSide } from '../mover/mover-metrics.js';
 import { startMetricsServer } from '../shared/metrics.js';
 import type { Logger } from '../shared/logger.js';
 import { hostHid } from './host-hid.js';
-import { resolveTarget } from './resolve-target.js';
+import { resolveTarget } from '../xianet/names/resolve-target.js';
 
 interface MoverFlags {
   metricsPort?: number;
   metricsTextfile?: string;
   transport: 'xia' | 'tcp';
   viaNode?: boolean;
+  qemuSocket?: string;
   api: string;
   stats?: string;
   logLevel: LogLevel;
@@ -39,6 +41,10 @@ function common(command: Command): Command {
     .option('--metrics-textfile <file>', 'write the metrics here every second and at the end (node exporter textfile collector: a .prom file)')
     .option('--resume-deadline-ms <ms>', 'how long a lost control connection may take to come back', durationMsOption(1), 10_000)
     .option('--via-node', "xia: let the local node run the migration, and only pipe the stream to (send) or from (recv) it: no chunk crosses the API in messages")
+    .option(
+      '--qemu-socket <path>',
+      "xia, QEMU's unix: channel instead of exec: (implies --via-node): the local node listens at <path> for `migrate unix:<path>` (send; the socket file appears when it is ready) or connects to QEMU's `-incoming unix:<path>` (recv). No stream crosses this process: it holds the migration and exits with its result",
+    )
     .addOption(new Option('--log-level <level>', 'log level (logs go to stderr)').choices(['error', 'warn', 'info', 'debug']).env('XMIG_LOG_LEVEL').default('warn'));
 }
 
@@ -51,7 +57,7 @@ export function sendCommand(): Command {
     .option('--window-mb <n>', 'most MiB read from QEMU and not yet acknowledged (default: sized to the path, 16 MiB and up); small keeps QEMU\'s bandwidth estimate, and so its downtime, honest', integerOption(1, 65_536))
     .action(async (options: MoverFlags & { to: string; chunkKb: number; roundKb: number; windowMb?: number }) => {
       const logger = createLogger({ component: 'mover', destination: 'stderr', level: options.logLevel });
-      if (options.viaNode) {
+      if (options.viaNode || options.qemuSocket !== undefined) {
         await sendThroughNode(options, logger);
         return;
       }
@@ -116,7 +122,7 @@ export function recvCommand(): Command {
     .option('--from <sender...>', 'accept the migration only from these senders: a DAG, name or HID (xia), an IP address (tcp)')
     .action(async (options: MoverFlags & { sid: string; listen: string; from?: string[] }) => {
       const logger = createLogger({ component: 'mover', destination: 'stderr', level: options.logLevel });
-      if (options.viaNode) {
+      if (options.viaNode || options.qemuSocket !== undefined) {
         await recvThroughNode(options, logger);
         return;
       }
@@ -198,25 +204,27 @@ async function sendThroughNode(options: MoverFlags & { to: string; chunkKb: numb
         await api.close();
       }
     }
-    const report = await sendViaNode(
-      moverSocketOf(options.api),
-      {
-        op: 'send',
-        to: to.toString(),
-        chunkBytes: options.chunkKb * 1024,
-        roundBytes: options.roundKb * 1024,
-        maxUnackedBytes: options.windowMb === undefined ? undefined : options.windowMb * 1024 * 1024,
-        resumeDeadlineMs: options.resumeDeadlineMs,
-      },
-      process.stdin,
-      {
-        onConnected: () => {
-          metrics?.metrics.setPhase('transfer');
-          logger.info('send.connected', { phase: 'connect', mode: 'xia', via: 'node', ms: Math.round(performance.now() - started) });
-        },
-        onBytes: (n) => (bytes = n),
-      },
-    );
+    const request = {
+      op: 'send' as const,
+      to: to.toString(),
+      chunkBytes: options.chunkKb * 1024,
+      roundBytes: options.roundKb * 1024,
+      maxUnackedBytes: options.windowMb === undefined ? undefined : options.windowMb * 1024 * 1024,
+      resumeDeadlineMs: options.resumeDeadlineMs,
+    };
+    const onConnected = (): void => {
+      metrics?.metrics.setPhase('transfer');
+      logger.info('send.connected', { phase: 'connect', mode: 'xia', via: 'node', ms: Math.round(performance.now() - started) });
+    };
+    // With QEMU's socket, killing this process (Ctrl-C) closes ours to the node: it then breaks QEMU's channel.
+    const report =
+      options.qemuSocket === undefined
+        ? await sendViaNode(moverSocketOf(options.api), request, process.stdin, { onConnected, onBytes: (n) => (bytes = n) })
+        : await migrateInNode(moverSocketOf(options.api), { ...request, qemuSocket: resolvePath(options.qemuSocket) }, {
+            onConnected,
+            onQemuListening: (path) => logger.info('send.qemu-listening', { phase: 'setup', via: 'node', path })
+          });
+    if (typeof report['bytes'] === 'number') bytes = report['bytes'];
     await metrics?.finish('done');
     logger.info('send.done', { phase: 'done', via: 'node', bytes, ms: Math.round(performance.now() - started) });
     if (options.stats) writeFileSync(options.stats, JSON.stringify({ role: 'send', transport: 'xia', via: 'node', ...report }));
@@ -251,13 +259,19 @@ async function recvThroughNode(options: MoverFlags & { sid: string; from?: strin
         await api.close();
       }
     }
-    const report = await recvViaNode(moverSocketOf(options.api), { op: 'recv', sid: options.sid, from, resumeDeadlineMs: options.resumeDeadlineMs }, process.stdout, {
-      onListening: (address) => logger.info('recv.listening', { address, transport: 'xia', via: 'node' }),
-      onBytes: (n) => {
-        if (bytes === 0) metrics?.metrics.setPhase('transfer');
-        bytes = n;
-      },
-    });
+    const request = { op: 'recv' as const, sid: options.sid, from, resumeDeadlineMs: options.resumeDeadlineMs };
+    const onListening = (address: string): void => logger.info('recv.listening', { address, transport: 'xia', via: 'node' });
+    const report =
+      options.qemuSocket === undefined
+        ? await recvViaNode(moverSocketOf(options.api), request, process.stdout, {
+            onListening,
+            onBytes: (n) => {
+              if (bytes === 0) metrics?.metrics.setPhase('transfer');
+              bytes = n;
+            },
+          })
+        : await migrateInNode(moverSocketOf(options.api), { ...request, qemuSocket: resolvePath(options.qemuSocket) }, { onListening });
+    if (typeof report['bytes'] === 'number') bytes = report['bytes'];
     await metrics?.finish('done');
     logger.info('recv.done', { phase: 'done', via: 'node', bytes, ms: Math.round(performance.now() - started) });
     if (options.stats) writeFileSync(options.stats, JSON.stringify({ role: 'recv', transport: 'xia', via: 'node', ...report, seconds: (performance.now() - started) / 1000 }));
@@ -266,3 +280,4 @@ async function recvThroughNode(options: MoverFlags & { sid: string; from?: strin
     throw error;
   }
 }
+

@@ -3,7 +3,7 @@ import { bytesOption, durationMsOption, integerOption } from './option-parsers.j
 import { z } from '../shared/config.js';
 import { XmigError } from '../shared/errors.js';
 import { MAX_PING_COUNT, MAX_PING_MS } from '../xianet/xping.js';
-import { resolveTarget } from './resolve-target.js';
+import { resolveTarget } from '../xianet/names/resolve-target.js';
 import { NodeClient } from '../xianet/api/api-client.js';
 import type { PingReply, PingSummary } from '../xianet/xping.js';
 import { ExitCode } from './exit-codes.js';

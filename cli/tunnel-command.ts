@@ -26,7 +26,7 @@ import { registerTunnelMetrics } from '../mover/tunnel-metrics.js';
 import { DEFAULT_API_SOCKET } from './defaults.js';
 import { hostHid } from './host-hid.js';
 import { registerUntilAnswered } from './register-name.js';
-import { isDagText, resolveTarget } from './resolve-target.js';
+import { isDagText, resolveTarget } from '../xianet/names/resolve-target.js';
 import { waitForShutdown } from './shutdown.js';
 
 interface Common {

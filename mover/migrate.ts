@@ -26,6 +26,9 @@ import { tuneMigration, type AppliedTuning, type MigrationTuning } from './migra
 import { statusFileFor, writeStatus, type MigrationStatus } from './migration-status.js';
 import { watchMigration, type MigrationSample, type QueryMigrate, type TimeoutAction } from './migration-watch.js';
 import { QmpClient } from './qmp-client.js';
+import { migrateInNode, moverSocketOf } from './mover-client.js';
+import { NodeClient } from '../xianet/api/api-client.js';
+import { isDagText, resolveTarget } from '../xianet/names/resolve-target.js';
 import type { SendReport } from './sender.js';
 
 export type { MigrationSample, TimeoutAction } from './migration-watch.js';
@@ -76,6 +79,14 @@ export interface MigrateOptions {
   api?: string;
   /** XIA: `xmig send --via-node`, the migration run inside the local node (mover-service.ts). */
   viaNode?: boolean;
+  /**
+   * XIA: how QEMU's stream reaches the mover. exec (default, the paper's mode): QEMU's child
+   * `xmig send`; unix: QEMU's own `unix:` channel straight into the local node, which runs
+   * the migration (qemu-channel.ts): no process between them, nothing to start while QEMU
+   * waits. The destination's QEMU then listens on `-incoming unix:PATH` and its node is
+   * told by `xmig recv --qemu-socket PATH`.
+   */
+  channel?: 'exec' | 'unix';
   pollMs?: number;
   /** Cancels the migration (QMP migrate_cancel); the source VM goes on running. */
   signal?: AbortSignal;
@@ -226,8 +237,10 @@ export async function migrate(options: MigrateOptions): Promise<MigrationReport>
     disk?.ramStarted();
     const d = disk;
     let watched;
+    // unix: the node listens for QEMU before QEMU is told where to go.
+    const inNode = options.transport === 'xia' && options.channel === 'unix' ? await startInNode(options, logger) : undefined;
     try {
-      await qmp.execute('migrate', { uri: migrationUri(options, statsFile) });
+      await qmp.execute('migrate', { uri: inNode ? `unix:${inNode.path}` : migrationUri(options, statsFile) });
       watched = await watchMigration(qmp, started, {
         pollMs: options.pollMs,
         signal: options.signal,
@@ -240,25 +253,48 @@ export async function migrate(options: MigrateOptions): Promise<MigrationReport>
           publish({ status: sample.status, passes: sample.passes, transferredBytes: sample.transferred, remainingBytes: sample.remaining, totalBytes: sample.total, rateBytesPerSecond: Math.round(sample.rateBytesPerSecond) });
         },
       });
+    } catch (error) {
+      inNode?.cancel();
+      throw error;
     } finally {
       clearInterval(diskSampler);
     }
     const info = watched.info;
     let ended = (watched.abandoned ? 'cancelled' : info.status) as MigrationReport['status'];
+    let inNodeReport: MigrationReport['mover'];
+    let inNodeError: string | undefined;
+    if (inNode) {
+      // QEMU completes once its last byte is in the socket; the migration is over when the
+      // receiver has it all. Not completed: the node's migration ends too (the stream it has is short).
+      if (ended !== 'completed') inNode.cancel();
+      const outcome = await inNode.outcome(options.abandon);
+      if (outcome.ok) inNodeReport = { ...(outcome.report as unknown as SendReport), transport: 'xia' };
+      else {
+        inNodeError = outcome.error;
+        inNodeReport = { transport: 'xia', error: outcome.error } as MigrationReport['mover'];
+        if (ended === 'completed') {
+          // QEMU thinks it is done and has the VM paused: the destination never got it all, so the VM runs on here.
+          ended = 'failed';
+          await qmp.execute('cont').catch((error: unknown) => logger.error('migrate.resume-failed', { phase: 'failed', error: errorMessage(error) }));
+        }
+      }
+    }
     if (ended !== 'completed' && ended !== 'failed' && ended !== 'cancelled') ended = 'failed';
     // Cancelled because the disk failed: that is a failure, and the disk's reason is the reason.
     if (ended !== 'completed' && watched.failure !== undefined) ended = 'failed';
     const elapsedMs = Math.round((watched.completedAtMs ?? performance.now() - started));
     const stop = qmp.events.find((e) => e.event === 'STOP' && e.timestamp);
-    let mover: MigrationReport['mover'];
-    try {
-      mover = JSON.parse(readFileSync(statsFile, 'utf8')) as MigrationReport['mover'];
-    } catch {
-      mover = undefined; // qemu-tcp, or the mover never wrote its figures
+    let mover: MigrationReport['mover'] = inNodeReport;
+    if (!inNode) {
+      try {
+        mover = JSON.parse(readFileSync(statsFile, 'utf8')) as MigrationReport['mover'];
+      } catch {
+        mover = undefined; // qemu-tcp, or the mover never wrote its figures
+      }
     }
     const bytes = Math.max(0, ...watched.samples.map((s) => s.transferred));
     const last = watched.samples[watched.samples.length - 1];
-    const error = ended === 'completed' ? undefined : (watched.failure ?? mover?.error ?? info['error-desc'] ?? (watched.cancelReason === 'timeout' ? `not completed within ${options.timeoutMs} ms` : undefined));
+    const error = ended === 'completed' ? undefined : (watched.failure ?? inNodeError ?? mover?.error ?? info['error-desc'] ?? (watched.cancelReason === 'timeout' ? `not completed within ${options.timeoutMs} ms` : undefined));
     await finishDisk(ended, error);
     const report: MigrationReport = {
       status: ended,
@@ -299,6 +335,55 @@ export async function migrate(options: MigrateOptions): Promise<MigrationReport>
     rmSync(statsFile, { force: true });
     await qmp.close();
   }
+}
+
+interface InNodeSend {
+  /** QEMU's socket: `migrate unix:<path>`. */
+  path: string;
+  /** Ends the node's migration now (QEMU's channel with it). */
+  cancel(): void;
+  /** How the node's migration ended; `abandon` stops waiting. */
+  outcome(abandon?: AbortSignal): Promise<{ ok: true; report: Record<string, unknown> } | { ok: false; error: string }>;
+}
+
+/** The unix: channel's source end: the local node listening for QEMU, the migration on its stack. */
+async function startInNode(options: MigrateOptions, logger: Logger): Promise<InNodeSend> {
+  if (!options.api) throw new XmigError('ERR_CONFIG', "the unix: channel needs the local node's API socket (api)");
+  let to: string;
+  if (isDagText(options.to)) to = options.to;
+  else {
+    const api = await NodeClient.connect(options.api);
+    try {
+      to = (await resolveTarget(options.to, api)).toString();
+    } finally {
+      await api.close();
+    }
+  }
+  const path = join(tmpdir(), `xmig-qemu-${process.pid}-${Date.now().toString(36)}.sock`);
+  const controller = new AbortController();
+  let listening: () => void = () => undefined;
+  const ready = new Promise<void>((resolve) => (listening = resolve));
+  const result = migrateInNode(moverSocketOf(options.api), { op: 'send', to, qemuSocket: path }, { onQemuListening: () => listening(), signal: controller.signal });
+  result.catch(() => undefined);
+  await Promise.race([ready, result]);
+  logger.info('migrate.qemu-channel', { phase: 'setup', path, to });
+  return {
+    path,
+    cancel: () => controller.abort(new XmigError('ERR_MIGRATION', 'QEMU did not complete the migration')),
+    async outcome(abandon) {
+      const stopped = new Promise<never>((_, reject) => {
+        if (abandon?.aborted) reject(new XmigError('ERR_MIGRATION', 'stopped waiting for the node'));
+        abandon?.addEventListener('abort', () => reject(new XmigError('ERR_MIGRATION', 'stopped waiting for the node')), { once: true });
+      });
+      stopped.catch(() => undefined);
+      try {
+        return { ok: true, report: await Promise.race([result, stopped]) };
+      } catch (error) {
+        controller.abort(error);
+        return { ok: false, error: errorMessage(error) };
+      }
+    },
+  };
 }
 
 /**

@@ -5,7 +5,8 @@
  * What QEMU's `exec:` sees is unchanged: a process that takes the stream, or gives
  * it, and exits non-zero if the migration failed.
  */
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { connectUnixSocket } from '../xianet/unix-socket-file.js';
 import { errorMessage, XmigError } from '../shared/errors.js';
 import { FrameReader, FrameType, frameHeader, MAX_DATA_BYTES, type RecvRequest, type SendRequest } from './mover-socket-protocol.js';
 
@@ -17,34 +18,18 @@ export function moverSocketOf(apiSocket: string): string {
 /** How long a socket that is not there yet is tried for: a node that has just started opens it a moment after node.ready. */
 const OPEN_RETRY_MS = 3000;
 
-function openOnce(path: string, signal?: AbortSignal): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = connect({ path, signal });
-    socket.once('error', reject);
-    socket.once('connect', () => {
-      socket.off('error', reject);
-      // From now on a broken socket shows as 'close' without the last STATUS.
-      socket.on('error', () => undefined);
-      resolve(socket);
-    });
-  });
-}
-
 async function open(path: string, signal?: AbortSignal): Promise<Socket> {
-  const deadline = performance.now() + OPEN_RETRY_MS;
-  for (let delay = 50; ; delay = Math.min(delay * 2, 500)) {
-    try {
-      return await openOnce(path, signal);
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      if ((code !== 'ENOENT' && code !== 'ECONNREFUSED') || performance.now() + delay > deadline || signal?.aborted) {
-        throw new XmigError('ERR_UNREACHABLE', `cannot reach the node's mover at ${path} (is this host's xmig node running, and new enough?): ${(error as Error).message}`, {
-          cause: error,
-        });
-      }
-      await new Promise((resolve) => setTimeout(resolve, delay));
-    }
+  let socket: Socket;
+  try {
+    socket = await connectUnixSocket(path, { retryMs: OPEN_RETRY_MS, signal });
+  } catch (error) {
+    throw new XmigError('ERR_UNREACHABLE', `cannot reach the node's mover at ${path} (is this host's xmig node running, and new enough?): ${(error as Error).message}`, {
+      cause: error,
+    });
   }
+  // From now on a broken socket shows as 'close' without the last STATUS.
+  socket.on('error', () => undefined);
+  return socket;
 }
 
 function failure(status: Record<string, unknown>): XmigError {
@@ -183,6 +168,66 @@ export async function recvViaNode(path: string, request: RecvRequest, output: No
       socket.once('close', () => {
         if (!whole) settle(new XmigError('ERR_MIGRATION', `the node mover broke the stream off after ${bytes} bytes`));
       });
+      socket.write(`${JSON.stringify(request)}\n`);
+    });
+  } finally {
+    socket.destroy();
+  }
+}
+
+export interface QemuChannelOptions {
+  /** send: the node listens at the socket for QEMU now (issue `migrate unix:PATH`). */
+  onQemuListening?: (path: string) => void;
+  /** recv: the DAG senders connect to; the node has connected to QEMU's socket. */
+  onListening?: (address: string) => void;
+  /** send: the node's sender reached the receiver. */
+  onConnected?: () => void;
+  signal?: AbortSignal;
+}
+
+/**
+ * A migration whose stream is QEMU's `unix:` channel into the node (`qemuSocket` in the
+ * request): nothing but STATUS crosses this socket. Resolves with the node's report once
+ * the migration is over and whole (recv: QEMU has every byte), rejects if it failed.
+ * `signal` (or this process going away) ends it: the node breaks QEMU's channel.
+ */
+export async function migrateInNode(path: string, request: SendRequest | RecvRequest, options: QemuChannelOptions = {}): Promise<Record<string, unknown>> {
+  if (request.qemuSocket === undefined) throw new XmigError('ERR_CONFIG', "migrateInNode needs the request's qemuSocket: the stream goes there");
+  const socket = await open(path, options.signal);
+  const reader = new FrameReader();
+  try {
+    return await new Promise<Record<string, unknown>>((resolve, reject) => {
+      let settled = false;
+      const settle = (error: Error | undefined, report?: Record<string, unknown>): void => {
+        if (settled) return;
+        settled = true;
+        options.signal?.removeEventListener('abort', onAbort);
+        if (error) reject(error);
+        else resolve(report ?? {});
+      };
+      const onAbort = (): void => {
+        settle(new XmigError('ERR_MIGRATION', `the migration was cancelled: ${errorMessage(options.signal?.reason)}`));
+        socket.destroy();
+      };
+      if (options.signal?.aborted) return onAbort();
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      socket.on('data', (data: Buffer) => {
+        try {
+          reader.push(data, (frame) => {
+            if (frame.type !== FrameType.STATUS) throw new XmigError('ERR_MIGRATION', 'the node mover sent stream bytes on a QEMU-channel migration');
+            const status = frame.status;
+            if (typeof status['qemuListening'] === 'string') options.onQemuListening?.(status['qemuListening']);
+            else if (typeof status['listening'] === 'string') options.onListening?.(status['listening']);
+            else if (status['connected'] === true) options.onConnected?.();
+            else if (status['ok'] === true) settle(undefined, (status['report'] as Record<string, unknown> | undefined) ?? {});
+            else if (status['ok'] === false) settle(failure(status));
+          });
+        } catch (error) {
+          settle(new XmigError('ERR_MIGRATION', `the node mover broke the protocol: ${errorMessage(error)}`));
+          socket.destroy();
+        }
+      });
+      socket.once('close', () => settle(new XmigError('ERR_MIGRATION', 'the node mover went away before the migration ended')));
       socket.write(`${JSON.stringify(request)}\n`);
     });
   } finally {

@@ -3,11 +3,12 @@
  * migration through two mover sockets is intact; a client that goes away, on either
  * side, fails both and leaves nothing held in either node (published chunks, fetches,
  * the listening SID); the socket's bounds refuse and count; stop() ends what runs and
- * leaves nothing behind.
+ * leaves nothing behind. With QEMU's `unix:` channel held by the nodes (a socket stands in
+ * for each QEMU), the same: intact, and a broken end breaks the other QEMU's channel.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
@@ -17,7 +18,7 @@ import { activeResources, leftBehind } from '../shared/startable.js';
 import { LocalNodeApi } from '../xianet/api/local-api.js';
 import { InProcessNetwork, INTRA_AD } from '../xianet/topology.js';
 import { waitFor } from '../test/support/wait.js';
-import { recvViaNode, sendViaNode } from './mover-client.js';
+import { migrateInNode, recvViaNode, sendViaNode } from './mover-client.js';
 import { FrameType, frameHeader } from './mover-socket-protocol.js';
 import { MoverService, type MoverServiceOptions } from './mover-service.js';
 
@@ -95,6 +96,35 @@ async function nothingHeld(s: Setup): Promise<void> {
 }
 
 const sid = WellKnownSid.MIGRATION.toString();
+
+/** The destination QEMU's `-incoming unix:PATH`: a listener taking one stream into `sink`. */
+async function incomingQemu(path: string, sink: Sink): Promise<{ server: Server; closed: Promise<void> }> {
+  let ended: () => void = () => undefined;
+  const closed = new Promise<void>((resolve) => (ended = resolve));
+  const server = createServer((socket) => {
+    socket.on('error', () => undefined);
+    socket.pipe(sink);
+    // A QEMU that fails to load the stream exits: its end of the channel closes.
+    sink.on('error', () => socket.destroy());
+    socket.once('close', () => ended());
+  });
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  return { server, closed };
+}
+
+/** The source QEMU's `migrate unix:PATH`: writes `data` into the node, then ends; resolves when its connection closes. */
+function migrateUnix(path: string, data: Buffer): { socket: Socket; closed: Promise<boolean> } {
+  const socket = connect(path);
+  socket.on('error', () => undefined);
+  const closed = new Promise<boolean>((resolve) => socket.once('close', (hadError) => resolve(hadError)));
+  void (async () => {
+    for (let at = 0; at < data.length && !socket.destroyed; at += 256 << 10) {
+      if (!socket.write(data.subarray(at, at + (256 << 10)))) await new Promise((r) => socket.once('drain', r));
+    }
+    socket.end();
+  })();
+  return { socket, closed };
+}
 
 describe('MoverService', () => {
   it('moves a stream intact through the two nodes, and lets go of everything after', async () => {
@@ -178,6 +208,89 @@ describe('MoverService', () => {
     await expect(received).rejects.toThrow(/send client went away/);
     await nothingHeld(s);
   }, 60_000);
+
+  it("carries QEMU's own unix: channel on both hosts: intact, socket files gone after, one stream per migration", async () => {
+    const s = await setup();
+    const data = randomBytes(12 << 20);
+    data.fill(0, 1 << 20, 3 << 20);
+    const sink = new Sink();
+    const incoming = join(dir, `qemu-in-${Math.random().toString(36).slice(2)}.sock`);
+    const outgoing = join(dir, `qemu-out-${Math.random().toString(36).slice(2)}.sock`);
+    const qemuB = await incomingQemu(incoming, sink);
+    try {
+      let listening = (): void => undefined;
+      const heard = new Promise<void>((resolve) => (listening = resolve));
+      const received = migrateInNode(s.b.path, { op: 'recv', sid, qemuSocket: incoming }, { onListening: () => listening() });
+      await heard;
+      let ready = (): void => undefined;
+      const qemuListening = new Promise<void>((resolve) => (ready = resolve));
+      let connected = false;
+      const sent = migrateInNode(s.a.path, { op: 'send', to: s.to, chunkBytes: 256 << 10, qemuSocket: outgoing }, { onQemuListening: () => ready(), onConnected: () => (connected = true) });
+      await qemuListening;
+      const qemuA = migrateUnix(outgoing, data);
+      const report = await sent;
+      const got = await received;
+      await qemuB.closed;
+      expect(connected).toBe(true);
+      expect(report['bytes']).toBe(data.length);
+      expect(got['bytes']).toBe(data.length);
+      expect(sink.bytes).toBe(data.length);
+      expect(sink.hash.digest('hex')).toBe(createHash('sha256').update(data).digest('hex'));
+      expect(await qemuA.closed).toBe(false);
+      // The node's listening socket was QEMU's for this migration only.
+      expect(existsSync(outgoing)).toBe(false);
+      await nothingHeld(s);
+    } finally {
+      qemuB.server.close();
+    }
+  }, 60_000);
+
+  it("breaks the source QEMU's channel when the destination QEMU goes away, and refuses a path it must not take", async () => {
+    const s = await setup();
+    const incoming = join(dir, `qemu-in-${Math.random().toString(36).slice(2)}.sock`);
+    const outgoing = join(dir, `qemu-out-${Math.random().toString(36).slice(2)}.sock`);
+    const sink = new Sink((bytes, self) => {
+      if (bytes >= 2 << 20) self.destroy(new Error('QEMU failed to load the stream'));
+    });
+    const qemuB = await incomingQemu(incoming, sink);
+    try {
+      let listening = (): void => undefined;
+      const heard = new Promise<void>((resolve) => (listening = resolve));
+      const received = migrateInNode(s.b.path, { op: 'recv', sid, qemuSocket: incoming }, { onListening: () => listening() });
+      received.catch(() => undefined);
+      await heard;
+      let ready = (): void => undefined;
+      const qemuListening = new Promise<void>((resolve) => (ready = resolve));
+      const sent = migrateInNode(s.a.path, { op: 'send', to: s.to, chunkBytes: 256 << 10, qemuSocket: outgoing }, { onQemuListening: () => ready() });
+      sent.catch(() => undefined);
+      await qemuListening;
+      const qemuA = migrateUnix(outgoing, randomBytes(64 << 20));
+      await new Promise((resolve) => qemuA.socket.once('connect', resolve));
+      // A second QEMU at the same socket is shut out at once.
+      const intruder = connect(outgoing);
+      intruder.on('error', () => undefined);
+      await new Promise((resolve) => intruder.once('close', resolve));
+      await expect(received).rejects.toThrow();
+      await expect(sent).rejects.toThrow();
+      // The source QEMU's stream is cut off: it fails the migration, its VM runs on.
+      await qemuA.closed;
+      expect(qemuA.socket.bytesWritten).toBeLessThan(64 << 20);
+      await nothingHeld(s);
+    } finally {
+      qemuB.server.close();
+    }
+    // A regular file at the path is never replaced; a QEMU that is not listening fails before any sender comes.
+    const file = join(dir, `not-a-socket-${process.pid}`);
+    writeFileSync(file, 'keep me');
+    await expect(migrateInNode(s.a.path, { op: 'send', to: s.to, qemuSocket: file })).rejects.toThrow(/not a socket/);
+    expect(readFileSync(file, 'utf8')).toBe('keep me');
+    const nobody = join(dir, `nobody-${process.pid}.sock`);
+    const started = performance.now();
+    await expect(migrateInNode(s.b.path, { op: 'recv', sid, qemuSocket: nobody, resumeDeadlineMs: 1000 })).rejects.toThrow(/cannot reach QEMU's incoming migration socket/);
+    expect(performance.now() - started).toBeLessThan(30_000);
+    await expect(migrateInNode(s.b.path, { op: 'recv', sid, qemuSocket: 'relative.sock' } as never)).rejects.toThrow(/absolute socket path/);
+    await nothingHeld(s);
+  }, 90_000);
 
   it('refuses and counts: past the connection cap, a request that never comes, one that is not a request', async () => {
     const s = await setup({ maxConnections: 2, requestTimeoutMs: 200 });

@@ -110,7 +110,12 @@ describe('mover request line', () => {
   it('refuses anything else with BadRequestError, whatever it is', () => {
     const json = fc.oneof(
       fc.json().map((text) => Buffer.from(text)),
-      fc.record({ op: fc.constantFrom('send', 'recv', 'other'), to: fc.string(), sid: fc.string(), chunkBytes: fc.oneof(fc.integer(), fc.double()), from: fc.array(fc.string()) }, { requiredKeys: [] }).map((o) => Buffer.from(JSON.stringify(o))),
+      fc
+        .record(
+          { op: fc.constantFrom('send', 'recv', 'other'), to: fc.string(), sid: fc.string(), chunkBytes: fc.oneof(fc.integer(), fc.double()), from: fc.array(fc.string()), qemuSocket: fc.oneof(fc.string(), fc.integer()) },
+          { requiredKeys: [] },
+        )
+        .map((o) => Buffer.from(JSON.stringify(o))),
       fc.uint8Array({ maxLength: 300 }).map((b) => Buffer.from(b)),
     );
     fc.assert(
@@ -125,5 +130,14 @@ describe('mover request line', () => {
     expect(() => parseMoverRequest(Buffer.from(JSON.stringify({ op: 'recv', sid: 'HID:4dd58dcbc1ff7f2e0795a39a4b2628280e262d1a' })))).toThrow(/right type/);
     expect(() => parseMoverRequest(Buffer.from(JSON.stringify({ op: 'send', to: dag, extra: 1 })))).toThrow(BadRequestError);
     expect(() => parseMoverRequest(Buffer.alloc(MAX_REQUEST_BYTES + 1, 0x20))).toThrow(/longer than/);
+  });
+
+  it("takes QEMU's socket only as an absolute path a socket address holds", () => {
+    const sid = WellKnownSid.MIGRATION.toString();
+    expect(parseMoverRequest(Buffer.from(JSON.stringify({ op: 'recv', sid, qemuSocket: '/run/xmig/vm1.sock' })))).toMatchObject({ qemuSocket: '/run/xmig/vm1.sock' });
+    expect(parseMoverRequest(Buffer.from(JSON.stringify({ op: 'send', to: dag, qemuSocket: `/${'a'.repeat(106)}` })))).toMatchObject({ op: 'send' });
+    for (const bad of ['vm1.sock', '', `/${'a'.repeat(107)}`, '/run/\0x', `/${'é'.repeat(60)}`]) {
+      expect(() => parseMoverRequest(Buffer.from(JSON.stringify({ op: 'send', to: dag, qemuSocket: bad })))).toThrow(/absolute socket path/);
+    }
   });
 });

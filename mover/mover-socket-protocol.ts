@@ -14,13 +14,22 @@
  *           {"ok":true,"report":{...}} or {"ok":false,"error":"..."}.
  *
  * For recv, success is STATUS ok after the data: a socket that ends without it is a
- * failed migration, whatever bytes came before. Every read is bounded and checked:
+ * failed migration, whatever bytes came before.
+ *
+ * With `qemuSocket` the stream does not cross this socket at all: QEMU's own `unix:`
+ * migration channel is the node's (`migrate unix:PATH` on the source, `-incoming
+ * unix:PATH` on the destination), and the client only holds the migration open and
+ * hears how it went. send: the node listens at PATH for QEMU's one connection and says
+ * {"qemuListening":"PATH"}; recv: the node connects to QEMU's listening PATH once a
+ * sender has come. No DATA or END goes either way then; the client going away ends the
+ * migration as before. Every read is bounded and checked:
  * `FrameReader` throws `MalformedPacketError` on anything else, never a RangeError.
  */
 import { z } from '../shared/config.js';
 import { Dag } from '../shared/dag.js';
 import { BadRequestError, errorMessage, MalformedPacketError } from '../shared/errors.js';
 import { Xid, XidType } from '../shared/xid.js';
+import { SUN_PATH_MAX } from '../xianet/unix-socket-file.js';
 
 export const MAX_REQUEST_BYTES = 8192;
 export const MAX_STATUS_BYTES = 65536;
@@ -55,6 +64,12 @@ const xidText = (type: number) =>
     { message: 'not an XID of the right type' },
   );
 
+const socketPath = z
+  .string()
+  .refine((text) => text.startsWith('/') && !text.includes('\0') && Buffer.byteLength(text) <= SUN_PATH_MAX, {
+    message: `not an absolute socket path of at most ${SUN_PATH_MAX} bytes`,
+  });
+
 export const moverRequestSchema = z.discriminatedUnion('op', [
   z
     .object({
@@ -64,6 +79,8 @@ export const moverRequestSchema = z.discriminatedUnion('op', [
       roundBytes: z.number().int().min(4096).max(256 * 1024 * 1024).optional(),
       maxUnackedBytes: z.number().int().min(1024 * 1024).max(4 * 1024 * 1024 * 1024).optional(),
       resumeDeadlineMs: z.number().int().min(100).max(3_600_000).optional(),
+      /** QEMU's `unix:` channel: the node listens here for QEMU's stream. */
+      qemuSocket: socketPath.optional(),
     })
     .strict(),
   z
@@ -72,6 +89,8 @@ export const moverRequestSchema = z.discriminatedUnion('op', [
       sid: xidText(XidType.SID),
       from: z.array(xidText(XidType.HID)).max(64).optional(),
       resumeDeadlineMs: z.number().int().min(100).max(3_600_000).optional(),
+      /** QEMU's `unix:` channel: the node writes the stream into QEMU listening here. */
+      qemuSocket: socketPath.optional(),
     })
     .strict(),
 ]);

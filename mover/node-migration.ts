@@ -13,8 +13,13 @@
  *    migration, and the sender is told (its `xmig send` exits non-zero: QEMU on the
  *    source fails the migration and the VM runs on there).
  *
+ * With `qemuSocket` (QEMU's `unix:` channel, qemu-channel.ts) the stream is QEMU's
+ * connection to (send) or from (recv) the node, and the client's socket carries only
+ * STATUS: the client holds the migration open, and its going away ends it as above.
+ *
  * Whatever a migration holds in the node is let go when it ends, however it ends:
- * chunks it published, fetches in flight, its listening SID, its control STREAM.
+ * chunks it published, fetches in flight, its listening SID, its control STREAM, the
+ * QEMU socket file and connection.
  */
 import { Readable, Writable } from 'node:stream';
 import type { Socket } from 'node:net';
@@ -27,6 +32,7 @@ import { XiaPublisher, XiaRetriever } from './chunk-exchange.js';
 import { admitXiaFrom, connectXia, listenXia } from './connections.js';
 import { FrameReader, FrameType, frameHeader, MAX_DATA_BYTES, statusFrame, type RecvRequest, type SendRequest } from './mover-socket-protocol.js';
 import { MigrationReceiver, type ReceiveReport } from './receiver.js';
+import { connectToQemu, listenForQemu, type QemuListener } from './qemu-channel.js';
 import { MigrationSender, type SendReport } from './sender.js';
 
 export interface NodeMigration {
@@ -88,23 +94,73 @@ function clientStream(socket: Socket, rest: Buffer, onGone: (error: Error) => vo
   return input;
 }
 
+/**
+ * A client that sends nothing more after its request (recv, or send with QEMU's socket):
+ * any frame from it is a protocol error, and its socket ending or closing is the client gone.
+ */
+function holdClient(socket: Socket, rest: Buffer, who: string, onGone: (error: Error) => void): void {
+  const reader = new FrameReader();
+  const onData = (data: Buffer): void => {
+    try {
+      reader.push(data, () => {
+        throw new XmigError('ERR_MIGRATION', `the ${who} client sent a frame: nothing goes that way`);
+      });
+    } catch (error) {
+      onGone(new XmigError('ERR_MIGRATION', errorMessage(error)));
+      socket.destroy();
+    }
+  };
+  socket.on('data', onData);
+  socket.resume();
+  const gone = (): void => onGone(new XmigError('ERR_MIGRATION', `the ${who} client went away`));
+  socket.once('end', gone);
+  socket.once('close', gone);
+  if (rest.length > 0) onData(rest);
+}
+
+/** Ends a socket and waits until what was written has gone (or the socket has). */
+function endAndFlush(socket: Socket): Promise<void> {
+  return new Promise((resolve) => {
+    if (socket.destroyed) return resolve();
+    socket.once('close', () => resolve());
+    socket.end(() => resolve());
+  });
+}
+
 /** `xmig send --via-node`: the client's stream into a sender on this node. */
 export function sendInNode(socket: Socket, request: SendRequest, rest: Buffer, context: NodeMigrationContext): NodeMigration {
   const { api } = context;
   const publisher = new XiaPublisher(api);
   let sender: MigrationSender | undefined;
   let failure: Error | undefined;
+  let listener: QemuListener | undefined;
+  let qemu: Socket | undefined;
   const abort = (error: Error): void => {
     failure ??= error;
     sender?.abort(error);
+    // Waiting for QEMU to connect ends too.
+    void listener?.close();
   };
-  const input = clientStream(socket, rest, abort);
+  let input: Readable | undefined;
+  if (request.qemuSocket === undefined) input = clientStream(socket, rest, abort);
+  else holdClient(socket, rest, 'send', abort);
   const done = (async () => {
     try {
       const source = (await api.info()).address.toString();
       if (failure) throw failure;
+      if (request.qemuSocket !== undefined) {
+        listener = await listenForQemu(request.qemuSocket);
+        if (failure) throw failure;
+        say(socket, { qemuListening: request.qemuSocket });
+        qemu = await listener.connection;
+        // One stream per migration: nobody else gets in.
+        await listener.close();
+        if (failure) throw failure;
+        // A read error reaches the sender as its input's 'error'.
+        input = qemu;
+      }
       sender = new MigrationSender({
-        input,
+        input: input!,
         connect: connectXia(api, Dag.parse(request.to)),
         publisher,
         mode: 'xia',
@@ -125,7 +181,9 @@ export function sendInNode(socket: Socket, request: SendRequest, rest: Buffer, c
       await publisher.release().catch(() => undefined);
       return { ok: false, bytes: sender?.snapshot().bytes ?? 0, error: why };
     } finally {
-      input.destroy();
+      // QEMU sees its channel break if the migration failed (and the VM runs on there).
+      input?.destroy();
+      await listener?.close();
     }
   })();
   return { op: 'send', done, abort };
@@ -171,40 +229,32 @@ export function recvInNode(socket: Socket, request: RecvRequest, rest: Buffer, c
   let retriever: XiaRetriever | undefined;
   let failure: Error | undefined;
   let over = false;
+  let qemu: Socket | undefined;
+  const connecting = new AbortController();
   const abort = (error: Error): void => {
     if (over) return;
     failure ??= error;
+    connecting.abort(error);
     // The receiver stops its fetches as it fails (and tells the sender why).
     receiver?.abort(error);
   };
-  // Nothing more is expected from a recv client; anything it sends is a protocol error,
-  // and its socket ending or closing is the client gone.
-  const reader = new FrameReader();
-  const onData = (data: Buffer): void => {
-    try {
-      reader.push(data, () => {
-        throw new XmigError('ERR_MIGRATION', 'the recv client sent a frame: nothing goes that way');
-      });
-    } catch (error) {
-      abort(new XmigError('ERR_MIGRATION', errorMessage(error)));
-      socket.destroy();
-    }
-  };
-  socket.on('data', onData);
-  socket.resume();
-  const gone = (): void => abort(new XmigError('ERR_MIGRATION', 'the recv client went away'));
-  socket.once('end', gone);
-  socket.once('close', gone);
-  if (rest.length > 0) onData(rest);
+  holdClient(socket, rest, 'recv', abort);
   const done = (async () => {
     let listening: Awaited<ReturnType<typeof listenXia>> | undefined;
     try {
       listening = await listenXia(api, Xid.parse(request.sid));
       if (failure) throw failure;
+      if (request.qemuSocket !== undefined) {
+        // Before a sender is heard: a QEMU that is not there fails this now, not mid-stream.
+        qemu = await connectToQemu(request.qemuSocket, { signal: connecting.signal });
+        // The receiver hears of a broken channel from 'close'.
+        qemu.on('error', () => undefined);
+        if (failure) throw failure;
+      }
       say(socket, { listening: listening.address });
       const accept = listening.accept;
       receiver = new MigrationReceiver({
-        output: new FramedOutput(socket),
+        output: qemu ?? new FramedOutput(socket),
         accept: () => accept(),
         admit: request.from ? admitXiaFrom(request.from.map((hid) => Xid.parse(hid))) : undefined,
         retriever: (mode, source) => {
@@ -216,6 +266,8 @@ export function recvInNode(socket: Socket, request: RecvRequest, rest: Buffer, c
         logger: context.logger,
       });
       const report: ReceiveReport = await receiver.run();
+      // QEMU has the whole stream once it has left this end.
+      if (qemu) await endAndFlush(qemu);
       over = true;
       finish(socket, { ok: true, report });
       return { ok: true, bytes: report.bytes };
@@ -226,6 +278,8 @@ export function recvInNode(socket: Socket, request: RecvRequest, rest: Buffer, c
       return { ok: false, bytes: 0, error: why };
     } finally {
       retriever?.cancel();
+      // A failed migration breaks QEMU's channel: the destination QEMU gives up on it.
+      qemu?.destroy();
       await listening?.close().catch(() => undefined);
     }
   })();

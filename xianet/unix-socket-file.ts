@@ -11,12 +11,12 @@
  * group's members drive the control port, and nobody else.
  */
 import { chmodSync, chownSync, lstatSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
-import { connect, type Server } from 'node:net';
+import { connect, type Server, type Socket } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { ConfigError, errorMessage } from '../shared/errors.js';
 
 /** The longest path a Unix socket address holds on Linux (sun_path less its NUL). */
-const SUN_PATH_MAX = 107;
+export const SUN_PATH_MAX = 107;
 
 export interface SocketFileOptions {
   /** Permission bits of the socket file (default 0660); bits for others are refused. */
@@ -121,4 +121,30 @@ export async function listenUnixSocket(server: Server, path: string, options: So
       }
     },
   };
+}
+
+/**
+ * Connects to the Unix socket at `path`, trying again (backing off from 20 ms to 250 ms)
+ * while it is not there yet or nobody answers on it — a server that is just starting —
+ * for up to `retryMs`. Other errors, the time running out, or `signal` end it with the
+ * last error.
+ */
+export async function connectUnixSocket(path: string, options: { retryMs: number; signal?: AbortSignal }): Promise<Socket> {
+  const deadline = performance.now() + options.retryMs;
+  for (let delay = 20; ; delay = Math.min(delay * 2, 250)) {
+    try {
+      return await new Promise<Socket>((resolve, reject) => {
+        const socket = connect({ path, signal: options.signal });
+        socket.once('error', reject);
+        socket.once('connect', () => {
+          socket.off('error', reject);
+          resolve(socket);
+        });
+      });
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if ((code !== 'ENOENT' && code !== 'ECONNREFUSED') || performance.now() + delay > deadline || options.signal?.aborted) throw error;
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
 }

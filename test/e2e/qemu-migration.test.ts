@@ -4,9 +4,11 @@
  * UDP). The guest counts on its serial console; the count must go on at the
  * destination where it stopped at the source. And when `xmig recv` is killed in
  * the middle, QEMU must report the migration failed and the source go on counting.
+ * The same over QEMU's own `unix:` channel held by the nodes (`xmig migrate --channel
+ * unix`, `xmig recv --qemu-socket`): no xmig process between QEMU and a node.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, openSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -51,6 +53,18 @@ function startQemu(name: string, incoming?: string): { log: string; qmp: string;
 function startDestination(name: string, statsFile: string): { log: string; qmp: string; observer: string } {
   const recv = `${[process.execPath, ...XMIG_ARGV].join(' ')} recv --api ${network.api('B')} --stats ${statsFile} --resume-deadline-ms 1000`;
   return startQemu(name, `exec:${recv}`);
+}
+
+/**
+ * The destination over QEMU's unix: channel: QEMU listens on a socket, and `xmig recv
+ * --qemu-socket` (alive for as long as the migration) has node B connect to it.
+ */
+function startUnixDestination(name: string, statsFile: string): { log: string; qmp: string; observer: string; recv: ReturnType<typeof runXmig> } {
+  const socket = join(dir, `${name}.incoming.sock`);
+  const qemu = startQemu(name, `unix:${socket}`);
+  const recv = runXmig(['recv', '--api', network.api('B'), '--qemu-socket', socket, '--stats', statsFile, '--resume-deadline-ms', '1000'], 240_000);
+  recv.catch(() => undefined);
+  return { ...qemu, recv };
 }
 
 /** Waits until QEMU reports the migration under way. */
@@ -165,6 +179,42 @@ describe.skipIf(!hasQemu)('live migration of a real QEMU guest over xianet', () 
     expect(report.status).toBe('failed');
     // The sender's own reason, not QEMU's "Broken pipe".
     expect(report.error).toMatch(/receiver|resum|connection/);
+    await expectSourceRunsOn(qmp, source.log);
+  }, 300_000);
+
+  it("moves the running guest over QEMU's unix: channel into the nodes: the count goes on where it stopped", async () => {
+    const source = startQemu('unix-source');
+    const destination = startUnixDestination('unix-destination', join(dir, 'unix-recv-ok.json'));
+    await waitFor(() => serialCounts(source.log).length >= 10, 120_000, 'the source guest to count');
+    const result = await runXmig(['migrate', '--qmp', source.qmp, '--to', receiver(), '--api', network.api('A'), '--channel', 'unix', '--json', '--no-progress'], 120_000);
+    expect(result.code, result.stderr + result.stdout).toBe(0);
+    const report = JSON.parse(result.stdout) as { status: string; mover: { bytes: number } };
+    expect(report.status).toBe('completed');
+    expect(report.mover.bytes).toBeGreaterThan(0);
+    const recv = await destination.recv;
+    expect(recv.code, recv.stderr).toBe(0);
+    const lastAtSource = Math.max(...serialCounts(source.log));
+    await waitFor(() => serialCounts(destination.log).length >= 5, 30_000, 'the destination guest to count');
+    const atDestination = serialCounts(destination.log);
+    expect(atDestination[0]!).toBeGreaterThanOrEqual(lastAtSource);
+    expect(atDestination[0]!).toBeLessThanOrEqual(lastAtSource + 1);
+    // No socket of ours is left behind on the source host.
+    expect(readdirSync(tmpdir()).filter((f) => f.startsWith(`xmig-qemu-`) && f.endsWith('.sock'))).toEqual([]);
+  }, 300_000);
+
+  it('fails a unix: channel migration and keeps the source guest running when xmig recv --qemu-socket dies', async () => {
+    const source = startQemu('unix-source2');
+    const destination = startUnixDestination('unix-destination2', join(dir, 'unix-recv-killed.json'));
+    await waitFor(() => serialCounts(source.log).length >= 10, 120_000, 'the source guest to count');
+    const migration = runXmig(['migrate', '--qmp', source.qmp, '--to', receiver(), '--api', network.api('A'), '--channel', 'unix', '--max-bandwidth', '1', '--json', '--no-progress'], 120_000);
+    const qmp = await QmpClient.connect(source.observer);
+    await activeMigration(qmp);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(spawnSync('pkill', ['-KILL', '-f', 'unix-recv-killed.json']).status).toBe(0);
+    const result = await migration;
+    expect(result.code, result.stdout).toBe(1);
+    expect((JSON.parse(result.stdout) as { status: string }).status).toBe('failed');
+    expect((await destination.recv).code).not.toBe(0);
     await expectSourceRunsOn(qmp, source.log);
   }, 300_000);
 

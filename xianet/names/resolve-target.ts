@@ -1,7 +1,7 @@
 /** A command's target given as a DAG or as a name: names go to the name service. */
-import { Dag } from '../shared/dag.js';
-import type { NodeApi } from '../xianet/api/node-api.js';
-import { NameClient } from '../xianet/names/name-client.js';
+import { Dag } from '../../shared/dag.js';
+import type { NodeApi } from '../api/node-api.js';
+import { NameClient } from './name-client.js';
 
 /** Whether a target is written as a DAG (else it is a name). */
 export function isDagText(target: string): boolean {
