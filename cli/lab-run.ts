@@ -30,6 +30,7 @@ interface LabFlags {
   diskData: number;
   workload: LabWorkload;
   autoConverge?: boolean;
+  channel: 'exec' | 'unix';
   delayMs?: number;
   jitterMs?: number;
   loss?: number;
@@ -104,6 +105,7 @@ export function labRunOptions(flags: LabFlags, parseTopology: (text: string) => 
     diskSeedMb: flags.diskData,
     workload: flags.workload,
     ...(flags.autoConverge !== undefined ? { autoConverge: flags.autoConverge } : {}),
+    channel: flags.channel,
     ...(impairment ? { interAdImpairment: impairment } : {}),
     ...(flags.kernel !== undefined ? { kernel: flags.kernel } : {}),
     ...(flags.cacheDir !== undefined ? { cacheDir: flags.cacheDir } : {}),
@@ -162,6 +164,11 @@ export function labRunAction(lab: Command): Command {
     .option('--disk-data <MB>', 'random files put on the disk before the VM boots', integerOption(0, 1_048_576), 300)
     .option('--auto-converge', "QEMU's auto-converge on every move (default with a disk)")
     .option('--no-auto-converge', 'no auto-converge, even with a disk')
+    .addOption(
+      new Option('--channel <kind>', "moves over XIA: exec (QEMU runs xmig send|recv, the paper's mode) or unix (QEMU's unix: channel straight into the hosts' nodes)")
+        .choices(['exec', 'unix'])
+        .default('exec'),
+    )
     .addOption(
       new Option('--workload <name>', "beside the calculation: goldbach (it alone), dbench (on the VM's disk; needs one) or iperf3 (from C; over XIA through xmig tunnel)")
         .choices([...LAB_WORKLOADS])

@@ -3,7 +3,11 @@
  * paper does it: the destination QEMU is started first, in `to`'s namespace, with its
  * own tap on `to`'s segment and `-incoming "exec:xmig recv"` (or QEMU's own
  * `tcp:`, for the TCP/IP baseline); then `xmig migrate`, run in `from`'s namespace
- * against `from`'s node, drives the source QEMU over QMP to `exec:xmig send`.
+ * against `from`'s node, drives the source QEMU over QMP to `exec:xmig send`. With the
+ * `unix` channel, QEMU's own `unix:` migration channel goes straight into the hosts'
+ * nodes instead: the destination QEMU listens on `-incoming unix:`, `xmig recv
+ * --qemu-socket` (in `to`'s namespace) has `to`'s node connect to it, and `xmig migrate
+ * --channel unix` has `from`'s node listen for the source QEMU.
  *
  * The lab watches both QEMUs on their observer monitors (QMP serves one client per
  * monitor; `xmig migrate` holds the other): the source's progress (query-migrate) and
@@ -55,6 +59,8 @@ export interface MoveOptions {
   transport: MoveTransport;
   /** xia: the destination's migration DAG and the source host's node API socket. */
   xia?: { to: string; sourceApi: string; destinationApi: string };
+  /** xia: QEMU's stream through `exec:xmig send|recv` (default, the paper's mode) or QEMU's `unix:` channel into the nodes. */
+  channel?: 'exec' | 'unix';
   /** qemu-tcp: the destination host's IPv4 address. */
   tcpAddress?: string;
   /** This move's directory (the destination VM's files, the report). */
@@ -134,9 +140,11 @@ export async function moveVm(options: MoveOptions): Promise<MoveResult> {
   options.onProgress?.({ phase: 'destination', ms: ms() });
   const recvStats = join(options.dir, 'recv.json');
   let incoming: string;
+  const unixChannel = options.transport === 'xia' && options.channel === 'unix';
+  const qemuSocket = join(options.dir, 'incoming.sock');
   if (options.transport === 'xia') {
     if (!options.xia) throw new XmigError('ERR_CONFIG', 'a move over XIA needs the destination DAG and the node sockets');
-    incoming = `exec:${xmigCommand().join(' ')} recv --api ${options.xia.destinationApi} --stats ${recvStats}`;
+    incoming = unixChannel ? `unix:${qemuSocket}` : `exec:${xmigCommand().join(' ')} recv --api ${options.xia.destinationApi} --stats ${recvStats}`;
   } else {
     incoming = `tcp:0.0.0.0:${QEMU_TCP_PORT}`;
   }
@@ -158,6 +166,7 @@ export async function moveVm(options: MoveOptions): Promise<MoveResult> {
     signal: options.signal,
   });
   let diskTarget: LabProcess | undefined;
+  let recv: LabProcess | undefined;
   let sourceObserver: QmpClient | undefined;
   let destinationObserver: QmpClient | undefined;
   let migrate: LabProcess | undefined;
@@ -165,6 +174,12 @@ export async function moveVm(options: MoveOptions): Promise<MoveResult> {
   try {
     await destination.start();
     if (disk?.mode === 'full') diskTarget = await startDiskTarget(options, destination);
+    if (unixChannel) {
+      // Holds the destination's side open: to's node connects to the QEMU listening above and writes the stream into it.
+      const args = ['recv', '--api', options.xia!.destinationApi, '--qemu-socket', qemuSocket, '--stats', recvStats];
+      recv = new LabProcess({ net: world.net, ns: world.ns(to), name: `xmig recv --qemu-socket on ${to}`, args, stderrFile: join(options.dir, 'recv.stderr') });
+      await recv.start();
+    }
     destinationObserver = await QmpClient.connect(destination.observerQmpSocket, 30_000);
     sourceObserver = await QmpClient.connect(options.source.observerQmpSocket, 30_000);
     await sourceObserver.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] }).catch(() => undefined);
@@ -173,6 +188,7 @@ export async function moveVm(options: MoveOptions): Promise<MoveResult> {
     const target = options.transport === 'xia' ? options.xia!.to : `${options.tcpAddress}:${QEMU_TCP_PORT}`;
     const args = ['migrate', '--qmp', options.source.qmpSocket, '--to', target, '--transport', options.transport, '--report', reportFile, '--json', '--no-progress', '--status-file', join(options.dir, 'status.json')];
     if (options.transport === 'xia') args.push('--api', options.xia!.sourceApi, '--xmig', xmigCommand().join(' '));
+    if (unixChannel) args.push('--channel', 'unix');
     if (options.autoConverge) args.push('--auto-converge');
     if (disk?.mode === 'full') args.push('--disk', ...(options.transport === 'qemu-tcp' ? ['--disk-to', `${options.tcpAddress}:${DISK_TARGET_TCP_PORT}`] : []));
     migrate = new LabProcess({ net: world.net, ns: world.ns(from), name: `xmig migrate ${from}->${options.to}`, args, stderrFile: join(options.dir, 'migrate.stderr') });
@@ -214,6 +230,11 @@ export async function moveVm(options: MoveOptions): Promise<MoveResult> {
       const why = report?.error ?? migrate.exitReason() ?? `exit code ${code}`;
       throw new XmigError('ERR_MIGRATION', `migration ${from} -> ${options.to} over ${options.transport} ${report?.status ?? 'failed'}: ${why}`);
     }
+    if (recv) {
+      // It exits 0 once to's node has written the whole stream into the destination QEMU.
+      const recvCode = await recv.waitForExit(60_000, options.signal);
+      if (recvCode !== 0) throw new XmigError('ERR_MIGRATION', `migration ${from} -> ${options.to}: xmig recv --qemu-socket on ${options.to} ${recv.exitReason() ?? `exited ${recvCode}`}`);
+    }
     if (diskTarget) {
       // The target exits 0 once the destination runs on the migrated disk.
       const targetCode = await diskTarget.waitForExit(60_000, options.signal);
@@ -241,6 +262,7 @@ export async function moveVm(options: MoveOptions): Promise<MoveResult> {
       ...(report.disk ? { diskReport: report.disk } : {}),
     };
   } catch (error) {
+    await recv?.stop();
     await diskTarget?.stop();
     await destination.stop();
     if (disk?.mode === 'full') rmSync(disk.destinationFile, { force: true });
@@ -248,6 +270,7 @@ export async function moveVm(options: MoveOptions): Promise<MoveResult> {
   } finally {
     clearInterval(sampler);
     await migrate?.stop();
+    await recv?.stop();
     await diskTarget?.stop();
     await sourceObserver?.close();
     await destinationObserver?.close();

@@ -44,7 +44,7 @@ const report: LabReport = {
   image: { hash: 'ab'.repeat(32), cached: true, initramfsMiB: 61.2 },
   vm: { memoryMb: 640, bootMs: 52_300, memUsedMb: 230, hid: hid('c') },
   hids: {}, ads: {},
-  options: { moves: 2, tcpMoves: 2, pingIntervalMs: 10, pingTimeoutMs: 5000, mtu: 1500, storage: 'none', workload: 'goldbach' },
+  options: { moves: 2, tcpMoves: 2, pingIntervalMs: 10, pingTimeoutMs: 5000, mtu: 1500, storage: 'none', workload: 'goldbach', channel: 'exec' },
   topologies: [topology('intra-ad'), topology('inter-ad')],
 };
 

@@ -218,6 +218,7 @@ export function formatLabReport(report: LabReport): string {
     `${moves} moves; MTU ${report.options.mtu}; xping every ${report.options.pingIntervalMs} ms (lost: no answer in ${duration(report.options.pingTimeoutMs)})`,
     "to the VM's DAG from before the moves, beside the Goldbach client's one STREAM to it.",
     `Machine: ${m.cpus} cores, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node.js ${m.node}. Paper: KVM on Core i3, 2014.`,
+    ...(report.options.channel === 'unix' ? ["Moves over XIA: QEMU's own unix: channel into the hosts' nodes (xmig migrate --channel unix)."] : []),
     '',
     ...table1(report),
     '',

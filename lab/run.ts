@@ -156,6 +156,8 @@ export interface LabRunOptions {
    * not converge in 150 passes.
    */
   autoConverge?: boolean;
+  /** Moves over XIA: QEMU's stream through `exec:xmig send|recv` (default, the paper's mode) or QEMU's `unix:` channel into the hosts' nodes. */
+  channel?: 'exec' | 'unix';
   /** Beside the calculation: dbench on the VM's disk (needs a disk), or iperf3 from C. Default goldbach: the calculation alone. */
   workload?: LabWorkload;
   /** Traffic after each move has recovered, before the next (default 2 s). */
@@ -196,7 +198,7 @@ export interface LabReport {
   /** Every machine's HID and every AD, as the lab made their keys. */
   hids: Record<string, string>;
   ads: Record<string, string>;
-  options: { moves: number; tcpMoves: number; pingIntervalMs: number; pingTimeoutMs: number; mtu: number; interAdImpairment?: ImpairmentConfig; storage: LabStorage; workload: LabWorkload; autoConverge?: boolean };
+  options: { moves: number; tcpMoves: number; pingIntervalMs: number; pingTimeoutMs: number; mtu: number; interAdImpairment?: ImpairmentConfig; storage: LabStorage; workload: LabWorkload; autoConverge?: boolean; channel: 'exec' | 'unix' };
   /** With a disk: its size and seed, and the image read on the host after the last move. */
   disk?: { storage: 'shared' | 'full'; sizeMb: number; seedMb: number; files: number; check: DiskCheck };
   topologies: TopologyReport[];
@@ -332,6 +334,7 @@ class LabRun {
           storage: this.o.storage,
           workload: this.o.workload,
           autoConverge: this.autoConverge,
+          channel: this.o.channel ?? 'exec',
         },
         ...(disk ? { disk } : {}),
         topologies: reports,
@@ -714,6 +717,7 @@ class LabRun {
           to,
           transport: 'xia',
           xia: { to: hosts.migrationDag(to).toString(), sourceApi: hosts.api(from), destinationApi: hosts.api(to) },
+          channel: this.o.channel ?? 'exec',
           dir,
           tap,
           disk: this.moveDisk(dir),
