@@ -1,5 +1,10 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { migrationUri, type MigrationReport } from './migrate.js';
+import { silentLogger } from '../shared/logger.js';
+import { migrationUri, startInNode, type MigrationReport } from './migrate.js';
 import { migrationSvg } from './report-svg.js';
 
 describe('migrationUri', () => {
@@ -18,6 +23,39 @@ describe('migrationUri', () => {
   it('leaves the API socket out over TCP, and QEMU does tcp: itself', () => {
     expect(migrationUri({ qmp: 'q', to: '10.0.0.2:4444', transport: 'tcp', api: '/a.sock', xmigCommand: 'xmig' }, '/s')).toBe(`exec:xmig send --transport tcp --to '10.0.0.2:4444' --stats '/s'`);
     expect(migrationUri({ qmp: 'q', to: '10.0.0.2:4444', transport: 'qemu-tcp' }, '/s')).toBe('tcp:10.0.0.2:4444');
+  });
+});
+
+describe("the unix: channel's source end", () => {
+  const to = 'DAG 0 - HID:4dd58dcbc1ff7f2e0795a39a4b2628280e262d1a';
+
+  it('fails in one line, before QEMU is told anything, when the node is not there or does not listen in time', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'xmig-migrate-unix-'));
+    try {
+      await expect(startInNode({ api: join(dir, 'none.sock'), to }, silentLogger())).rejects.toThrow(/cannot reach the node's mover/);
+      // A mover socket that takes the request and says nothing: the deadline ends it, and the node hears it go.
+      let heard: Socket | undefined;
+      const gone = new Promise<void>((resolve) => {
+        const server = createServer((socket) => {
+          heard = socket;
+          socket.on('error', () => undefined);
+          // Read (and ignore) the request: a socket nobody reads never sees its peer's end.
+          socket.resume();
+          socket.once('close', () => {
+            server.close();
+            resolve();
+          });
+        });
+        server.listen(join(dir, 'api.sock.mover'));
+      });
+      const started = performance.now();
+      await expect(startInNode({ api: join(dir, 'api.sock'), to }, silentLogger(), 300)).rejects.toThrow(/did not listen for QEMU within 300 ms/);
+      expect(performance.now() - started).toBeLessThan(5000);
+      await gone;
+      expect(heard).toBeDefined();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

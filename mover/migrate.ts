@@ -337,7 +337,7 @@ export async function migrate(options: MigrateOptions): Promise<MigrationReport>
   }
 }
 
-interface InNodeSend {
+export interface InNodeSend {
   /** QEMU's socket: `migrate unix:<path>`. */
   path: string;
   /** Ends the node's migration now (QEMU's channel with it). */
@@ -346,8 +346,11 @@ interface InNodeSend {
   outcome(abandon?: AbortSignal): Promise<{ ok: true; report: Record<string, unknown> } | { ok: false; error: string }>;
 }
 
+/** How long the source node may take to listen for QEMU (it has only to bind a socket). */
+const QEMU_LISTEN_DEADLINE_MS = 10_000;
+
 /** The unix: channel's source end: the local node listening for QEMU, the migration on its stack. */
-async function startInNode(options: MigrateOptions, logger: Logger): Promise<InNodeSend> {
+export async function startInNode(options: Pick<MigrateOptions, 'api' | 'to'>, logger: Logger, deadlineMs = QEMU_LISTEN_DEADLINE_MS): Promise<InNodeSend> {
   if (!options.api) throw new XmigError('ERR_CONFIG', "the unix: channel needs the local node's API socket (api)");
   let to: string;
   if (isDagText(options.to)) to = options.to;
@@ -365,7 +368,19 @@ async function startInNode(options: MigrateOptions, logger: Logger): Promise<InN
   const ready = new Promise<void>((resolve) => (listening = resolve));
   const result = migrateInNode(moverSocketOf(options.api), { op: 'send', to, qemuSocket: path }, { onQemuListening: () => listening(), signal: controller.signal });
   result.catch(() => undefined);
-  await Promise.race([ready, result]);
+  // The node answers at once; one that does not within the deadline is not one to hand QEMU to.
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new XmigError('ERR_TIMEOUT', `the node's mover did not listen for QEMU within ${deadlineMs} ms`)), deadlineMs);
+  });
+  try {
+    await Promise.race([ready, result, late]);
+  } catch (error) {
+    controller.abort(error);
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
   logger.info('migrate.qemu-channel', { phase: 'setup', path, to });
   return {
     path,
