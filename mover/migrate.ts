@@ -386,9 +386,11 @@ export async function startInNode(options: Pick<MigrateOptions, 'api' | 'to'>, l
     path,
     cancel: () => controller.abort(new XmigError('ERR_MIGRATION', 'QEMU did not complete the migration')),
     async outcome(abandon) {
+      let onAbandon: (() => void) | undefined;
       const stopped = new Promise<never>((_, reject) => {
-        if (abandon?.aborted) reject(new XmigError('ERR_MIGRATION', 'stopped waiting for the node'));
-        abandon?.addEventListener('abort', () => reject(new XmigError('ERR_MIGRATION', 'stopped waiting for the node')), { once: true });
+        onAbandon = () => reject(new XmigError('ERR_MIGRATION', 'stopped waiting for the node'));
+        if (abandon?.aborted) onAbandon();
+        abandon?.addEventListener('abort', onAbandon, { once: true });
       });
       stopped.catch(() => undefined);
       try {
@@ -396,6 +398,8 @@ export async function startInNode(options: Pick<MigrateOptions, 'api' | 'to'>, l
       } catch (error) {
         controller.abort(error);
         return { ok: false, error: errorMessage(error) };
+      } finally {
+        if (onAbandon) abandon?.removeEventListener('abort', onAbandon);
       }
     },
   };

@@ -36,6 +36,24 @@ function failure(status: Record<string, unknown>): XmigError {
   return new XmigError('ERR_MIGRATION', typeof status['error'] === 'string' ? status['error'] : 'the node mover failed');
 }
 
+interface StatusHandlers {
+  onConnected?: () => void;
+  onListening?: (address: string) => void;
+  onQemuListening?: (path: string) => void;
+}
+
+type StatusEnd = { ok: true; report: Record<string, unknown> } | { ok: false; error: XmigError };
+
+/** A STATUS frame: a word along the way goes to its handler; the last word (ok or failed) is returned. */
+function readStatus(status: Record<string, unknown>, on: StatusHandlers): StatusEnd | undefined {
+  if (typeof status['qemuListening'] === 'string') on.onQemuListening?.(status['qemuListening']);
+  else if (typeof status['listening'] === 'string') on.onListening?.(status['listening']);
+  else if (status['connected'] === true) on.onConnected?.();
+  else if (status['ok'] === true) return { ok: true, report: (status['report'] as Record<string, unknown> | undefined) ?? {} };
+  else if (status['ok'] === false) return { ok: false, error: failure(status) };
+  return undefined;
+}
+
 export interface SendViaNodeOptions {
   /** The node's sender reached the receiver. */
   onConnected?: () => void;
@@ -66,10 +84,8 @@ export async function sendViaNode(path: string, request: SendRequest, input: Nod
         try {
           reader.push(data, (frame) => {
             if (frame.type !== FrameType.STATUS) throw new XmigError('ERR_MIGRATION', 'the node mover sent stream bytes to a sender');
-            const status = frame.status;
-            if (status['connected'] === true) options.onConnected?.();
-            else if (status['ok'] === true) settle(undefined, (status['report'] as Record<string, unknown> | undefined) ?? {});
-            else if (status['ok'] === false) settle(failure(status));
+            const end = readStatus(frame.status, options);
+            if (end) settle(end.ok ? undefined : end.error, end.ok ? end.report : undefined);
           });
         } catch (error) {
           settle(new XmigError('ERR_MIGRATION', `the node mover broke the protocol: ${errorMessage(error)}`));
@@ -150,14 +166,12 @@ export async function recvViaNode(path: string, request: RecvRequest, output: No
               }
               options.onBytes?.(bytes);
             } else if (frame.type === FrameType.STATUS) {
-              const status = frame.status;
-              if (typeof status['listening'] === 'string') options.onListening?.(status['listening']);
-              else if (status['ok'] === true) {
+              const end = readStatus(frame.status, options);
+              if (end?.ok) {
                 // Whole: done once it is all out of our hands.
-                const report = (status['report'] as Record<string, unknown> | undefined) ?? {};
                 whole = true;
-                output.write('', () => settle(undefined, { ...report, bytesWritten: bytes }));
-              } else if (status['ok'] === false) settle(failure(status));
+                output.write('', () => settle(undefined, { ...end.report, bytesWritten: bytes }));
+              } else if (end) settle(end.error);
             } else throw new XmigError('ERR_MIGRATION', 'the node mover sent END to a receiver');
           });
         } catch (error) {
@@ -215,12 +229,8 @@ export async function migrateInNode(path: string, request: SendRequest | RecvReq
         try {
           reader.push(data, (frame) => {
             if (frame.type !== FrameType.STATUS) throw new XmigError('ERR_MIGRATION', 'the node mover sent stream bytes on a QEMU-channel migration');
-            const status = frame.status;
-            if (typeof status['qemuListening'] === 'string') options.onQemuListening?.(status['qemuListening']);
-            else if (typeof status['listening'] === 'string') options.onListening?.(status['listening']);
-            else if (status['connected'] === true) options.onConnected?.();
-            else if (status['ok'] === true) settle(undefined, (status['report'] as Record<string, unknown> | undefined) ?? {});
-            else if (status['ok'] === false) settle(failure(status));
+            const end = readStatus(frame.status, options);
+            if (end) settle(end.ok ? undefined : end.error, end.ok ? end.report : undefined);
           });
         } catch (error) {
           settle(new XmigError('ERR_MIGRATION', `the node mover broke the protocol: ${errorMessage(error)}`));

@@ -139,7 +139,7 @@ export function sendInNode(socket: Socket, request: SendRequest, rest: Buffer, c
     failure ??= error;
     sender?.abort(error);
     // Waiting for QEMU to connect ends too.
-    void listener?.close();
+    listener?.close();
   };
   let input: Readable | undefined;
   if (request.qemuSocket === undefined) input = clientStream(socket, rest, abort);
@@ -154,7 +154,7 @@ export function sendInNode(socket: Socket, request: SendRequest, rest: Buffer, c
         say(socket, { qemuListening: request.qemuSocket });
         qemu = await listener.connection;
         // One stream per migration: nobody else gets in.
-        await listener.close();
+        listener.close();
         if (failure) throw failure;
         // A read error reaches the sender as its input's 'error'.
         input = qemu;
@@ -183,7 +183,7 @@ export function sendInNode(socket: Socket, request: SendRequest, rest: Buffer, c
     } finally {
       // QEMU sees its channel break if the migration failed (and the VM runs on there).
       input?.destroy();
-      await listener?.close();
+      listener?.close();
     }
   })();
   return { op: 'send', done, abort };

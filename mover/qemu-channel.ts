@@ -24,7 +24,7 @@ export interface QemuListener {
   /** QEMU's connection: its migration stream, readable. Rejects if closed first. */
   readonly connection: Promise<Socket>;
   /** Stops listening and removes the socket file; QEMU's connection, if any, is left to its owner. */
-  close(): Promise<void>;
+  close(): void;
 }
 
 export async function listenForQemu(path: string): Promise<QemuListener> {
@@ -58,7 +58,6 @@ export async function listenForQemu(path: string): Promise<QemuListener> {
         file.remove();
         closed = true;
       }
-      return Promise.resolve();
     },
   };
 }
