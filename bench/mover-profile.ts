@@ -4,19 +4,26 @@
  * each profile's heaviest functions by self time, with the callers that spent most in
  * them. How bench/README.md's data-path profiles were taken.
  *
- *   npm run build && XMIG_ENTRY=dist/cli/main.js npx tsx bench/mover-profile.ts [direct|via-node] [MiB] [runs]
+ *   npm run build && XMIG_ENTRY=dist/cli/main.js npx tsx bench/mover-profile.ts [direct|via-node] [MiB] [runs] [--perf]
  *
  * The .cpuprofile files stay in the directory it prints (open them in Chrome's DevTools).
  * Profiles sample wall time: on a loaded machine the figures are inflated, the shares hold.
+ *
+ * --perf: the whole machine under `perf record -a -g` instead (root, and Debian's
+ * linux-perf), the processes with `--perf-basic-prof` so JIT frames have names; each
+ * process's samples then say what --cpu-prof cannot: the kernel's copies, page faults,
+ * V8's GC threads (bench/perf-script.ts). perf.data stays in the directory it prints.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { WellKnownSid } from '../shared/xid.js';
 import { startXmig, XMIG_ARGV } from '../test/support/processes.js';
 import { MIGRATION_HOSTS, UdpNetwork } from '../test/support/udp-network.js';
+import { formatProfile, PerfAggregate, PerfScriptReader } from './perf-script.js';
 
 interface ProfileNode {
   id: number;
@@ -55,12 +62,55 @@ export function summarise(file: string, n = 12): string {
   return lines.join('\n');
 }
 
+/** `perf record -a -g` of the whole machine until stop(); then `perf script` read per process. */
+async function recordPerf(file: string): Promise<{ stop: () => Promise<void> }> {
+  if (spawnSync('perf', ['--version']).status !== 0) throw new Error('--perf needs perf (Debian: apt-get install linux-perf)');
+  const perf = spawn('perf', ['record', '-a', '-g', '-F', '499', '-o', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  perf.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => perf.once('exit', resolve));
+  // perf says nothing when it has started; a moment lets it open its events (or fail).
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  if (perf.exitCode !== null) throw new Error(`perf record exited (${perf.exitCode}): ${stderr.trim()}`);
+  return {
+    async stop() {
+      perf.kill('SIGINT');
+      await exited;
+    },
+  };
+}
+
+async function perfReport(file: string, names: Map<string, string>): Promise<string> {
+  const aggregate = new PerfAggregate(new Set([...names.keys()].map(Number)));
+  const script = spawn('perf', ['script', '-i', file, '-F', 'pid,tid,ip,sym,dso'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  script.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => script.once('exit', resolve));
+  const reader = new PerfScriptReader();
+  for await (const line of createInterface({ input: script.stdout })) {
+    const sample = reader.push(line);
+    if (sample) aggregate.add(sample);
+  }
+  const last = reader.end();
+  if (last) aggregate.add(last);
+  const code = await exited;
+  if (code !== 0) throw new Error(`perf script exited (${code}): ${stderr.trim().split('\n').slice(-3).join(' ')}`);
+  return [...aggregate.byPid]
+    .sort((a, b) => b[1].samples - a[1].samples)
+    .map(([pid, profile]) => formatProfile(names.get(String(pid)) ?? String(pid), profile))
+    .join('\n\n');
+}
+
 async function main(): Promise<void> {
-  const mode = process.argv[2] === 'direct' ? 'direct' : 'via-node';
-  const megabytes = Number(process.argv[3] ?? 256);
-  const runs = Number(process.argv[4] ?? 1);
+  const args = process.argv.slice(2).filter((a) => a !== '--perf');
+  const usePerf = process.argv.includes('--perf');
+  const mode = args[0] === 'direct' ? 'direct' : 'via-node';
+  const megabytes = Number(args[1] ?? 256);
+  const runs = Number(args[2] ?? 1);
   const dir = mkdtempSync(join(tmpdir(), 'xmig-profile-'));
-  const flags = ['--cpu-prof', `--cpu-prof-dir=${dir}`];
+  // --perf-basic-prof also writes V8's code log (isolate-*-v8.log): into the profile's directory, not the cwd.
+  const flags = usePerf ? ['--perf-basic-prof', `--logfile=${join(dir, 'v8.log')}`] : ['--cpu-prof', `--cpu-prof-dir=${dir}`];
+  const perfFile = join(dir, 'perf.data');
   const network = new UdpNetwork(MIGRATION_HOSTS);
   // The daemons under the profiler too: started as UdpNetwork.start() does, with the flags in front.
   const prefix = ['bash', '-c', `exec "$0" ${flags.join(' ')} "$@"`];
@@ -75,6 +125,7 @@ async function main(): Promise<void> {
   await Promise.all([...network.processes.values()].map((p) => p.waitForLog('node.ready', 60_000)));
   const extra = mode === 'via-node' ? ['--via-node'] : [];
   const data = randomFillSync(Buffer.alloc(megabytes << 20));
+  const perf = usePerf ? await recordPerf(perfFile) : undefined;
   try {
     for (let run = 0; run < runs; run++) {
       const xmig = (args: string[], role: 'send' | 'recv') => {
@@ -105,7 +156,12 @@ async function main(): Promise<void> {
       await Promise.all([send.exited, recv.exited]);
     }
   } finally {
+    await perf?.stop();
     await network.stop();
+  }
+  if (usePerf) {
+    process.stdout.write(`\n${perfFile}\n\n${await perfReport(perfFile, names)}\n`);
+    return;
   }
   for (const file of readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'))) {
     const pid = file.split('.')[3]!;
