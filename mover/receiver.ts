@@ -93,12 +93,15 @@ export class MigrationReceiver {
   private readonly report = { bytes: 0, chunks: 0, zeroChunks: 0, cachedChunks: 0, reconnects: 0 };
   private firstOfferAt: number | undefined;
   private readonly zero = Buffer.alloc(1024 * 1024);
-  /** Rejects with the failure: the writer waits on a fetch and on this, whichever settles first. */
-  private onFailure: ((error: Error) => void) | undefined;
-  private readonly failed = new Promise<never>((_, reject) => (this.onFailure = reject));
+  /**
+   * Who waits on a fetch and must hear of a failure first (the writer). Not a promise
+   * raced against each fetch: every Promise.race on one long-lived promise leaves a
+   * reaction on it holding that race's outcome, i.e. every chunk the migration wrote,
+   * until the receiver itself is collected (a 256 MiB transfer kept 256 MiB).
+   */
+  private readonly failureWaiters = new Set<(error: Error) => void>();
 
   constructor(private readonly options: ReceiverOptions) {
-    this.failed.catch(() => undefined);
     this.logger = (options.logger ?? silentLogger()).child({ component: 'mover', role: 'recv' });
     this.intake = new ReceiverIntake({
       accept: options.accept,
@@ -149,9 +152,31 @@ export class MigrationReceiver {
     this.fail(error);
   }
 
+  /** `promise`'s outcome, or the failure as soon as there is one; nothing stays attached to anything once it settles. */
+  private unlessFailed<T>(promise: Promise<T>): Promise<T> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise<T>((resolve, reject) => {
+      const waiter = (error: Error): void => {
+        this.failureWaiters.delete(waiter);
+        reject(error);
+      };
+      this.failureWaiters.add(waiter);
+      promise.then(
+        (value) => {
+          this.failureWaiters.delete(waiter);
+          resolve(value);
+        },
+        (error: unknown) => {
+          this.failureWaiters.delete(waiter);
+          reject(error as Error);
+        },
+      );
+    });
+  }
+
   private fail(error: Error): void {
     this.failure ??= error;
-    this.onFailure?.(this.failure);
+    for (const waiter of [...this.failureWaiters]) waiter(this.failure);
     this.wakeWriter?.();
     // Still waiting for the first sender: the writer's loop sees the failure and throws.
     this.sessionStarted?.();
@@ -332,7 +357,7 @@ export class MigrationReceiver {
       let data: ChunkBytes;
       try {
         // A failure (the sender's ERROR, our owner's abort) must not wait for this fetch to time out.
-        data = await Promise.race([job.data, this.failed]);
+        data = await this.unlessFailed(job.data);
       } catch (error) {
         if (this.failure) throw this.failure;
         if (job.generation !== this.generation) continue;
