@@ -11,7 +11,11 @@ import { Identity } from '../../shared/identity.js';
 import { parseConfig } from '../../shared/config.js';
 import { topologySchema } from '../../xianet/topology.js';
 import { udpLayout } from '../../xianet/udp-topology.js';
+import { reservePortBlock } from '../support/ports.js';
 import { reapAll, startXmig, type XmigProcess } from '../support/processes.js';
+
+/** This file's UDP ports (test/support/ports.ts). */
+const ports = reservePortBlock();
 
 const dir = mkdtempSync(join(tmpdir(), 'xmig-agentproc-'));
 const topology = parseConfig(topologySchema, {
@@ -23,7 +27,7 @@ const topology = parseConfig(topologySchema, {
     { name: 'VM', role: 'host', interfaces: [{ segment: 'seg-A' }] },
   ],
 });
-const layout = udpLayout(topology, { dir, basePort: 40000 + Math.floor(Math.random() * 15000), beaconIntervalMs: 100 });
+const layout = udpLayout(topology, { dir, basePort: ports.base, beaconIntervalMs: 100 });
 const processes: XmigProcess[] = [];
 let agent: XmigProcess;
 
@@ -56,6 +60,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
+  ports.release();
   for (const p of processes) await p.stop();
   await reapAll();
   rmSync(dir, { recursive: true, force: true });

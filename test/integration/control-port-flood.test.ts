@@ -13,7 +13,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ControlClient, RouteControl } from '../../shared/click-control-client.js';
 import { Identity } from '../../shared/identity.js';
+import { reservePortBlock } from '../support/ports.js';
 import { reapAll, startXmig, type XmigProcess } from '../support/processes.js';
+
+/** This file's UDP ports (test/support/ports.ts). */
+const ports = reservePortBlock();
 
 /**
  * Most the daemon's RSS may grow over its size before a flood. What the port holds is
@@ -73,7 +77,7 @@ async function genuineWrite(): Promise<void> {
 beforeAll(async () => {
   const keyFile = join(dir, 'R1.key');
   Identity.loadOrCreate(keyFile);
-  const udp = 30000 + Math.floor(Math.random() * 20000);
+  const udp = ports.base;
   writeFileSync(
     join(dir, 'node.json'),
     JSON.stringify({
@@ -96,6 +100,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
+  ports.release();
   await client?.stop();
   await node?.stop();
   await reapAll();

@@ -35,7 +35,11 @@ import type { NodeConfig } from '../../xianet/node-config.js';
 import { NodeDaemon } from '../../xianet/node-daemon.js';
 import { topologySchema } from '../../xianet/topology.js';
 import { udpLayout } from '../../xianet/udp-topology.js';
+import { reservePortBlock } from '../support/ports.js';
 import { waitFor } from '../support/wait.js';
+
+/** This file's UDP ports (test/support/ports.ts). */
+const ports = reservePortBlock();
 
 const dir = mkdtempSync(join(tmpdir(), 'xmig-lifecycle-'));
 const topology = parseConfig(topologySchema, {
@@ -48,7 +52,7 @@ const topology = parseConfig(topologySchema, {
     { name: 'B', role: 'host', interfaces: [{ segment: 'seg-B' }] },
   ],
 });
-const layout = udpLayout(topology, { dir, basePort: 20000 + Math.floor(Math.random() * 30000), beaconIntervalMs: 100, helloIntervalMs: 300, logLevel: 'warn' });
+const layout = udpLayout(topology, { dir, basePort: ports.base, beaconIntervalMs: 100, helloIntervalMs: 300, logLevel: 'warn' });
 const configs = new Map<string, NodeConfig>();
 for (const [name, config] of layout.configs) {
   Identity.loadOrCreate(config.keyFile);
@@ -104,6 +108,7 @@ beforeAll(() => {
 });
 
 afterAll(async () => {
+  ports.release();
   for (const daemon of nodes) await daemon.stop();
   rmSync(dir, { recursive: true, force: true });
 });

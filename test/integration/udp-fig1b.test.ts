@@ -12,11 +12,13 @@ import { Dag } from '../../shared/dag.js';
 import { WellKnownSid, XidType } from '../../shared/xid.js';
 import { INTER_AD } from '../../xianet/topology.js';
 import { udpLayout } from '../../xianet/udp-topology.js';
+import { reservePortBlock } from '../support/ports.js';
 import { reapAll, runXmig, startXmig, type XmigProcess } from '../support/processes.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'xmig-udp-'));
 const processes = new Map<string, XmigProcess>();
-const basePort = 20000 + Math.floor(Math.random() * 20000);
+const ports = reservePortBlock();
+const basePort = ports.base;
 const layout = udpLayout(INTER_AD, { dir, basePort, beaconIntervalMs: 100, helloIntervalMs: 300 });
 
 beforeAll(async () => {
@@ -36,6 +38,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
+  ports.release();
   await Promise.all([...processes.values()].map((p) => p.stop()));
   await reapAll();
   rmSync(dir, { recursive: true, force: true });

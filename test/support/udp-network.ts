@@ -8,6 +8,7 @@ import { XidType, type Xid } from '../../shared/xid.js';
 import { parseConfig } from '../../shared/config.js';
 import { topologySchema, type Topology } from '../../xianet/topology.js';
 import { udpLayout, type UdpLayout, type UdpLayoutOptions } from '../../xianet/udp-topology.js';
+import { reservePortBlock } from './ports.js';
 import { reapAll, startXmig, type XmigProcess } from './processes.js';
 
 /** The mover's network: one AD, router R1, the source host A and the destination host B on segments of their own. */
@@ -26,13 +27,15 @@ export class UdpNetwork {
   readonly dir = mkdtempSync(join(tmpdir(), 'xmig-net-'));
   readonly layout: UdpLayout;
   readonly processes = new Map<string, XmigProcess>();
+  /** Its ports (test/support/ports.ts), given back by stop(). */
+  private readonly ports = reservePortBlock();
 
   /** `options`: the links' MTU and impairments per segment (see link-impairment.ts), log level. */
   constructor(
     readonly topology: Topology,
     options: Pick<UdpLayoutOptions, 'mtu' | 'impairments' | 'logLevel'> & { metrics?: boolean } = {},
   ) {
-    const basePort = 20000 + Math.floor(Math.random() * 30000);
+    const basePort = this.ports.base;
     const { metrics, ...layout } = options;
     this.layout = udpLayout(topology, { dir: this.dir, basePort, beaconIntervalMs: 100, helloIntervalMs: 300, metricsBasePort: metrics ? basePort + 700 : undefined, ...layout });
     for (const config of this.layout.configs.values()) {
@@ -109,5 +112,6 @@ export class UdpNetwork {
     await Promise.all([...this.processes.values()].map((p) => p.stop()));
     await reapAll();
     rmSync(this.dir, { recursive: true, force: true });
+    this.ports.release();
   }
 }
