@@ -75,7 +75,10 @@ async function recordPerf(file: string): Promise<{ stop: () => Promise<void> }> 
   return {
     async stop() {
       perf.kill('SIGINT');
+      // perf writes its file on SIGINT; one that has not ended in 30 s will not.
+      const timer = setTimeout(() => perf.kill('SIGKILL'), 30_000);
       await exited;
+      clearTimeout(timer);
     },
   };
 }

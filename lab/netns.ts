@@ -18,6 +18,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, XmigError, errorMessage } from '../shared/errors.js';
+import { processAlive } from '../shared/process-alive.js';
 
 /** Every namespace a lab run makes starts with this. */
 export const LAB_NETNS_PREFIX = 'xmig-lab-';
@@ -315,15 +316,6 @@ async function waitUntil(condition: () => Promise<boolean>, deadlineMs: number):
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** The prefix of a lab namespace (`xmig-lab-1a2b3c-A` -> `xmig-lab-1a2b3c`). */
 function prefixOf(namespace: string): string {
   return namespace.slice(0, namespace.lastIndexOf('-'));
@@ -342,7 +334,7 @@ export async function cleanLeftovers(prefix?: string, family = LAB_NETNS_PREFIX)
   const namespaces = (await listNamespaces()).filter((n) => (prefix === undefined ? inFamily(n) : prefixOf(n) === prefix));
   for (const runPrefix of new Set(namespaces.map(prefixOf))) {
     const pid = ownerOf(runPrefix);
-    if (prefix === undefined && pid !== undefined && pid !== process.pid && alive(pid)) continue;
+    if (prefix === undefined && pid !== undefined && pid !== process.pid && processAlive(pid)) continue;
     const registry = new NetnsRegistry(runPrefix);
     for (const name of namespaces.filter((n) => prefixOf(n) === runPrefix)) registry.adopt(name);
     const report = await registry.teardown(2000);
@@ -360,7 +352,7 @@ export async function cleanLeftovers(prefix?: string, family = LAB_NETNS_PREFIX)
     const runPrefix = file.endsWith('.pid') ? file.slice(0, -'.pid'.length) : undefined;
     if (!runPrefix || !runPrefix.startsWith(family) || left.has(runPrefix) || (prefix !== undefined && runPrefix !== prefix)) continue;
     const pid = ownerOf(runPrefix);
-    if (pid === undefined || pid === process.pid || !alive(pid)) rmSync(ownerPath(runPrefix), { force: true });
+    if (pid === undefined || pid === process.pid || !processAlive(pid)) rmSync(ownerPath(runPrefix), { force: true });
   }
   return removed;
 }

@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
+import { processAlive } from '../shared/process-alive.js';
 
 export interface MigrationStatus {
   pid: number;
@@ -60,15 +61,6 @@ export function writeStatus(file: string, status: MigrationStatus): void {
   renameSync(temporary, file);
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 function readOne(file: string): MigrationStatus | undefined {
   let status: MigrationStatus;
   try {
@@ -77,7 +69,7 @@ function readOne(file: string): MigrationStatus | undefined {
     return undefined; // being replaced, or not ours
   }
   if (typeof status.pid !== 'number' || typeof status.qmp !== 'string') return undefined;
-  if (!status.finished && !alive(status.pid)) status.status = 'stale';
+  if (!status.finished && !processAlive(status.pid)) status.status = 'stale';
   return status;
 }
 

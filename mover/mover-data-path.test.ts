@@ -66,11 +66,25 @@ function source(parts: Buffer[], pauseMs: number): PassThrough {
   return input;
 }
 
+/** A sender of 64 KiB chunks in 256 KiB rounds to a receiver listening on TCP at `address`. */
+function smallChunkSender(input: PassThrough, address: string, publisher: ChunkPublisher): MigrationSender {
+  const [host, port] = address.split(':');
+  return new MigrationSender({
+    input,
+    connect: connectTcp(host!, Number(port)),
+    publisher,
+    mode: 'xia',
+    source: Dag.chain(Xid.of(XidType.HID, randomBytes(20))).toString(),
+    chunkBytes: 64 * 1024,
+    roundBytes: 256 * 1024,
+    resumeDeadlineMs: 5000,
+  });
+}
+
 describe('the receiver across a control reconnection', () => {
   it('keeps its fetches in flight: no chunk is fetched twice because the connection dropped', async () => {
     const exchange = new MemoryExchange();
     const listening = await listenTcp('127.0.0.1', 0);
-    const [host, port] = listening.address.split(':');
     let connections = 0;
     const hash = createHash('sha256');
     const output = new Writable({
@@ -95,16 +109,7 @@ describe('the receiver across a control reconnection', () => {
     });
     const received = receiver.run();
     const parts = Array.from({ length: 48 }, () => randomBytes(64 * 1024));
-    const sender = new MigrationSender({
-      input: source(parts, 2),
-      connect: connectTcp(host!, Number(port)),
-      publisher: exchange,
-      mode: 'xia',
-      source: Dag.chain(Xid.of(XidType.HID, randomBytes(20))).toString(),
-      chunkBytes: 64 * 1024,
-      roundBytes: 256 * 1024,
-      resumeDeadlineMs: 5000,
-    });
+    const sender = smallChunkSender(source(parts, 2), listening.address, exchange);
     const [sent, got] = await Promise.all([sender.run(), received]);
     await listening.close();
     expect(connections).toBe(2);
@@ -160,7 +165,6 @@ describe("the receiver's memory", () => {
       },
     };
     const listening = await listenTcp('127.0.0.1', 0);
-    const [host, port] = listening.address.split(':');
     let written = 0;
     const hash = createHash('sha256');
     const output = new Writable({
@@ -174,16 +178,7 @@ describe("the receiver's memory", () => {
     const receiver = new MigrationReceiver({ output, accept: () => listening.accept(), retriever: () => retriever, resumeDeadlineMs: 5000, cacheBytes: 0 });
     const received = receiver.run();
     const input = new PassThrough();
-    const sender = new MigrationSender({
-      input,
-      connect: connectTcp(host!, Number(port)),
-      publisher: exchange,
-      mode: 'xia',
-      source: Dag.chain(Xid.of(XidType.HID, randomBytes(20))).toString(),
-      chunkBytes: 64 * 1024,
-      roundBytes: 256 * 1024,
-      resumeDeadlineMs: 5000,
-    });
+    const sender = smallChunkSender(input, listening.address, exchange);
     const sent = sender.run();
     const parts = Array.from({ length: 32 }, () => randomBytes(64 * 1024));
     for (const part of parts) input.write(part);

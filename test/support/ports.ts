@@ -14,6 +14,7 @@
 import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { processAlive } from '../../shared/process-alive.js';
 
 export const PORT_BLOCK_SIZE = 1000;
 /** Above the well-known service ports a test may run (NBD 10809). */
@@ -29,15 +30,6 @@ export function ephemeralLow(): number {
     // Not Linux, or no /proc: Linux's default.
   }
   return 32_768;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 const held = new Set<string>();
@@ -93,7 +85,7 @@ export function reservePortBlock(locks = LOCKS): PortBlock {
           // Released meanwhile: try again.
         }
         // Held by a live process (a half-written file counts as live): the next block.
-        if (Number.isInteger(owner) && owner > 0 && !alive(owner)) {
+        if (Number.isInteger(owner) && owner > 0 && !processAlive(owner)) {
           try {
             unlinkSync(file);
           } catch {
