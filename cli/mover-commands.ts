@@ -1,4 +1,3 @@
-import { writeFileSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { Command, Option } from 'commander';
 import { durationMsOption, integerOption } from './option-parsers.js';
@@ -19,6 +18,7 @@ import { startMetricsServer } from '../shared/metrics.js';
 import type { Logger } from '../shared/logger.js';
 import { hostHid } from './host-hid.js';
 import { resolveTarget } from '../xianet/names/resolve-target.js';
+import { writeFileAtomic } from '../shared/atomic-file.js';
 
 interface MoverFlags {
   metricsPort?: number;
@@ -94,7 +94,7 @@ export function sendCommand(): Command {
         });
         const report = await sender.run();
         await metrics?.finish('done');
-        if (options.stats) writeFileSync(options.stats, JSON.stringify({ role: 'send', transport: options.transport, ...report }));
+        if (options.stats) writeFileAtomic(options.stats, JSON.stringify({ role: 'send', transport: options.transport, ...report }));
       } catch (error) {
         await metrics?.finish('failed');
         // QEMU must see its pipe break at once, so it fails the migration and the VM runs on.
@@ -102,7 +102,7 @@ export function sendCommand(): Command {
         // xmig migrate reads the real reason here: QEMU itself only sees a broken pipe.
         if (options.stats) {
           try {
-            writeFileSync(options.stats, JSON.stringify({ role: 'send', transport: options.transport, ...sender?.snapshot(), error: errorMessage(error) }));
+            writeFileAtomic(options.stats, JSON.stringify({ role: 'send', transport: options.transport, ...sender?.snapshot(), error: errorMessage(error) }));
           } catch {
             // the figures are a courtesy; the exit status is what QEMU acts on
           }
@@ -156,7 +156,7 @@ export function recvCommand(): Command {
         });
         await metrics?.finish('done');
         await listening.close();
-        if (options.stats) writeFileSync(options.stats, JSON.stringify({ role: 'recv', transport: options.transport, ...report }));
+        if (options.stats) writeFileAtomic(options.stats, JSON.stringify({ role: 'recv', transport: options.transport, ...report }));
       } finally {
         await api?.close();
       }
@@ -227,14 +227,14 @@ async function sendThroughNode(options: MoverFlags & { to: string; chunkKb: numb
     if (typeof report['bytes'] === 'number') bytes = report['bytes'];
     await metrics?.finish('done');
     logger.info('send.done', { phase: 'done', via: 'node', bytes, ms: Math.round(performance.now() - started) });
-    if (options.stats) writeFileSync(options.stats, JSON.stringify({ role: 'send', transport: 'xia', via: 'node', ...report }));
+    if (options.stats) writeFileAtomic(options.stats, JSON.stringify({ role: 'send', transport: 'xia', via: 'node', ...report }));
   } catch (error) {
     await metrics?.finish('failed');
     // QEMU must see its pipe break at once, so it fails the migration and the VM runs on.
     process.stdin.destroy();
     if (options.stats) {
       try {
-        writeFileSync(options.stats, JSON.stringify({ role: 'send', transport: 'xia', via: 'node', bytes, error: errorMessage(error) }));
+        writeFileAtomic(options.stats, JSON.stringify({ role: 'send', transport: 'xia', via: 'node', bytes, error: errorMessage(error) }));
       } catch {
         // the exit status is what QEMU acts on
       }
@@ -274,7 +274,7 @@ async function recvThroughNode(options: MoverFlags & { sid: string; from?: strin
     if (typeof report['bytes'] === 'number') bytes = report['bytes'];
     await metrics?.finish('done');
     logger.info('recv.done', { phase: 'done', via: 'node', bytes, ms: Math.round(performance.now() - started) });
-    if (options.stats) writeFileSync(options.stats, JSON.stringify({ role: 'recv', transport: 'xia', via: 'node', ...report, seconds: (performance.now() - started) / 1000 }));
+    if (options.stats) writeFileAtomic(options.stats, JSON.stringify({ role: 'recv', transport: 'xia', via: 'node', ...report, seconds: (performance.now() - started) / 1000 }));
   } catch (error) {
     await metrics?.finish('failed');
     throw error;

@@ -1,10 +1,10 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { silentLogger } from '../shared/logger.js';
-import { migrationUri, startInNode, type MigrationReport } from './migrate.js';
+import { migrationUri, readMoverStats, startInNode, type MigrationReport } from './migrate.js';
 import { migrationSvg } from './report-svg.js';
 
 describe('migrationUri', () => {
@@ -53,6 +53,25 @@ describe("the unix: channel's source end", () => {
       expect(performance.now() - started).toBeLessThan(5000);
       await gone;
       expect(heard).toBeDefined();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("the mover's figures in the report", () => {
+  // QEMU says "completed" when it has written its last byte into xmig send, which writes
+  // --stats only once the receiver has it all: a clean-clone CI run here read the file
+  // before it was there and reported no mover figures (test/e2e/qemu-migration.test.ts).
+  it('are read when xmig send writes them after QEMU is done, and not at all when it never does', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'xmig-stats-'));
+    try {
+      const file = join(dir, 'send.json');
+      setTimeout(() => writeFileSync(file, JSON.stringify({ role: 'send', transport: 'xia', bytes: 42 })), 300);
+      expect((await readMoverStats(file, 5000))?.bytes).toBe(42);
+      const started = performance.now();
+      expect(await readMoverStats(join(dir, 'never.json'), 200)).toBeUndefined();
+      expect(performance.now() - started).toBeGreaterThanOrEqual(190);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -284,14 +284,9 @@ export async function migrate(options: MigrateOptions): Promise<MigrationReport>
     if (ended !== 'completed' && watched.failure !== undefined) ended = 'failed';
     const elapsedMs = Math.round((watched.completedAtMs ?? performance.now() - started));
     const stop = qmp.events.find((e) => e.event === 'STOP' && e.timestamp);
-    let mover: MigrationReport['mover'] = inNodeReport;
-    if (!inNode) {
-      try {
-        mover = JSON.parse(readFileSync(statsFile, 'utf8')) as MigrationReport['mover'];
-      } catch {
-        mover = undefined; // qemu-tcp, or the mover never wrote its figures
-      }
-    }
+    // QEMU's exec: migration ends when QEMU has written its last byte into `xmig send`, which
+    // writes its figures only once the receiver has all of it: they may come a moment later.
+    const mover: MigrationReport['mover'] = inNode ? inNodeReport : options.transport === 'qemu-tcp' ? undefined : await readMoverStats(statsFile, MOVER_STATS_WAIT_MS);
     const bytes = Math.max(0, ...watched.samples.map((s) => s.transferred));
     const last = watched.samples[watched.samples.length - 1];
     const error = ended === 'completed' ? undefined : (watched.failure ?? inNodeError ?? mover?.error ?? info['error-desc'] ?? (watched.cancelReason === 'timeout' ? `not completed within ${options.timeoutMs} ms` : undefined));
@@ -334,6 +329,22 @@ export async function migrate(options: MigrateOptions): Promise<MigrationReport>
     await tuning?.restore().catch(() => undefined);
     rmSync(statsFile, { force: true });
     await qmp.close();
+  }
+}
+
+/** How long the report waits for `xmig send`'s figures after QEMU's migration has ended. */
+export const MOVER_STATS_WAIT_MS = 10_000;
+
+/** `xmig send --stats`'s figures, read once the file is there (written whole), or undefined at the deadline (the mover never wrote them). */
+export async function readMoverStats(file: string, waitMs: number): Promise<MigrationReport['mover']> {
+  const deadline = performance.now() + waitMs;
+  for (;;) {
+    try {
+      return JSON.parse(readFileSync(file, 'utf8')) as MigrationReport['mover'];
+    } catch {
+      if (performance.now() >= deadline) return undefined;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
   }
 }
 

@@ -7,10 +7,11 @@
  * needs none.) A file whose process is gone without finishing is shown as stale.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { processAlive } from '../shared/process-alive.js';
+import { writeFileAtomic } from '../shared/atomic-file.js';
 
 export interface MigrationStatus {
   pid: number;
@@ -56,9 +57,7 @@ export function statusFileFor(qmp: string, dir = statusDir()): string {
 
 export function writeStatus(file: string, status: MigrationStatus): void {
   mkdirSync(join(file, '..'), { recursive: true, mode: 0o755 });
-  const temporary = `${file}.${process.pid}.tmp`;
-  writeFileSync(temporary, `${JSON.stringify(status)}\n`, { mode: 0o644 });
-  renameSync(temporary, file);
+  writeFileAtomic(file, `${JSON.stringify(status)}\n`);
 }
 
 function readOne(file: string): MigrationStatus | undefined {
