@@ -93,7 +93,7 @@ export async function runQemuMigrationBench(options: { runs?: number; guestMb?: 
   const transports = options.transports ?? ((env['XMIG_BENCH_QEMU_TRANSPORTS']?.split(',') as BenchTransport[] | undefined) ?? ['qemu-tcp', 'tcp', 'xia', 'xia-via-node', 'xia-unix']);
   const dir = mkdtempSync(join(tmpdir(), 'xmig-bench-qemu-'));
   const initramfs = buildInitramfs(dir, busybox);
-  const network = new UdpNetwork(MIGRATION_HOSTS);
+  const network = new UdpNetwork(MIGRATION_HOSTS, { logLevel: env['XMIG_BENCH_REPORTS'] ? 'debug' : undefined });
   await network.start();
   const qemus: ChildProcess[] = [];
   const startQemu = (name: string, incoming?: string): { log: string; qmp: string; pid: number | undefined } => {
@@ -136,6 +136,7 @@ export async function runQemuMigrationBench(options: { runs?: number; guestMb?: 
       const to = xia ? network.serviceDag('B', 'AD1', WellKnownSid.MIGRATION).toString() : `127.0.0.1:${port}`;
       const watch = await QmpClient.connect(destination.qmp);
       const nodesBefore = nodes.map((n) => cpuOf(n.pid).own);
+      const logsBefore = nodes.map((n) => network.processes.get(n.name)!.logs.length);
       const qemusBefore = [cpuOf(source.pid).children, cpuOf(destination.pid).children];
       const report = await migrate({
         qmp: source.qmp,
@@ -150,7 +151,12 @@ export async function runQemuMigrationBench(options: { runs?: number; guestMb?: 
       const nodesAfter = nodes.map((n) => cpuOf(n.pid).own);
       // XMIG_BENCH_REPORTS=DIR keeps every run's report (QEMU's samples included) for a closer look.
       const keep = process.env['XMIG_BENCH_REPORTS'];
-      if (keep) writeFileSync(join(keep, `${transport}-${run}.json`), JSON.stringify(report, null, 1));
+      if (keep) {
+        writeFileSync(join(keep, `${transport}-${run}.json`), JSON.stringify(report, null, 1));
+        // And the nodes' log lines of the run (at debug level: the mover's per-round events), for a timeline.
+        const lines = nodes.flatMap((n, i) => network.processes.get(n.name)!.logs.slice(logsBefore[i]).map((l) => JSON.stringify({ node: n.name, ...l })));
+        writeFileSync(join(keep, `${transport}-${run}-nodes.jsonl`), `${lines.join('\n')}\n`);
+      }
       if (report.status !== 'completed') throw new Error(`${transport} migration ${report.status}: ${report.error ?? ''}`);
       await received;
       // The guest must run on at the destination, or the figures mean nothing.

@@ -376,7 +376,10 @@ export class MigrationReceiver {
       this.report.bytes += byteLength(data);
       this.report.chunks++;
       this.next = job.last ? { round: job.round + 1, index: 0 } : { round: job.round, index: job.index + 1 };
-      if (job.last) await this.channel?.send({ type: MessageType.ACK, round: job.round }).catch(() => undefined);
+      if (job.last) {
+        this.logger.debug('recv.round-written', { phase: 'transfer', round: job.round, bytes: this.report.bytes });
+        await this.channel?.send({ type: MessageType.ACK, round: job.round }).catch(() => undefined);
+      }
     }
     await new Promise<void>((resolve) => output.write('', () => resolve()));
     this.finished = true;

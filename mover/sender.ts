@@ -347,7 +347,9 @@ export class MigrationSender {
       this.unacked.delete(number);
       this.unackedBytes -= r.bytes;
       this.report.bytesAcked += r.bytes;
-      this.window.acked(r.bytes, r.reoffered ? undefined : r.offeredAt, performance.now());
+      const now = performance.now();
+      this.window.acked(r.bytes, r.reoffered ? undefined : r.offeredAt, now);
+      this.logger.debug('send.round-acked', { phase: 'transfer', round: number, bytes: r.bytes, ms: r.offeredAt === undefined ? undefined : Math.round(now - r.offeredAt), window: this.window.bytes, unacked: this.unackedBytes });
       for (const chunk of r.chunks) if (chunk.cid) dropped.push(chunk.cid);
     }
     this.acked = Math.max(this.acked, round);
