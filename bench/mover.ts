@@ -20,11 +20,13 @@
  *
  * XMIG_BENCH_MB (default 256), XMIG_BENCH_RUNS (5), XMIG_BENCH_MATRIX_RUNS (1),
  * XMIG_BENCH_MATRIX=0 (loopback only), XMIG_BENCH_LOSSES / XMIG_BENCH_DELAYS (comma lists),
- * XMIG_BENCH_DEADLINE_S (240).
+ * XMIG_BENCH_DEADLINE_S (240), XMIG_BENCH_LOG_DIR (send and recv log at debug level there,
+ * one file per run: the per-round events for a timeline).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { WellKnownSid } from '../shared/xid.js';
 import type { ImpairmentConfig } from '../xianet/link-impairment.js';
@@ -51,6 +53,8 @@ export interface MoverResult {
   mbytePerSecondRange?: [number, number];
   /** Loopback paths: against the TCP pipe. Matrix cells: against the lossless 0 ms cell. */
   ratio?: number | null;
+  /** Matrix cells: MB/s over the lossless cell's at the same delay (the issue's "of lossless"). */
+  ratioToLossless?: number | null;
   /** CPU-seconds per GB moved, per process, and all of them together (medians). */
   cpuSecondsPerGb: Partial<Record<ProcessName, number>> & { total: number; busiest: string };
   failures?: string[];
@@ -73,6 +77,10 @@ function cpuSeconds(pid: number): number {
   }
 }
 
+const LOG_DIR = process.env['XMIG_BENCH_LOG_DIR'];
+const LOG_LEVEL = LOG_DIR ? 'debug' : 'info';
+let logged = 0;
+
 export interface Path {
   name: string;
   network?: UdpNetwork;
@@ -87,6 +95,8 @@ interface Started {
   cpu: Promise<number>;
   /** Its CPU seconds so far (start-up, when asked at `ready`). */
   cpuNow(): number;
+  /** Its stderr lines so far (the log). */
+  lines: string[];
   kill(): void;
 }
 
@@ -133,6 +143,7 @@ function start(command: string[], ready: RegExp, role: 'receiver' | 'sender'): S
   return {
     child,
     ready: readyLine,
+    lines,
     cpu,
     cpuNow: () => {
       const pid = commandPid(child.pid!);
@@ -205,6 +216,10 @@ export async function once(path: Path, data: Buffer, deadlineMs: number): Promis
   } catch (error) {
     return { seconds: null, received, cpu: {}, failure: (error as Error).message.split('\n')[0] };
   } finally {
+    if (LOG_DIR) {
+      const slug = path.name.replace(/[^a-z0-9]+/gi, '-').toLowerCase();
+      writeFileSync(join(LOG_DIR, `${String(++logged).padStart(2, '0')}-${slug}-${process.pid}.log`), [...(sender?.lines ?? []), ...receiver.lines].join('\n') + '\n');
+    }
     sender?.kill();
     receiver.kill();
   }
@@ -247,9 +262,9 @@ export function xianetPath(name: string, network: UdpNetwork, extra: string[] = 
   return {
     name,
     network,
-    receiver: () => ({ command: [...xmig, 'recv', '--api', network.api('B'), '--log-level', 'info', ...extra], ready: /recv\.listening/ }),
+    receiver: () => ({ command: [...xmig, 'recv', '--api', network.api('B'), '--log-level', LOG_LEVEL, ...extra], ready: /recv\.listening/ }),
     sender: () => ({
-      command: [...xmig, 'send', '--api', network.api('A'), '--to', network.serviceDag('B', 'AD1', WellKnownSid.MIGRATION).toString(), '--log-level', 'info', ...extra],
+      command: [...xmig, 'send', '--api', network.api('A'), '--to', network.serviceDag('B', 'AD1', WellKnownSid.MIGRATION).toString(), '--log-level', LOG_LEVEL, ...extra],
       ready: /send\.connected/,
     }),
   };
@@ -257,14 +272,14 @@ export function xianetPath(name: string, network: UdpNetwork, extra: string[] = 
 
 /** The matrix printed as a table that fits 100 columns: MB/s, ratio, CPU-s/GB per process. */
 export function moverTable(results: MoverResult[]): string {
-  const lines = ['path                          MB/s  ratio  CPU-s/GB: send  recv     A    R1     B  total'];
+  const lines = ['path                          MB/s  ratio  vs 0%  CPU-s/GB: send  recv     A    R1     B  total'];
   const cell = (v: number | undefined | null, width: number): string => (v === undefined || v === null ? '-' : String(v)).padStart(width);
   for (const r of results) {
     const label = r.mtu === 'loopback' ? r.path.slice(0, 28) : `mtu ${r.mtu} ${r.lossPercent}% ${r.delayMsPerLink}ms/link`;
     const c = r.cpuSecondsPerGb;
     const rate = r.completed === 0 ? 'FAIL' : `${r.mbytePerSecond}${r.completed < r.runs ? '*' : ''}`;
     lines.push(
-      `${label.padEnd(28)} ${rate.padStart(6)} ${cell(r.ratio, 6)}        ${cell(c.send, 6)}${cell(c.recv, 6)}${cell(c.A, 6)}${cell(c.R1, 6)}${cell(c.B, 6)}${cell(c.total, 7)}`,
+      `${label.padEnd(28)} ${rate.padStart(6)} ${cell(r.ratio, 6)} ${cell(r.ratioToLossless, 6)}        ${cell(c.send, 6)}${cell(c.recv, 6)}${cell(c.A, 6)}${cell(c.R1, 6)}${cell(c.B, 6)}${cell(c.total, 7)}`,
     );
   }
   return lines.join('\n');
@@ -296,8 +311,8 @@ export async function runMoverBench(options: { megabytes?: number; runs?: number
       },
       {
         name: 'xmig send | recv, control protocol over TCP',
-        receiver: () => ({ command: [...xmig, 'recv', '--transport', 'tcp', '--listen', '127.0.0.1:0', '--log-level', 'info'], ready: /recv\.listening/ }),
-        sender: (ready) => ({ command: [...xmig, 'send', '--transport', 'tcp', '--to', (JSON.parse(ready) as { address: string }).address, '--log-level', 'info'], ready: /send\.connected/ }),
+        receiver: () => ({ command: [...xmig, 'recv', '--transport', 'tcp', '--listen', '127.0.0.1:0', '--log-level', LOG_LEVEL], ready: /recv\.listening/ }),
+        sender: (ready) => ({ command: [...xmig, 'send', '--transport', 'tcp', '--to', (JSON.parse(ready) as { address: string }).address, '--log-level', LOG_LEVEL], ready: /send\.connected/ }),
       },
       xianetPath('xmig send | recv over xianet (A -> R1 -> B on UDP)', loopback),
       xianetPath('xmig send | recv --via-node over xianet', loopback, ['--via-node']),
@@ -332,9 +347,13 @@ export async function runMoverBench(options: { megabytes?: number; runs?: number
       }
     }
     const lossless = cells.find((c) => c.lossPercent === 0 && c.delayMsPerLink === 0)?.mbytePerSecond;
-    for (const c of cells) c.ratio = lossless && c.mbytePerSecond ? round(c.mbytePerSecond / lossless, 3) : null;
+    for (const c of cells) {
+      c.ratio = lossless && c.mbytePerSecond ? round(c.mbytePerSecond / lossless, 3) : null;
+      const sameDelay = cells.find((d) => d.lossPercent === 0 && d.delayMsPerLink === c.delayMsPerLink)?.mbytePerSecond;
+      c.ratioToLossless = sameDelay && c.mbytePerSecond ? round(c.mbytePerSecond / sameDelay, 3) : null;
+    }
     results.push(...cells);
   }
-  process.stderr.write(`${moverTable(results)}\n(* some runs failed; ratio: loopback rows vs the TCP pipe, mtu rows vs mtu 1500 0% 0ms)\n`);
+  process.stderr.write(`${moverTable(results)}\n(* some runs failed; ratio: loopback rows vs the TCP pipe, mtu rows vs mtu 1500 0% 0ms; vs 0%: vs the same delay without loss)\n`);
   return results;
 }
