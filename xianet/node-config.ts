@@ -62,7 +62,16 @@ export const interfaceSchema = z.strictObject({
   mtu: z.number().int().min(576).max(65536).optional(),
   /** Link impairment on what this interface sends (tests, benchmarks, the lab): see link-impairment.ts. */
   impairment: impairmentSchema.optional(),
+  /**
+   * The socket's kernel buffers, each way (default 16 MiB): what a long path has in
+   * flight toward this host while it pauses. Past net.core.rmem_max only with
+   * CAP_NET_ADMIN (udp-link.ts sizeBuffers); `node.ready` says what the kernel gave.
+   */
+  socketBufferBytes: z.number().int().min(64 * 1024).max(1024 * 1024 * 1024).optional(),
 });
+
+/** An interface's socket buffers when its config does not say (see socketBufferBytes). */
+export const DEFAULT_SOCKET_BUFFER_BYTES = 16 * 1024 * 1024;
 
 export const staticRouteSchema = z.strictObject({
   type: z.enum(['AD', 'HID', 'SID', 'CID', 'IP']),

@@ -15,7 +15,7 @@ import { Xid, parseXidTypeName } from '../shared/xid.js';
 import { ApiServer } from './api/api-server.js';
 import { LocalNodeApi } from './api/local-api.js';
 import { ClickControlPort } from './click-control-port.js';
-import type { NodeConfig } from './node-config.js';
+import { DEFAULT_SOCKET_BUFFER_BYTES, type NodeConfig } from './node-config.js';
 import type { RouteOrigin } from './route-table.js';
 import { XiaStack } from './stack.js';
 import { UdpLink } from './udp-link.js';
@@ -69,7 +69,7 @@ export class NodeDaemon {
         multicastInterface: iface.multicastInterface,
         mtu: iface.mtu,
         impairment: iface.impairment,
-        socketBufferBytes: 4 * 1024 * 1024,
+        socketBufferBytes: iface.socketBufferBytes ?? DEFAULT_SOCKET_BUFFER_BYTES,
       });
       this.links.push(link);
       this.stack.addInterface(link, { hostFacing: iface.hostFacing });
@@ -134,6 +134,8 @@ export class NodeDaemon {
       impaired: this.links.filter((l) => l.impairment).map((l) => l.name),
       /** How the links send: batched by the native addon (udp-batch.ts), or node:dgram per packet and why. */
       udpBatch: udpBatchState(),
+      /** Socket buffers as the kernel has them (receive/send, twice the size set), and why smaller than asked. */
+      socketBuffers: this.links.map((l) => `${l.name}=${l.bufferBytes.receive}/${l.bufferBytes.send}${l.bufferBytes.limited ? ` (${l.bufferBytes.limited})` : ''}`),
       control: this.controlAddress,
       api: this.config.apiSocket,
       metrics: this.metricsUrl,

@@ -35,6 +35,8 @@ export interface UdpBatchAddon {
   sendBatch(fd: number, addrs: Buffer[], segments: number[], iovCounts: number[], buffers: Buffer[], first: number, count: number): number;
   /** UDP_GRO on the socket: 0, or -errno. Absent in a build from before it (then no GRO). */
   enableGro?(fd: number): number;
+  /** SO_RCVBUFFORCE and SO_SNDBUFFORCE to `bytes` (past rmem_max/wmem_max, with CAP_NET_ADMIN): 0, or -errno. Absent in older builds. */
+  forceBuffers?(fd: number, bytes: number): number;
   constants: { EAGAIN: number; maxMessages: number; maxIovs: number };
 }
 

@@ -26,6 +26,7 @@ export interface SendingLink {
   readonly batching: boolean;
   readonly gro: boolean;
   readonly stats: UdpLinkStats;
+  readonly bufferBytes?: { receive: number; send: number };
 }
 
 export function registerUdpLinkMetrics(registry: Registry, node: string, links: readonly SendingLink[]): void {
@@ -71,6 +72,20 @@ export function registerUdpLinkMetrics(registry: Registry, node: string, links: 
   });
   perLink('xianet_udp_link_send_calls_total', 'sendmmsg calls of the batched send path', (s) => s.batchCalls);
   perLink('xianet_udp_link_send_errors_total', 'XIP packets the kernel refused to send', (s) => s.sendErrors);
+  new Gauge({
+    name: 'xianet_udp_link_socket_buffer_bytes',
+    help: 'The link socket buffers as the kernel reports them (twice the size set), by direction',
+    labelNames: ['node', 'link', 'direction'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const link of links) {
+        if (!link.bufferBytes) continue;
+        this.set({ node, link: link.name, direction: 'receive' }, link.bufferBytes.receive);
+        this.set({ node, link: link.name, direction: 'send' }, link.bufferBytes.send);
+      }
+    },
+  });
   flag('xianet_udp_link_gro', '1 while the link socket has UDP_GRO (runs of packets received as one datagram), 0 without', (l) => l.gro);
   perLink('xianet_udp_link_gro_datagrams_total', 'datagrams received that held several XIP packets (UDP_GRO)', (s) => s.groDatagrams);
   perLink('xianet_udp_link_gro_packets_total', 'XIP packets received in such datagrams', (s) => s.groPackets);

@@ -1,5 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { xipOfSize } from '../test/support/xip-arbitraries.js';
+import { readFileSync } from 'node:fs';
+import { udpBatchAddon } from './udp-batch.js';
 import { parseSocketAddress, UdpLink } from './udp-link.js';
 
 const links: UdpLink[] = [];
@@ -39,6 +41,24 @@ describe('UdpLink', () => {
     // The name is looked up first (getaddrinfo, on libuv's thread pool): no fixed wait fits a loaded machine.
     await expect.poll(() => got.length).toBe(2);
     expect(got.sort()).toEqual(['by name', 'head|tail']);
+  });
+
+  it('gets socket buffers past net.core.rmem_max where it may (CAP_NET_ADMIN), and says so where not', async (context) => {
+    const limit = Number(readFileSync('/proc/sys/net/core/rmem_max', 'utf8'));
+    const bytes = Math.max(limit, Math.min(limit * 4, 64 << 20));
+    const l = new UdpLink({ name: 'big', bindAddress: '127.0.0.1', port: 0, socketBufferBytes: bytes });
+    links.push(l);
+    await l.start();
+    if (process.getuid?.() !== 0 || !udpBatchAddon().addon) {
+      // Without the privilege (or the addon) the kernel's limit stands, and the link says why.
+      expect(l.bufferBytes.receive).toBeLessThanOrEqual(2 * limit);
+      expect(l.bufferBytes.limited).toBeTruthy();
+      context.skip('SKIPPED: not root, or the UDP addon is not built: only the fallback was checked');
+    }
+    // The kernel reports twice the size set; before the addon forced it, this was 2 x rmem_max.
+    expect(l.bufferBytes.receive).toBeGreaterThanOrEqual(2 * bytes);
+    expect(l.bufferBytes.send).toBeGreaterThanOrEqual(2 * bytes);
+    expect(l.bufferBytes.limited).toBeUndefined();
   });
 
   it('parses IPv4, IPv6 and scoped link-local socket addresses', () => {

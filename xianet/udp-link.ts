@@ -53,7 +53,7 @@ export interface UdpLinkOptions {
    * the bind address; if both are known the smaller wins.
    */
   mtu?: number;
-  /** Kernel socket buffers; large ones matter at high packet rates. */
+  /** Kernel socket buffers, each way: what is in flight when this process pauses (see sizeBuffers). */
   socketBufferBytes?: number;
   /** Loss, delay, reordering, duplication, rate and MTU applied to what this link sends. */
   impairment?: ImpairmentConfig;
@@ -117,6 +117,8 @@ export class UdpLink implements Link {
   readonly stats = { sendErrors: 0, tooBig: 0, batchFallbacks: 0, batchedDatagrams: 0, batchCalls: 0, dgramPackets: 0, groDatagrams: 0, groPackets: 0 };
   /** UDP_GRO is on the unicast socket: a datagram may hold several XIP packets (counted in groDatagrams/groPackets). */
   gro = false;
+  /** The socket's buffers as the kernel reports them (twice what was set; 0 before start), and why smaller than asked, if so. */
+  readonly bufferBytes: { receive: number; send: number; limited?: string } = { receive: 0, send: 0 };
   /** Why not, when the addon is there but GRO is off (the kernel refused it, or it was turned off). */
   groUnavailable: string | undefined;
   /** Unicast sends queued per neighbour and flushed with sendmmsg + UDP GSO (udp-batch.ts); undefined: node:dgram per packet. */
@@ -177,10 +179,7 @@ export class UdpLink implements Link {
         resolve();
       });
     });
-    if (this.options.socketBufferBytes) {
-      socket.setRecvBufferSize(this.options.socketBufferBytes);
-      socket.setSendBufferSize(this.options.socketBufferBytes);
-    }
+    if (this.options.socketBufferBytes) this.sizeBuffers(socket, this.options.socketBufferBytes);
     if (this.options.multicastGroup) {
       socket.addMembership(this.options.multicastGroup, this.options.multicastInterface);
       if (this.options.multicastInterface) socket.setMulticastInterface(this.options.multicastInterface);
@@ -210,6 +209,35 @@ export class UdpLink implements Link {
       this.batchUnavailable = (error as Error).message;
       return undefined;
     }
+  }
+
+  /**
+   * The socket's buffers, `bytes` each way. SO_RCVBUF (node:dgram's) stops silently at
+   * net.core.rmem_max (208 KiB on a stock Debian, 4 MiB here), and a buffer that small
+   * overflows whenever this process pauses (a GC, a busy core) while a long path keeps
+   * delivering what is in flight. So, where the process may (CAP_NET_ADMIN, as a root
+   * daemon has), the addon forces the size past the limit (SO_RCVBUFFORCE, as QUIC
+   * servers do); otherwise what the kernel allowed is what `bufferBytes` says, and why.
+   */
+  private sizeBuffers(socket: Socket, bytes: number): void {
+    socket.setRecvBufferSize(bytes);
+    socket.setSendBufferSize(bytes);
+    // Linux reports twice what was set (the doubling covers its bookkeeping).
+    if (socket.getRecvBufferSize() < 2 * bytes || socket.getSendBufferSize() < 2 * bytes) {
+      const { addon } = udpBatchAddon();
+      if (!addon?.forceBuffers) this.bufferBytes.limited = addon ? 'the addon was built before forceBuffers (node native/udp-batch/build.js)' : 'no UDP addon';
+      else {
+        try {
+          const done = addon.forceBuffers(socketFd(socket), bytes);
+          if (done < 0) this.bufferBytes.limited = `SO_RCVBUFFORCE: errno ${-done}`;
+        } catch (error) {
+          this.bufferBytes.limited = (error as Error).message;
+        }
+      }
+    }
+    this.bufferBytes.receive = socket.getRecvBufferSize();
+    this.bufferBytes.send = socket.getSendBufferSize();
+    if (this.bufferBytes.receive >= 2 * bytes && this.bufferBytes.send >= 2 * bytes) this.bufferBytes.limited = undefined;
   }
 
   /** UDP_GRO on the socket, if the addon is there and it is wanted (see the file's comment). */

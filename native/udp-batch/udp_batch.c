@@ -192,11 +192,34 @@ static napi_value enable_gro(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * forceBuffers(fd, bytes): SO_RCVBUFFORCE and SO_SNDBUFFORCE, which a process with
+ * CAP_NET_ADMIN may set beyond net.core.rmem_max / wmem_max (SO_RCVBUF, all node:dgram
+ * has, stops there silently). 0, or -errno of the first that failed (EPERM unprivileged).
+ */
+static napi_value force_buffers(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) return throw_type(env, "forceBuffers(fd, bytes)");
+  int32_t fd, bytes;
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  CHECK(napi_get_value_int32(env, argv[1], &bytes));
+  if (bytes <= 0) return throw_type(env, "forceBuffers: bytes must be positive");
+  int failed = 0;
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) < 0) failed = errno;
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) < 0 && !failed) failed = errno;
+  napi_value result;
+  CHECK(napi_create_int32(env, -failed, &result));
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor properties[] = {
       {"sockaddr", NULL, make_sockaddr, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sendBatch", NULL, send_batch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"enableGro", NULL, enable_gro, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"forceBuffers", NULL, force_buffers, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_value constants;
   if (napi_create_object(env, &constants) != napi_ok) return NULL;
@@ -205,7 +228,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (napi_create_int32(env, MAX_MESSAGES, &value) != napi_ok || napi_set_named_property(env, constants, "maxMessages", value) != napi_ok) return NULL;
   if (napi_create_int32(env, MAX_IOVS, &value) != napi_ok || napi_set_named_property(env, constants, "maxIovs", value) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "constants", constants) != napi_ok) return NULL;
-  if (napi_define_properties(env, exports, 3, properties) != napi_ok) return NULL;
+  if (napi_define_properties(env, exports, 4, properties) != napi_ok) return NULL;
   return exports;
 }
 
