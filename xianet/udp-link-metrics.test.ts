@@ -68,5 +68,8 @@ describe('UDP link metrics', () => {
     const groDatagrams = series(text, 'xianet_udp_link_gro_datagrams_total', { link: 'b' })!;
     if (b.gro) expect(groPackets).toBeGreaterThan(groDatagrams);
     else expect(groPackets).toBe(0);
+    // The socket buffers as the kernel reports them, each way.
+    expect(series(text, 'xianet_udp_link_socket_buffer_bytes', { link: 'b', direction: 'receive' })).toBe(b.bufferBytes.receive);
+    expect(series(text, 'xianet_udp_link_socket_buffer_bytes', { link: 'b', direction: 'send' })).toBeGreaterThan(0);
   });
 });
