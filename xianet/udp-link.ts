@@ -180,6 +180,8 @@ export class UdpLink implements Link {
       });
     });
     if (this.options.socketBufferBytes) this.sizeBuffers(socket, this.options.socketBufferBytes);
+    this.bufferBytes.receive = socket.getRecvBufferSize();
+    this.bufferBytes.send = socket.getSendBufferSize();
     if (this.options.multicastGroup) {
       socket.addMembership(this.options.multicastGroup, this.options.multicastInterface);
       if (this.options.multicastInterface) socket.setMulticastInterface(this.options.multicastInterface);
@@ -235,9 +237,7 @@ export class UdpLink implements Link {
         }
       }
     }
-    this.bufferBytes.receive = socket.getRecvBufferSize();
-    this.bufferBytes.send = socket.getSendBufferSize();
-    if (this.bufferBytes.receive >= 2 * bytes && this.bufferBytes.send >= 2 * bytes) this.bufferBytes.limited = undefined;
+    if (socket.getRecvBufferSize() >= 2 * bytes && socket.getSendBufferSize() >= 2 * bytes) this.bufferBytes.limited = undefined;
   }
 
   /** UDP_GRO on the socket, if the addon is there and it is wanted (see the file's comment). */
