@@ -8,7 +8,11 @@ import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { LocalNodeApi } from '../xianet/api/local-api.js';
 import { InProcessNetwork, INTRA_AD } from '../xianet/topology.js';
-import { XiaPublisher } from './chunk-exchange.js';
+import { Dag } from '../shared/dag.js';
+import { Xid, XidType } from '../shared/xid.js';
+import type { NodeApi } from '../xianet/api/node-api.js';
+import { DEFAULT_API_LIMITS } from '../xianet/api/api-limits.js';
+import { RETRIEVER_BYTES_IN_FLIGHT, XiaPublisher, XiaRetriever } from './chunk-exchange.js';
 
 let network: InProcessNetwork | undefined;
 afterEach(async () => {
@@ -38,5 +42,55 @@ describe('XiaPublisher', () => {
     await publisher.release();
     expect(store.published.chunks).toBe(0);
     await api.close();
+  });
+});
+
+describe('XiaRetriever', () => {
+  /** A node API whose chunk fetches end when the test says, recording what was asked at once. */
+  function slowApi(): { api: NodeApi; asked: Array<{ length: number; end: () => void }>; peak: () => number } {
+    const asked: Array<{ length: number; end: () => void }> = [];
+    let open = 0;
+    let peak = 0;
+    const api = {
+      fetchChunk: (_cid: Xid, _source: Dag, options: { length?: number; signal?: AbortSignal }) =>
+        new Promise<Buffer>((resolve, reject) => {
+          const length = options.length!;
+          open += length;
+          peak = Math.max(peak, open);
+          options.signal?.addEventListener('abort', () => reject(new Error('aborted')), { once: true });
+          asked.push({ length, end: () => ((open -= length), resolve(Buffer.alloc(length))) });
+        }),
+    } as unknown as NodeApi;
+    return { api, asked, peak: () => peak };
+  }
+
+  it('asks its node for at most its bytes in flight, in the order asked, whatever the window offered', async () => {
+    const { api, asked, peak } = slowApi();
+    const mib = 1 << 20;
+    const retriever = new XiaRetriever(api, Dag.chain(Xid.of(XidType.HID, randomBytes(20))), 8 * mib);
+    // A 40 MiB window offered at once: 40 chunks asked for by the receiver.
+    const fetches = Array.from({ length: 40 }, (_, i) => retriever.fetch(Buffer.alloc(20, i), mib));
+    await new Promise((r) => setImmediate(r));
+    expect(asked.length).toBe(8);
+    for (let done = 0; done < 40; done++) {
+      asked[done]!.end();
+      await fetches[done];
+      await new Promise((r) => setImmediate(r));
+      // Each one back lets exactly one more go, the next in order.
+      expect(asked.length).toBe(Math.min(40, done + 9));
+    }
+    expect(peak()).toBe(8 * mib);
+    // Cancelled: whatever waits for room fails at once instead of being asked for.
+    const more = Array.from({ length: 12 }, (_, i) => retriever.fetch(Buffer.alloc(20, i), mib).catch((e: unknown) => e));
+    await new Promise((r) => setImmediate(r));
+    retriever.cancel();
+    const outcomes = await Promise.all(more);
+    expect(outcomes.every((o) => o instanceof Error)).toBe(true);
+    expect(asked.length).toBe(48);
+  });
+
+  it('keeps what the node may queue toward it under the API\'s disconnect bound', () => {
+    // Replies to the fetches in flight, plus what queued before the node stopped reading (its soft bound), with room for frame headers.
+    expect(RETRIEVER_BYTES_IN_FLIGHT + DEFAULT_API_LIMITS.writeSoftBytes + (1 << 20)).toBeLessThan(DEFAULT_API_LIMITS.writeHardBytes);
   });
 });

@@ -97,13 +97,29 @@ export class XiaPublisher implements ChunkPublisher {
   }
 }
 
+/**
+ * Bytes of chunks the receiver has asked its node for and not yet got, at most. The
+ * node's API disconnects a client with more than `writeHardBytes` (96 MiB) of replies
+ * queued toward it, and a migration offered a path-sized window (up to 256 MiB) used to
+ * ask for all of it at once: when a long path delivered a burst of chunks (a lost
+ * datagram recovered lets a run of them complete), their replies were queued faster than
+ * recv read them and node B dropped it ("node API socket closed", at 0 % loss and 50 ms
+ * per link, 3 runs in 16). 64 MiB is what the node's fetcher may have in flight anyway
+ * (its window's cap), so asking for more at once gained nothing.
+ */
+export const RETRIEVER_BYTES_IN_FLIGHT = 64 * 1024 * 1024;
+
 export class XiaRetriever implements ChunkRetriever {
   readonly stats = { fetched: 0, corrupt: 0, bytes: 0 };
   private readonly cancelled = new AbortController();
+  /** Bytes asked for and not yet here, and the fetches waiting for room, in the order asked (that is the order written). */
+  private inFlight = 0;
+  private readonly waiting: Array<{ length: number; go: () => void }> = [];
 
   constructor(
     private readonly api: NodeApi,
     private readonly source: Dag,
+    private readonly maxBytesInFlight = RETRIEVER_BYTES_IN_FLIGHT,
   ) {
     // One signal for every fetch of the migration (hundreds at once): no listener warning.
     setMaxListeners(0, this.cancelled.signal);
@@ -111,18 +127,51 @@ export class XiaRetriever implements ChunkRetriever {
 
   cancel(): void {
     this.cancelled.abort();
+    // Each goes on to find the retrieval cancelled (and gives its room back as it ends).
+    for (const w of this.waiting.splice(0)) {
+      this.inFlight += w.length;
+      w.go();
+    }
   }
 
   async fetch(cid: Buffer, length: number): Promise<ChunkBytes> {
-    // The node's CHUNK fetcher verifies, asks again for what is lost, and paces its window;
-    // the length (from the OFFER) lets it plan every request of the chunk at once.
-    const options = { length, signal: this.cancelled.signal };
-    const xid = Xid.of(XidType.CID, cid);
-    // In the node (--via-node): the datagrams' own bytes, never joined into one buffer.
-    const data = this.api.fetchChunkPieces ? await this.api.fetchChunkPieces(xid, this.source, options) : [await this.api.fetchChunk(xid, this.source, options)];
-    this.stats.fetched++;
-    this.stats.bytes += byteLength(data);
-    return data;
+    await this.room(length);
+    try {
+      if (this.cancelled.signal.aborted) throw new XmigError('ERR_CHUNK', 'chunk retrieval cancelled');
+      // The node's CHUNK fetcher verifies, asks again for what is lost, and paces its window;
+      // the length (from the OFFER) lets it plan every request of the chunk at once.
+      const options = { length, signal: this.cancelled.signal };
+      const xid = Xid.of(XidType.CID, cid);
+      // In the node (--via-node): the datagrams' own bytes, never joined into one buffer.
+      const data = this.api.fetchChunkPieces ? await this.api.fetchChunkPieces(xid, this.source, options) : [await this.api.fetchChunk(xid, this.source, options)];
+      this.stats.fetched++;
+      this.stats.bytes += byteLength(data);
+      return data;
+    } finally {
+      this.inFlight -= length;
+      this.admit();
+    }
+  }
+
+  /** Waits until `length` more bytes fit (a chunk alone always does), behind every fetch asked before. */
+  private room(length: number): Promise<void> {
+    if (this.waiting.length === 0 && this.fits(length)) {
+      this.inFlight += length;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.waiting.push({ length, go: resolve }));
+  }
+
+  private fits(length: number): boolean {
+    return this.inFlight === 0 || this.inFlight + length <= this.maxBytesInFlight;
+  }
+
+  private admit(): void {
+    while (this.waiting.length > 0 && this.fits(this.waiting[0]!.length)) {
+      const next = this.waiting.shift()!;
+      this.inFlight += next.length;
+      next.go();
+    }
   }
 }
 

@@ -3,9 +3,10 @@
  * the node hold. Anything beyond is refused and counted in the node's
  * `xianet_refusals_total{resource,reason}`; nothing is dropped silently.
  *
- * The defaults fit the heaviest genuine client, the mover (16 MiB of chunks in flight,
- * frames of a round of chunks), with room, and keep a flood of bad clients to a few
- * hundred MB at most.
+ * The defaults fit the heaviest genuine client, the mover (at most 64 MiB of chunks
+ * asked for at once: mover/chunk-exchange.ts RETRIEVER_BYTES_IN_FLIGHT, whose replies
+ * must fit under `writeHardBytes` with `writeSoftBytes` beside them; frames of a round
+ * of chunks), with room, and keep a flood of bad clients to a few hundred MB at most.
  */
 import { MAX_FRAME } from './api-frames.js';
 
