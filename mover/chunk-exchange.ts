@@ -288,4 +288,13 @@ export class TcpRetriever implements ChunkRetriever {
     // Views of what the socket read (Node gives every read a buffer of its own): no copy.
     for (const w of waiting) w.resolve(data);
   }
+
+  /** Every chunk still wanted is for nobody now: its fetch rejects (a DATA that comes later is dropped). */
+  cancel(): void {
+    const waiting = [...this.wanted.values()].flat();
+    this.wanted.clear();
+    this.batch.length = 0;
+    const error = new XmigError('ERR_CHUNK', 'chunk retrieval cancelled');
+    for (const w of waiting) w.reject(error);
+  }
 }

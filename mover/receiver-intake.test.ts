@@ -5,12 +5,12 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import { PassThrough, Writable, type Duplex } from 'node:stream';
-import { describe, expect, it } from 'vitest';
-import { TcpPublisher, TcpRetriever } from './chunk-exchange.js';
+import { describe, expect, it, vi } from 'vitest';
+import { TcpPublisher, TcpRetriever, type ChunkRetriever } from './chunk-exchange.js';
 import { admitTcpFrom, admitXiaFrom, ConnectionQueue, connectTcp, listenTcp, type Listening } from './connections.js';
 import { Dag } from '../shared/dag.js';
 import { Xid, XidType } from '../shared/xid.js';
-import { encodeMessage, MessageType } from './control-messages.js';
+import { ChunkKind, encodeMessage, MessageType } from './control-messages.js';
 import { MigrationReceiver, type ReceiveReport } from './receiver.js';
 import { MigrationSender } from './sender.js';
 
@@ -41,7 +41,7 @@ function closed(socket: Socket): Promise<void> {
 }
 
 /** A receiver on loopback TCP and, when asked, a genuine sender of `data`. */
-async function receiverOn(options: { helloTimeoutMs?: number; admit?: (s: Duplex) => string | undefined } = {}) {
+async function receiverOn(options: { helloTimeoutMs?: number; admit?: (s: Duplex) => string | undefined; retriever?: () => ChunkRetriever } = {}) {
   const listening = await listenTcp('127.0.0.1', 0);
   const out = sink();
   const receiver = new MigrationReceiver({ output: out.stream, accept: () => listening.accept(), retriever: () => new TcpRetriever(), resumeDeadlineMs: 3000, ...options });
@@ -91,6 +91,25 @@ describe('xmig recv and the connections it did not ask for', () => {
     await r.send(randomBytes(300_000));
     await r.listening.close();
   });
+
+  it('stops the fetches of a replaced session and goes on: they are cancelled, not waited for', async () => {
+    // The stranger's HELLO binds the session, its OFFER starts a fetch it will never answer,
+    // and it leaves. The real sender replaces it; the writer was waiting on that fetch.
+    const made: TcpRetriever[] = [];
+    const r = await receiverOn({ retriever: () => { const retriever = new TcpRetriever(); made.push(retriever); return retriever; } });
+    const rogue = await stranger(r.listening, encodeMessage({ type: MessageType.HELLO, session: randomBytes(16), mode: 1, source: '' }));
+    await new Promise((resolve) => rogue.once('data', resolve)); // its WELCOME: it holds the session
+    const cid = randomBytes(20);
+    rogue.write(encodeMessage({ type: MessageType.OFFER, round: 0, chunks: [{ kind: ChunkKind.FETCH, length: 4096, cid }] }));
+    const requested = new Promise((resolve) => rogue.once('data', resolve)); // our REQUEST for it
+    await requested;
+    const cancel = vi.spyOn(made[0]!, 'cancel');
+    rogue.destroy();
+    await r.send(randomBytes(300_000));
+    expect(made).toHaveLength(2);
+    expect(cancel).toHaveBeenCalledOnce();
+    await r.listening.close();
+  }, 20_000);
 
   it('admits only allowed senders, and closes connections that never say HELLO', async () => {
     let allowed = false;

@@ -187,9 +187,12 @@ export class MigrationReceiver {
   private onSession({ channel, hello, resumed, replaced }: SessionStart): void {
     const mode = hello.mode === 0 ? 'xia' : 'tcp';
     if (replaced) {
-      // The old session wrote nothing: start afresh for the new one.
+      // The old session wrote nothing: start afresh for the new one. Its fetches stop
+      // now (the node gives their room back), and the writer waiting on one of them
+      // goes on to the new session's (a fetch that never came would hold it forever).
       this.dropQueued();
       this.nextOffer = 0;
+      this.retriever?.cancel?.();
       this.retriever = undefined;
       this.firstOfferAt = undefined;
     }
