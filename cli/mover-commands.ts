@@ -11,6 +11,7 @@ import { TcpPublisher, TcpRetriever, XiaPublisher, XiaRetriever } from '../mover
 import { admitTcpFrom, admitXiaFrom, connectTcp, connectXia, listenTcp, listenXia } from '../mover/connections.js';
 import { MigrationReceiver } from '../mover/receiver.js';
 import { migrateInNode, moverSocketOf, recvViaNode, sendViaNode } from '../mover/mover-client.js';
+import { openInput, type OpenedInput } from '../mover/recycled-reads.js';
 import { DEFAULT_CHUNK_BYTES, MigrationSender } from '../mover/sender.js';
 import { DEFAULT_API_SOCKET } from './defaults.js';
 import { MoverMetrics, type MoverFigures, type MoverPhase, type MoverSide } from '../mover/mover-metrics.js';
@@ -67,6 +68,8 @@ export function sendCommand(): Command {
         const s = sender?.snapshot();
         return { bytes: s?.bytes ?? 0, chunks: { published: (s?.chunks ?? 0) - (s?.zeroChunks ?? 0), zero: s?.zeroChunks ?? 0 }, rounds: s?.rounds, reconnects: s?.reconnects };
       });
+      // QEMU's pipe read into recycled memory (the round cutter copies each read into a chunk).
+      const stdin = openInput();
       try {
         api = options.transport === 'xia' ? await NodeClient.connect(options.api) : undefined;
         let connect;
@@ -80,7 +83,7 @@ export function sendCommand(): Command {
           connect = connectTcp(host, port);
         }
         sender = new MigrationSender({
-          input: process.stdin,
+          input: stdin.input,
           connect,
           publisher: api ? new XiaPublisher(api) : new TcpPublisher(),
           mode: options.transport,
@@ -98,7 +101,7 @@ export function sendCommand(): Command {
       } catch (error) {
         await metrics?.finish('failed');
         // QEMU must see its pipe break at once, so it fails the migration and the VM runs on.
-        process.stdin.destroy();
+        stdin.destroy();
         // xmig migrate reads the real reason here: QEMU itself only sees a broken pipe.
         if (options.stats) {
           try {
@@ -193,6 +196,7 @@ async function sendThroughNode(options: MoverFlags & { to: string; chunkKb: numb
   const started = performance.now();
   let bytes = 0;
   const metrics = await moverMetrics('send', options, logger, () => ({ bytes, chunks: {} }));
+  let stdin: OpenedInput | undefined;
   try {
     let to: Dag;
     if (/^\s*(RE|DAG)(\s|$)/.test(options.to)) to = Dag.parse(options.to);
@@ -217,13 +221,16 @@ async function sendThroughNode(options: MoverFlags & { to: string; chunkKb: numb
       logger.info('send.connected', { phase: 'connect', mode: 'xia', via: 'node', ms: Math.round(performance.now() - started) });
     };
     // With QEMU's socket, killing this process (Ctrl-C) closes ours to the node: it then breaks QEMU's channel.
-    const report =
-      options.qemuSocket === undefined
-        ? await sendViaNode(moverSocketOf(options.api), request, process.stdin, { onConnected, onBytes: (n) => (bytes = n) })
-        : await migrateInNode(moverSocketOf(options.api), { ...request, qemuSocket: resolvePath(options.qemuSocket) }, {
-            onConnected,
-            onQemuListening: (path) => logger.info('send.qemu-listening', { phase: 'setup', via: 'node', path })
-          });
+    let report: Record<string, unknown>;
+    if (options.qemuSocket === undefined) {
+      stdin = openInput();
+      report = await sendViaNode(moverSocketOf(options.api), request, stdin.input, { onConnected, onBytes: (n) => (bytes = n) });
+    } else {
+      report = await migrateInNode(moverSocketOf(options.api), { ...request, qemuSocket: resolvePath(options.qemuSocket) }, {
+        onConnected,
+        onQemuListening: (path) => logger.info('send.qemu-listening', { phase: 'setup', via: 'node', path }),
+      });
+    }
     if (typeof report['bytes'] === 'number') bytes = report['bytes'];
     await metrics?.finish('done');
     logger.info('send.done', { phase: 'done', via: 'node', bytes, ms: Math.round(performance.now() - started) });
@@ -231,7 +238,8 @@ async function sendThroughNode(options: MoverFlags & { to: string; chunkKb: numb
   } catch (error) {
     await metrics?.finish('failed');
     // QEMU must see its pipe break at once, so it fails the migration and the VM runs on.
-    process.stdin.destroy();
+    if (stdin) stdin.destroy();
+    else process.stdin.destroy();
     if (options.stats) {
       try {
         writeFileAtomic(options.stats, JSON.stringify({ role: 'send', transport: 'xia', via: 'node', bytes, error: errorMessage(error) }));

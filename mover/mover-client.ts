@@ -5,10 +5,11 @@
  * What QEMU's `exec:` sees is unchanged: a process that takes the stream, or gives
  * it, and exits non-zero if the migration failed.
  */
-import type { Socket } from 'node:net';
+import type { OnReadOpts, Socket } from 'node:net';
 import { connectUnixSocket } from '../xianet/unix-socket-file.js';
 import { errorMessage, XmigError } from '../shared/errors.js';
 import { FrameReader, FrameType, frameHeader, MAX_DATA_BYTES, type RecvRequest, type SendRequest } from './mover-socket-protocol.js';
+import { RecycledReads, type ByteInput } from './recycled-reads.js';
 
 /** Where a host's node serves the mover: beside its API socket. */
 export function moverSocketOf(apiSocket: string): string {
@@ -18,10 +19,10 @@ export function moverSocketOf(apiSocket: string): string {
 /** How long a socket that is not there yet is tried for: a node that has just started opens it a moment after node.ready. */
 const OPEN_RETRY_MS = 3000;
 
-async function open(path: string, signal?: AbortSignal): Promise<Socket> {
+async function open(path: string, signal?: AbortSignal, onread?: OnReadOpts): Promise<Socket> {
   let socket: Socket;
   try {
-    socket = await connectUnixSocket(path, { retryMs: OPEN_RETRY_MS, signal });
+    socket = await connectUnixSocket(path, { retryMs: OPEN_RETRY_MS, signal, onread });
   } catch (error) {
     throw new XmigError('ERR_UNREACHABLE', `cannot reach the node's mover at ${path} (is this host's xmig node running, and new enough?): ${(error as Error).message}`, {
       cause: error,
@@ -65,8 +66,9 @@ export interface SendViaNodeOptions {
 /**
  * Pipes `input` (QEMU's stream) into the node's sender; resolves with its report once
  * the receiver has all of it, rejects if the migration failed (or the node went away).
+ * A recycled input's read is held until the socket has written it.
  */
-export async function sendViaNode(path: string, request: SendRequest, input: NodeJS.ReadableStream, options: SendViaNodeOptions = {}): Promise<Record<string, unknown>> {
+export async function sendViaNode(path: string, request: SendRequest, input: ByteInput, options: SendViaNodeOptions = {}): Promise<Record<string, unknown>> {
   const socket = await open(path, options.signal);
   const reader = new FrameReader();
   let sent = 0;
@@ -92,14 +94,15 @@ export async function sendViaNode(path: string, request: SendRequest, input: Nod
         }
       });
       socket.once('close', () => settle(new XmigError('ERR_MIGRATION', `the node mover went away after ${sent} bytes, before the migration ended`)));
-      const onInput = (data: Buffer | string): void => {
-        const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+      const onInput = (bytes: Buffer): void => {
+        const release = input.hold?.();
         let writable = true;
         socket.cork();
         for (let at = 0; at < bytes.length; at += MAX_DATA_BYTES) {
           const piece = bytes.subarray(at, at + MAX_DATA_BYTES);
           socket.write(frameHeader(FrameType.DATA, piece.length));
-          writable = socket.write(piece);
+          // Writes finish in order: the last piece's callback says all of the read is out.
+          writable = at + MAX_DATA_BYTES >= bytes.length ? socket.write(piece, release) : socket.write(piece);
         }
         socket.uncork();
         sent += bytes.length;
@@ -133,9 +136,19 @@ export interface RecvViaNodeOptions {
  * Pipes the node receiver's stream into `output` (QEMU's stdin). Resolves with the
  * node's report once the stream is whole (the node said so after the last byte) and
  * written; rejects if the node broke it off, the migration failed, or `output` broke.
+ * The socket reads into recycled memory: a DATA frame's bytes are held until `output`
+ * has written them.
  */
 export async function recvViaNode(path: string, request: RecvRequest, output: NodeJS.WritableStream, options: RecvViaNodeOptions = {}): Promise<Record<string, unknown>> {
-  const socket = await open(path, options.signal);
+  // The node speaks only after our request line, which goes out once onData is set.
+  let onData: (data: Buffer) => void = () => undefined;
+  const recycled = process.env.XMIG_RECYCLED_INPUT !== '0';
+  const reads = new RecycledReads((data) => {
+    onData(data);
+    return true;
+  });
+  const socket = await open(path, options.signal, recycled ? reads.onread : undefined);
+  if (!recycled) socket.on('data', (data: Buffer) => onData(data));
   const reader = new FrameReader();
   let bytes = 0;
   try {
@@ -155,12 +168,13 @@ export async function recvViaNode(path: string, request: RecvRequest, output: No
         socket.destroy();
       };
       output.once('error', onOutputError);
-      socket.on('data', (data: Buffer) => {
+      onData = (data: Buffer) => {
         try {
           reader.push(data, (frame) => {
             if (frame.type === FrameType.DATA) {
               bytes += frame.data.length;
-              if (!output.write(frame.data)) {
+              const release = recycled ? reads.hold() : undefined;
+              if (!output.write(frame.data, release)) {
                 socket.pause();
                 output.once('drain', () => socket.resume());
               }
@@ -178,7 +192,7 @@ export async function recvViaNode(path: string, request: RecvRequest, output: No
           settle(new XmigError('ERR_MIGRATION', `the node mover broke the protocol: ${errorMessage(error)}`));
           socket.destroy();
         }
-      });
+      };
       socket.once('close', () => {
         if (!whole) settle(new XmigError('ERR_MIGRATION', `the node mover broke the stream off after ${bytes} bytes`));
       });

@@ -66,6 +66,23 @@ describe('mover socket frames', () => {
     );
   });
 
+  it('keep no view of a read past push: a STATUS cut across reads survives its memory being reused', () => {
+    fc.assert(
+      fc.property(fc.dictionary(fc.string({ maxLength: 8 }), fc.string({ maxLength: 40 }), { maxKeys: 6 }), fc.integer({ min: 1, max: 64 }), (status, readBytes) => {
+        const wire = statusFrame(status);
+        const reader = new FrameReader();
+        const read = Buffer.alloc(readBytes);
+        const out: Frame[] = [];
+        for (let at = 0; at < wire.length; at += readBytes) {
+          const n = wire.copy(read, 0, at, at + readBytes);
+          reader.push(read.subarray(0, n), (frame) => out.push(frame));
+          read.fill(0xee); // the next read goes into the same memory, as recycled reads do
+        }
+        expect(out).toEqual([{ type: FrameType.STATUS, status }]);
+      }),
+    );
+  });
+
   it('say a frame is cut short (a socket ended mid-frame)', () => {
     const wire = encode([{ type: 'data', data: Buffer.alloc(100, 1) }, { type: 'end' }]);
     expect(cutShort(wire.subarray(0, 50), [])).toBe(true);

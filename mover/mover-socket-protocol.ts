@@ -133,7 +133,8 @@ export type Frame = { type: typeof FrameType.DATA; data: Buffer } | { type: type
 /**
  * Frames out of socket reads however they are cut. DATA payloads are views of the
  * reads (one frame's bytes may come as several views: each is handed on as it comes,
- * so nothing is joined); a STATUS is gathered (it is small) and parsed.
+ * so nothing is joined); a STATUS is gathered (copied: it is small, and a read's memory
+ * may be recycled once `push` returns) and parsed.
  */
 export class FrameReader {
   private header = Buffer.alloc(FRAME_HEADER_BYTES);
@@ -165,7 +166,7 @@ export class FrameReader {
         at += take;
         this.remaining -= take;
         if (this.type === FrameType.DATA) onFrame({ type: FrameType.DATA, data: piece });
-        else this.status.push(piece);
+        else this.status.push(Buffer.from(piece));
         if (this.remaining === 0) this.finish(onFrame);
       }
     } catch (error) {

@@ -25,6 +25,7 @@ import { ChunkKind, MessageType, type ControlMessage, type OfferedChunk } from '
 import type { ChunkPublisher } from './chunk-exchange.js';
 import { ChunkPool } from './chunk-pool.js';
 import { RoundCutter } from './round-cutter.js';
+import type { ByteInput } from './recycled-reads.js';
 import { SenderConnection } from './sender-connection.js';
 import { SendWindow } from './send-window.js';
 
@@ -36,7 +37,8 @@ import { SendWindow } from './send-window.js';
 export const DEFAULT_CHUNK_BYTES = 1024 * 1024;
 
 export interface SenderOptions {
-  input: NodeJS.ReadableStream;
+  /** QEMU's stream: read and copied into chunks at once, so no read is held. */
+  input: ByteInput;
   /** Opens a control connection to the receiver. */
   connect: () => Promise<Duplex>;
   publisher: ChunkPublisher;

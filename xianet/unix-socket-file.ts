@@ -11,7 +11,7 @@
  * group's members drive the control port, and nobody else.
  */
 import { chmodSync, chownSync, lstatSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
-import { connect, type Server, type Socket } from 'node:net';
+import { connect, type OnReadOpts, type Server, type Socket } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { ConfigError, errorMessage } from '../shared/errors.js';
 
@@ -129,12 +129,13 @@ export async function listenUnixSocket(server: Server, path: string, options: So
  * for up to `retryMs`. Other errors, the time running out, or `signal` end it with the
  * last error.
  */
-export async function connectUnixSocket(path: string, options: { retryMs: number; signal?: AbortSignal }): Promise<Socket> {
+/** `onread`: the socket reads into memory of the caller's (recycled-reads.ts) instead of emitting 'data'. */
+export async function connectUnixSocket(path: string, options: { retryMs: number; signal?: AbortSignal; onread?: OnReadOpts }): Promise<Socket> {
   const deadline = performance.now() + options.retryMs;
   for (let delay = 20; ; delay = Math.min(delay * 2, 250)) {
     try {
       return await new Promise<Socket>((resolve, reject) => {
-        const socket = connect({ path, signal: options.signal });
+        const socket = connect({ path, signal: options.signal, onread: options.onread });
         socket.once('error', reject);
         socket.once('connect', () => {
           socket.off('error', reject);
