@@ -25,11 +25,13 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, readFileSync, writeFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { WellKnownSid } from '../shared/xid.js';
 import type { ImpairmentConfig } from '../xianet/link-impairment.js';
+import { Fifos } from '../test/support/fifo.js';
 import { XMIG_ARGV } from '../test/support/processes.js';
 import { MIGRATION_HOSTS, UdpNetwork } from '../test/support/udp-network.js';
 import { median } from './two-nodes.js';
@@ -90,6 +92,8 @@ export interface Path {
 
 interface Started {
   child: ChildProcess;
+  /** The sender's stdin, the receiver's stdout: real pipes, as QEMU's `exec:` gives them. */
+  stdio: Socket;
   ready: Promise<string>;
   /** The command's own CPU seconds (user + system), once it has exited. */
   cpu: Promise<number>;
@@ -99,6 +103,9 @@ interface Started {
   lines: string[];
   kill(): void;
 }
+
+const fifos = new Fifos();
+process.once('exit', () => fifos.remove());
 
 /** The command bash runs for us (bash's first child). */
 function commandPid(bash: number): number | undefined {
@@ -115,10 +122,13 @@ function commandPid(bash: number): number | undefined {
  * stderr when it ends; resolves `ready` with the first stderr line matching it.
  */
 function start(command: string[], ready: RegExp, role: 'receiver' | 'sender'): Started {
+  // Pipes, not Node's socket pairs: what QEMU's exec: gives, and what a node can take over.
+  const pipe = fifos.open(role === 'sender');
   const child = spawn('bash', ['-c', '"$@"; code=$?; times >&2; exit $code', 'bash', ...command], {
-    stdio: role === 'receiver' ? ['ignore', 'pipe', 'pipe'] : ['pipe', 'ignore', 'pipe'],
+    stdio: role === 'receiver' ? ['ignore', pipe.child, 'pipe'] : [pipe.child, 'ignore', 'pipe'],
     detached: true,
   });
+  closeSync(pipe.child);
   const lines: string[] = [];
   const readyLine = new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stderr! }).on('line', (line) => {
@@ -142,6 +152,7 @@ function start(command: string[], ready: RegExp, role: 'receiver' | 'sender'): S
   );
   return {
     child,
+    stdio: pipe.ours,
     ready: readyLine,
     lines,
     cpu,
@@ -150,6 +161,7 @@ function start(command: string[], ready: RegExp, role: 'receiver' | 'sender'): S
       return pid === undefined ? NaN : cpuSeconds(pid);
     },
     kill: () => {
+      pipe.ours.destroy();
       try {
         process.kill(-child.pid!, 'SIGKILL');
       } catch {
@@ -180,12 +192,12 @@ export async function once(path: Path, data: Buffer, deadlineMs: number): Promis
     // Start-up is not the transfer's: what each has spent by now is taken off its total.
     const startup = { send: sender.cpuNow(), recv: receiver.cpuNow() };
     const done = new Promise<void>((resolve, reject) => {
-      receiver.child.stdout!.on('data', (d: Buffer) => (received += d.length));
-      receiver.child.stdout!.once('end', () => (received === data.length ? resolve() : reject(new Error(`${received} of ${data.length} bytes arrived`))));
+      receiver.stdio.on('data', (d: Buffer) => (received += d.length));
+      receiver.stdio.once('end', () => (received === data.length ? resolve() : reject(new Error(`${received} of ${data.length} bytes arrived`))));
     });
     done.catch(() => undefined);
     const started = performance.now();
-    const input = sender.child.stdin!;
+    const input = sender.stdio;
     input.on('error', () => undefined);
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {

@@ -12,6 +12,7 @@ import { admitTcpFrom, admitXiaFrom, connectTcp, connectXia, listenTcp, listenXi
 import { MigrationReceiver } from '../mover/receiver.js';
 import { migrateInNode, moverSocketOf, recvViaNode, sendViaNode } from '../mover/mover-client.js';
 import { openInput, type OpenedInput } from '../mover/recycled-reads.js';
+import { describePipe } from '../mover/stdio-handover.js';
 import { DEFAULT_CHUNK_BYTES, MigrationSender } from '../mover/sender.js';
 import { DEFAULT_API_SOCKET } from './defaults.js';
 import { MoverMetrics, type MoverFigures, type MoverPhase, type MoverSide } from '../mover/mover-metrics.js';
@@ -224,7 +225,13 @@ async function sendThroughNode(options: MoverFlags & { to: string; chunkKb: numb
     let report: Record<string, unknown>;
     if (options.qemuSocket === undefined) {
       stdin = openInput();
-      report = await sendViaNode(moverSocketOf(options.api), request, stdin.input, { onConnected, onBytes: (n) => (bytes = n) });
+      report = await sendViaNode(moverSocketOf(options.api), request, stdin.input, {
+        onConnected,
+        onBytes: (n) => (bytes = n),
+        // QEMU's exec: pipe: the node may read it itself, and nothing is copied through here.
+        stdio: describePipe(0),
+        onHandover: (taken, reason) => logger.info('send.pipe', { phase: 'setup', via: 'node', handedOver: taken, reason }),
+      });
     } else {
       report = await migrateInNode(moverSocketOf(options.api), { ...request, qemuSocket: resolvePath(options.qemuSocket) }, {
         onConnected,
@@ -273,6 +280,9 @@ async function recvThroughNode(options: MoverFlags & { sid: string; from?: strin
       options.qemuSocket === undefined
         ? await recvViaNode(moverSocketOf(options.api), request, process.stdout, {
             onListening,
+            // QEMU's exec: pipe: the node may write it itself, and nothing is copied through here.
+            stdio: describePipe(1),
+            onHandover: (taken, reason) => logger.info('recv.pipe', { phase: 'setup', via: 'node', handedOver: taken, reason }),
             onBytes: (n) => {
               if (bytes === 0) metrics?.metrics.setPhase('transfer');
               bytes = n;

@@ -10,6 +10,7 @@ import { connectUnixSocket } from '../xianet/unix-socket-file.js';
 import { errorMessage, XmigError } from '../shared/errors.js';
 import { FrameReader, FrameType, frameHeader, MAX_DATA_BYTES, type RecvRequest, type SendRequest } from './mover-socket-protocol.js';
 import { RecycledReads, type ByteInput } from './recycled-reads.js';
+import type { PipeIdentity } from './stdio-handover.js';
 
 /** Where a host's node serves the mover: beside its API socket. */
 export function moverSocketOf(apiSocket: string): string {
@@ -41,6 +42,8 @@ interface StatusHandlers {
   onConnected?: () => void;
   onListening?: (address: string) => void;
   onQemuListening?: (path: string) => void;
+  /** The node's answer to a `stdio` request: it took the pipe, or why not. */
+  onStdio?: (taken: boolean, reason?: string) => void;
 }
 
 type StatusEnd = { ok: true; report: Record<string, unknown> } | { ok: false; error: XmigError };
@@ -50,6 +53,7 @@ function readStatus(status: Record<string, unknown>, on: StatusHandlers): Status
   if (typeof status['qemuListening'] === 'string') on.onQemuListening?.(status['qemuListening']);
   else if (typeof status['listening'] === 'string') on.onListening?.(status['listening']);
   else if (status['connected'] === true) on.onConnected?.();
+  else if (status['stdio'] === 'taken' || status['stdio'] === 'refused') on.onStdio?.(status['stdio'] === 'taken', typeof status['reason'] === 'string' ? status['reason'] : undefined);
   else if (status['ok'] === true) return { ok: true, report: (status['report'] as Record<string, unknown> | undefined) ?? {} };
   else if (status['ok'] === false) return { ok: false, error: failure(status) };
   return undefined;
@@ -60,13 +64,18 @@ export interface SendViaNodeOptions {
   onConnected?: () => void;
   /** Bytes handed to the node so far. */
   onBytes?: (bytes: number) => void;
+  /** `input` is this pipe (stdin from QEMU): offer it to the node (stdio-handover.ts). */
+  stdio?: PipeIdentity;
+  /** The node's answer to `stdio`: taken (nothing is read here), or refused and why (the stream is copied). */
+  onHandover?: (taken: boolean, reason?: string) => void;
   signal?: AbortSignal;
 }
 
 /**
  * Pipes `input` (QEMU's stream) into the node's sender; resolves with its report once
  * the receiver has all of it, rejects if the migration failed (or the node went away).
- * A recycled input's read is held until the socket has written it.
+ * A recycled input's read is held until the socket has written it. With `stdio` the
+ * node is first offered the pipe itself; only if it refuses is `input` read here.
  */
 export async function sendViaNode(path: string, request: SendRequest, input: ByteInput, options: SendViaNodeOptions = {}): Promise<Record<string, unknown>> {
   const socket = await open(path, options.signal);
@@ -82,11 +91,18 @@ export async function sendViaNode(path: string, request: SendRequest, input: Byt
         if (error) reject(error);
         else resolve(report ?? {});
       };
+      const handlers: StatusHandlers = {
+        ...options,
+        onStdio: (taken, reason) => {
+          options.onHandover?.(taken, reason);
+          if (!taken) stream();
+        },
+      };
       socket.on('data', (data: Buffer) => {
         try {
           reader.push(data, (frame) => {
             if (frame.type !== FrameType.STATUS) throw new XmigError('ERR_MIGRATION', 'the node mover sent stream bytes to a sender');
-            const end = readStatus(frame.status, options);
+            const end = readStatus(frame.status, handlers);
             if (end) settle(end.ok ? undefined : end.error, end.ok ? end.report : undefined);
           });
         } catch (error) {
@@ -112,12 +128,19 @@ export async function sendViaNode(path: string, request: SendRequest, input: Byt
           socket.once('drain', () => input.resume());
         }
       };
-      input.on('data', onInput);
-      input.once('end', () => {
-        if (!settled) socket.end(frameHeader(FrameType.END, 0));
-      });
-      input.once('error', (error: Error) => settle(new XmigError('ERR_MIGRATION', `reading the stream: ${error.message}`)));
-      socket.write(`${JSON.stringify(request)}\n`);
+      let streaming = false;
+      const stream = (): void => {
+        if (streaming || settled) return;
+        streaming = true;
+        input.on('data', onInput);
+        input.once('end', () => {
+          if (!settled) socket.end(frameHeader(FrameType.END, 0));
+        });
+        input.once('error', (error: Error) => settle(new XmigError('ERR_MIGRATION', `reading the stream: ${error.message}`)));
+      };
+      // Offered, the pipe is the node's until it says otherwise: nothing of it is read here before.
+      if (options.stdio === undefined) stream();
+      socket.write(`${JSON.stringify(options.stdio === undefined ? request : { ...request, stdio: options.stdio })}\n`);
     });
   } finally {
     socket.destroy();
@@ -129,6 +152,10 @@ export interface RecvViaNodeOptions {
   onListening?: (address: string) => void;
   /** Bytes written to `output` so far. */
   onBytes?: (bytes: number) => void;
+  /** `output` is this pipe (stdout to QEMU): offer it to the node (stdio-handover.ts). */
+  stdio?: PipeIdentity;
+  /** The node's answer to `stdio`: taken (the node writes QEMU's pipe), or refused and why (DATA comes here). */
+  onHandover?: (taken: boolean, reason?: string) => void;
   signal?: AbortSignal;
 }
 
@@ -137,7 +164,8 @@ export interface RecvViaNodeOptions {
  * node's report once the stream is whole (the node said so after the last byte) and
  * written; rejects if the node broke it off, the migration failed, or `output` broke.
  * The socket reads into recycled memory: a DATA frame's bytes are held until `output`
- * has written them.
+ * has written them. With `stdio` the node may take the pipe `output` is and write
+ * QEMU's stream into it itself: then only STATUS comes here.
  */
 export async function recvViaNode(path: string, request: RecvRequest, output: NodeJS.WritableStream, options: RecvViaNodeOptions = {}): Promise<Record<string, unknown>> {
   // The node speaks only after our request line, which goes out once onData is set.
@@ -180,7 +208,7 @@ export async function recvViaNode(path: string, request: RecvRequest, output: No
               }
               options.onBytes?.(bytes);
             } else if (frame.type === FrameType.STATUS) {
-              const end = readStatus(frame.status, options);
+              const end = readStatus(frame.status, { ...options, onStdio: options.onHandover });
               if (end?.ok) {
                 // Whole: done once it is all out of our hands.
                 whole = true;
@@ -196,7 +224,7 @@ export async function recvViaNode(path: string, request: RecvRequest, output: No
       socket.once('close', () => {
         if (!whole) settle(new XmigError('ERR_MIGRATION', `the node mover broke the stream off after ${bytes} bytes`));
       });
-      socket.write(`${JSON.stringify(request)}\n`);
+      socket.write(`${JSON.stringify(options.stdio === undefined ? request : { ...request, stdio: options.stdio })}\n`);
     });
   } finally {
     socket.destroy();

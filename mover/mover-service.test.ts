@@ -146,6 +146,30 @@ describe('MoverService', () => {
     await nothingHeld(s);
   }, 60_000);
 
+  it('streams through the sockets when the node refuses the pipes offered, and says why', async () => {
+    const s = await setup();
+    const data = randomBytes(3 << 20);
+    const sink = new Sink();
+    let listening = (): void => undefined;
+    const heard = new Promise<void>((resolve) => (listening = resolve));
+    // No such pipe: this process's stdin and stdout are not the ones named.
+    const stdio = { pid: process.pid, dev: '1', ino: '1' };
+    const answers: [string, boolean, string | undefined][] = [];
+    const received = recvViaNode(s.b.path, { op: 'recv', sid }, sink, { stdio, onListening: () => listening(), onHandover: (taken, why) => answers.push(['recv', taken, why]) });
+    await heard;
+    const report = await sendViaNode(s.a.path, { op: 'send', to: s.to, chunkBytes: 256 << 10 }, source(data), { stdio, onHandover: (taken, why) => answers.push(['send', taken, why]) });
+    const got = await received;
+    expect(report['bytes']).toBe(data.length);
+    expect(got['bytesWritten']).toBe(data.length);
+    expect(sink.hash.digest('hex')).toBe(createHash('sha256').update(data).digest('hex'));
+    expect(answers.map(([who, taken]) => [who, taken]).sort()).toEqual([
+      ['recv', false],
+      ['send', false],
+    ]);
+    for (const [, , why] of answers) expect(why).toMatch(/\/proc\/\d+\/fd\/[01]/);
+    await nothingHeld(s);
+  }, 60_000);
+
   it('keeps a chunk published while a later round offers the same bytes again', async () => {
     // Small packets and a delay: fetches of later rounds are still under way when the first is acknowledged.
     const s = await setup({}, 1500);

@@ -122,6 +122,17 @@ describe('mover request line', () => {
   it('takes a send or a recv request', () => {
     expect(parseMoverRequest(Buffer.from(JSON.stringify({ op: 'send', to: dag, chunkBytes: 1 << 20 })))).toMatchObject({ op: 'send', chunkBytes: 1 << 20 });
     expect(parseMoverRequest(Buffer.from(JSON.stringify({ op: 'recv', sid: WellKnownSid.MIGRATION.toString() })))).toMatchObject({ op: 'recv' });
+    const stdio = { pid: 4242, dev: '14', ino: '18446744073709551615' };
+    expect(parseMoverRequest(Buffer.from(JSON.stringify({ op: 'send', to: dag, stdio })))).toMatchObject({ stdio });
+    expect(parseMoverRequest(Buffer.from(JSON.stringify({ op: 'recv', sid: WellKnownSid.MIGRATION.toString(), stdio })))).toMatchObject({ stdio });
+  });
+
+  it('takes a pipe (stdio) or a QEMU socket, never both, and only a pipe named as one', () => {
+    const stdio = { pid: 4242, dev: '14', ino: '99' };
+    expect(() => parseMoverRequest(Buffer.from(JSON.stringify({ op: 'send', to: dag, stdio, qemuSocket: '/run/q.sock' })))).toThrow(/at most one/);
+    for (const bad of [{ ...stdio, pid: 0 }, { ...stdio, pid: 1.5 }, { ...stdio, dev: '-1' }, { ...stdio, ino: 99 }, { ...stdio, ino: '1'.repeat(21) }, { ...stdio, fd: 3 }, { pid: 1 }]) {
+      expect(() => parseMoverRequest(Buffer.from(JSON.stringify({ op: 'send', to: dag, stdio: bad }))), JSON.stringify(bad)).toThrow(BadRequestError);
+    }
   });
 
   it('refuses anything else with BadRequestError, whatever it is', () => {
@@ -129,7 +140,7 @@ describe('mover request line', () => {
       fc.json().map((text) => Buffer.from(text)),
       fc
         .record(
-          { op: fc.constantFrom('send', 'recv', 'other'), to: fc.string(), sid: fc.string(), chunkBytes: fc.oneof(fc.integer(), fc.double()), from: fc.array(fc.string()), qemuSocket: fc.oneof(fc.string(), fc.integer()) },
+          { op: fc.constantFrom('send', 'recv', 'other'), to: fc.string(), sid: fc.string(), chunkBytes: fc.oneof(fc.integer(), fc.double()), from: fc.array(fc.string()), qemuSocket: fc.oneof(fc.string(), fc.integer()), stdio: fc.oneof(fc.object(), fc.record({ pid: fc.integer(), dev: fc.string(), ino: fc.string() }, { requiredKeys: [] })) },
           { requiredKeys: [] },
         )
         .map((o) => Buffer.from(JSON.stringify(o))),

@@ -22,7 +22,13 @@
  * hears how it went. send: the node listens at PATH for QEMU's one connection and says
  * {"qemuListening":"PATH"}; recv: the node connects to QEMU's listening PATH once a
  * sender has come. No DATA or END goes either way then; the client going away ends the
- * migration as before. Every read is bounded and checked:
+ * migration as before.
+ *
+ * With `stdio` (stdio-handover.ts) the client offers its own pipe from QEMU (send: its
+ * stdin) or to QEMU (recv: its stdout), and the node's first STATUS answers it:
+ * {"stdio":"taken"}: the node reads or writes that pipe itself, and as with
+ * `qemuSocket` no DATA or END crosses this socket; {"stdio":"refused","reason":"..."}:
+ * the stream goes in DATA frames as without it. Every read is bounded and checked:
  * `FrameReader` throws `MalformedPacketError` on anything else, never a RangeError.
  */
 import { z } from '../shared/config.js';
@@ -64,6 +70,15 @@ const xidText = (type: number) =>
     { message: 'not an XID of the right type' },
   );
 
+/** A pipe of the client's (stdio-handover.ts PipeIdentity). */
+const pipeIdentity = z
+  .object({
+    pid: z.number().int().min(1).max(2 ** 31 - 1),
+    dev: z.string().regex(/^\d{1,20}$/),
+    ino: z.string().regex(/^\d{1,20}$/),
+  })
+  .strict();
+
 const socketPath = z
   .string()
   .refine((text) => text.startsWith('/') && !text.includes('\0') && Buffer.byteLength(text) <= SUN_PATH_MAX, {
@@ -81,6 +96,8 @@ export const moverRequestSchema = z.discriminatedUnion('op', [
       resumeDeadlineMs: z.number().int().min(100).max(3_600_000).optional(),
       /** QEMU's `unix:` channel: the node listens here for QEMU's stream. */
       qemuSocket: socketPath.optional(),
+      /** The client's stdin, QEMU's pipe: the node may read it itself. */
+      stdio: pipeIdentity.optional(),
     })
     .strict(),
   z
@@ -91,9 +108,14 @@ export const moverRequestSchema = z.discriminatedUnion('op', [
       resumeDeadlineMs: z.number().int().min(100).max(3_600_000).optional(),
       /** QEMU's `unix:` channel: the node writes the stream into QEMU listening here. */
       qemuSocket: socketPath.optional(),
+      /** The client's stdout, QEMU's pipe: the node may write it itself. */
+      stdio: pipeIdentity.optional(),
     })
     .strict(),
-]);
+]).refine((request) => request.qemuSocket === undefined || request.stdio === undefined, {
+  message: 'qemuSocket and stdio are two ways to carry the stream: at most one',
+  path: ['stdio'],
+});
 export type MoverRequest = z.output<typeof moverRequestSchema>;
 export type SendRequest = Extract<MoverRequest, { op: 'send' }>;
 export type RecvRequest = Extract<MoverRequest, { op: 'recv' }>;

@@ -16,13 +16,16 @@
  * With `qemuSocket` (QEMU's `unix:` channel, qemu-channel.ts) the stream is QEMU's
  * connection to (send) or from (recv) the node, and the client's socket carries only
  * STATUS: the client holds the migration open, and its going away ends it as above.
+ * With `stdio` (stdio-handover.ts) it is QEMU's `exec:` pipe, which the node opens
+ * itself, and the same holds; a pipe the node cannot take is refused in a STATUS, and
+ * the stream comes in DATA frames instead.
  *
  * Whatever a migration holds in the node is let go when it ends, however it ends:
  * chunks it published, fetches in flight, its listening SID, its control STREAM, the
  * QEMU socket file and connection.
  */
 import { Readable, Writable } from 'node:stream';
-import type { Socket } from 'node:net';
+import { Socket } from 'node:net';
 import { Dag } from '../shared/dag.js';
 import { errorMessage, XmigError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
@@ -33,7 +36,9 @@ import { admitXiaFrom, connectXia, listenXia } from './connections.js';
 import { FrameReader, FrameType, frameHeader, MAX_DATA_BYTES, statusFrame, type RecvRequest, type SendRequest } from './mover-socket-protocol.js';
 import { MigrationReceiver, type ReceiveReport } from './receiver.js';
 import { connectToQemu, listenForQemu, type QemuListener } from './qemu-channel.js';
+import { RecycledInput } from './recycled-reads.js';
 import { MigrationSender, type SendReport } from './sender.js';
+import { takePipe, type PipeIdentity } from './stdio-handover.js';
 
 export interface NodeMigration {
   readonly op: 'send' | 'recv';
@@ -118,6 +123,24 @@ function holdClient(socket: Socket, rest: Buffer, who: string, onGone: (error: E
   if (rest.length > 0) onData(rest);
 }
 
+/**
+ * The client's pipe (its stdin for send, fd 0; its stdout for recv, fd 1) opened here,
+ * and the client told whether it was: the fd, or undefined (refused, said why).
+ */
+function takeClientPipe(socket: Socket, pipe: PipeIdentity, fd: 0 | 1, logger: Logger): number | undefined {
+  try {
+    const taken = takePipe(pipe, fd);
+    say(socket, { stdio: 'taken' });
+    logger.info('mover.pipe-taken', { phase: 'setup', pid: pipe.pid, fd });
+    return taken;
+  } catch (error) {
+    const reason = errorMessage(error);
+    say(socket, { stdio: 'refused', reason });
+    logger.warn('mover.pipe-refused', { phase: 'setup', pid: pipe.pid, fd, reason });
+    return undefined;
+  }
+}
+
 /** Ends a socket and waits until what was written has gone (or the socket has). */
 function endAndFlush(socket: Socket): Promise<void> {
   return new Promise((resolve) => {
@@ -141,8 +164,11 @@ export function sendInNode(socket: Socket, request: SendRequest, rest: Buffer, c
     // Waiting for QEMU to connect ends too.
     listener?.close();
   };
-  let input: Readable | undefined;
-  if (request.qemuSocket === undefined) input = clientStream(socket, rest, abort);
+  let input: Readable | RecycledInput | Socket | undefined;
+  const piped = request.stdio === undefined ? undefined : takeClientPipe(socket, request.stdio, 0, context.logger);
+  // QEMU's pipe read here, into recycled memory (the sender copies each read into a chunk).
+  if (piped !== undefined) input = new RecycledInput(piped);
+  if (request.qemuSocket === undefined && piped === undefined) input = clientStream(socket, rest, abort);
   else holdClient(socket, rest, 'send', abort);
   const done = (async () => {
     try {
@@ -230,6 +256,13 @@ export function recvInNode(socket: Socket, request: RecvRequest, rest: Buffer, c
   let failure: Error | undefined;
   let over = false;
   let qemu: Socket | undefined;
+  const pipeFd = request.stdio === undefined ? undefined : takeClientPipe(socket, request.stdio, 1, context.logger);
+  let piped: Socket | undefined;
+  if (pipeFd !== undefined) {
+    piped = new Socket({ fd: pipeFd, readable: false, writable: true });
+    // The receiver hears of a broken pipe (QEMU gone) from 'close'.
+    piped.on('error', () => undefined);
+  }
   const connecting = new AbortController();
   const abort = (error: Error): void => {
     if (over) return;
@@ -254,7 +287,7 @@ export function recvInNode(socket: Socket, request: RecvRequest, rest: Buffer, c
       say(socket, { listening: listening.address });
       const accept = listening.accept;
       receiver = new MigrationReceiver({
-        output: qemu ?? new FramedOutput(socket),
+        output: qemu ?? piped ?? new FramedOutput(socket),
         accept: () => accept(),
         admit: request.from ? admitXiaFrom(request.from.map((hid) => Xid.parse(hid))) : undefined,
         retriever: (mode, source) => {
@@ -268,6 +301,7 @@ export function recvInNode(socket: Socket, request: RecvRequest, rest: Buffer, c
       const report: ReceiveReport = await receiver.run();
       // QEMU has the whole stream once it has left this end.
       if (qemu) await endAndFlush(qemu);
+      if (piped) await endAndFlush(piped);
       over = true;
       finish(socket, { ok: true, report });
       return { ok: true, bytes: report.bytes };
@@ -280,6 +314,7 @@ export function recvInNode(socket: Socket, request: RecvRequest, rest: Buffer, c
       retriever?.cancel();
       // A failed migration breaks QEMU's channel: the destination QEMU gives up on it.
       qemu?.destroy();
+      piped?.destroy();
       await listening?.close().catch(() => undefined);
     }
   })();

@@ -4,12 +4,13 @@
  * runs in one buffer. Driven first as Node drives `onread` (buffer, callback, buffer,
  * ...), then through a real FIFO.
  */
-import { spawnSync } from 'node:child_process';
-import { closeSync, constants, createWriteStream, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Writable } from 'node:stream';
 import fc from 'fast-check';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { Fifos } from '../test/support/fifo.js';
 import { openInput, RecycledInput, RecycledReads } from './recycled-reads.js';
 
 /** Node's side of `onread`: one buffer up front, then callback and a fresh ask per read. */
@@ -78,23 +79,20 @@ describe('RecycledReads', () => {
 });
 
 describe('RecycledInput over a FIFO', () => {
+  const fifos = new Fifos();
   const dirs: string[] = [];
+  afterAll(() => fifos.remove());
   afterEach(() => {
     for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
   });
 
-  /** A FIFO's read end (non-blocking, as a socket needs) and a stream writing into it. */
-  function fifoPair(): { readFd: number; writer: ReturnType<typeof createWriteStream> } {
-    const dir = mkdtempSync(join(tmpdir(), 'xmig-recycled-'));
-    dirs.push(dir);
-    const path = join(dir, 'fifo');
-    expect(spawnSync('mkfifo', [path]).status).toBe(0);
-    const readFd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
-    const writer = createWriteStream('', { fd: openSync(path, constants.O_WRONLY) });
-    return { readFd, writer };
+  /** A FIFO's read end, as QEMU gives `xmig send`, and a stream writing into it. */
+  function fifoPair(): { readFd: number; writer: Writable } {
+    const { child, ours } = fifos.open(true);
+    return { readFd: child, writer: ours };
   }
 
-  async function writeAll(writer: ReturnType<typeof createWriteStream>, data: Buffer): Promise<void> {
+  async function writeAll(writer: Writable, data: Buffer): Promise<void> {
     for (let at = 0; at < data.length; at += 50_000) {
       if (!writer.write(data.subarray(at, at + 50_000))) await new Promise((resolve) => writer.once('drain', () => resolve(undefined)));
     }

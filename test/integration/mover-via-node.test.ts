@@ -3,13 +3,20 @@
  * daemons, the two commands only pipe the stream. The same promises as the direct
  * path: intact, and a failure on either end fails both, non-zero (QEMU on the source
  * hears of it and the VM runs on there), leaving nothing running in the nodes.
+ *
+ * Twice: with the commands' stdin and stdout real pipes, as QEMU's `exec:` gives them
+ * (the nodes take the pipes over, stdio-handover.ts), and with socket pairs, as Node's
+ * spawn gives them (no pipe to hand over: the stream is copied through the commands).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
-import { connect } from 'node:net';
+import { closeSync, createWriteStream } from 'node:fs';
+import { connect, Socket } from 'node:net';
+import type { Readable, Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WellKnownSid } from '../../shared/xid.js';
 import { moverSocketOf } from '../../mover/mover-client.js';
+import { Fifos } from '../support/fifo.js';
 import { XMIG_ARGV } from '../support/processes.js';
 import { MIGRATION_HOSTS, UdpNetwork } from '../support/udp-network.js';
 import { waitFor } from '../support/wait.js';
@@ -20,21 +27,39 @@ afterAll(() => network.stop());
 
 interface Xmig {
   child: ChildProcess;
+  /** send's stdin (we write QEMU's stream), recv's stdout (we read it). */
+  stdin: Writable;
+  stdout: Readable;
   exited: Promise<number | null>;
   stderr: () => string;
 }
 
 const children = new Set<ChildProcess>();
+const fifos = new Fifos();
 afterAll(() => {
   for (const child of children) child.kill('SIGKILL');
+  fifos.remove();
 });
 
-function xmig(args: string[], stdio: 'in' | 'out'): Xmig {
-  const child = spawn(process.execPath, [...XMIG_ARGV, ...args], { stdio: stdio === 'in' ? ['pipe', 'ignore', 'pipe'] : ['ignore', 'pipe', 'pipe'] });
+function xmig(args: string[], stdio: 'in' | 'out', pipes: boolean): Xmig {
+  let child: ChildProcess;
+  let stdin: Writable;
+  let stdout: Readable;
+  if (pipes) {
+    const ends = fifos.open(stdio === 'in');
+    child = spawn(process.execPath, [...XMIG_ARGV, ...args], { stdio: stdio === 'in' ? [ends.child, 'ignore', 'pipe'] : ['ignore', ends.child, 'pipe'] });
+    closeSync(ends.child);
+    stdin = stdio === 'in' ? ends.ours : createWriteStream('/dev/null');
+    stdout = stdio === 'out' ? ends.ours : new Socket();
+  } else {
+    child = spawn(process.execPath, [...XMIG_ARGV, ...args], { stdio: stdio === 'in' ? ['pipe', 'ignore', 'pipe'] : ['ignore', 'pipe', 'pipe'] });
+    stdin = child.stdin ?? createWriteStream('/dev/null');
+    stdout = child.stdout ?? new Socket();
+  }
   children.add(child);
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  return { child, exited: new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? -1 : null)))), stderr: () => stderr };
+  return { child, stdin, stdout, exited: new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? -1 : null)))), stderr: () => stderr };
 }
 
 const dst = (): string => network.serviceDag('B', 'AD1', WellKnownSid.MIGRATION).toString();
@@ -46,7 +71,7 @@ async function listening(recv: Xmig): Promise<void> {
 
 /** Writes 1 MiB pieces, as QEMU would, until `count` are written or the pipe breaks (the child exited). */
 async function feed(send: Xmig, count: number): Promise<void> {
-  const stdin = send.child.stdin!;
+  const stdin = send.stdin;
   stdin.on('error', () => undefined);
   const piece = randomFillSync(Buffer.allocUnsafe(1 << 20));
   const gone = send.exited.then(() => 'gone' as const);
@@ -67,38 +92,59 @@ async function nothingFetching(): Promise<void> {
   await waitFor(async () => (await network.metric('A', 'xmig_mover_service_running')) === 0, 30_000, "A's migrations to end");
 }
 
-async function intact(megabytes: number): Promise<void> {
+async function intact(megabytes: number, pipes: boolean): Promise<void> {
   const data = randomFillSync(Buffer.allocUnsafe(megabytes << 20));
   data.fill(0, 4 << 20, 8 << 20);
-  const recv = xmig(['recv', '--via-node', '--api', network.api('B'), '--log-level', 'info'], 'out');
+  const recv = xmig(['recv', '--via-node', '--api', network.api('B'), '--log-level', 'info'], 'out', pipes);
   await listening(recv);
-  const send = xmig(['send', '--via-node', '--api', network.api('A'), '--to', dst()], 'in');
+  const send = xmig(['send', '--via-node', '--api', network.api('A'), '--to', dst(), '--log-level', 'info'], 'in', pipes);
   const hash = createHash('sha256');
   let out = 0;
-  recv.child.stdout!.on('data', (d: Buffer) => {
+  recv.stdout.on('data', (d: Buffer) => {
     hash.update(d);
     out += d.length;
   });
-  send.child.stdin!.end(data);
+  send.stdin.end(data);
   expect(await send.exited, send.stderr()).toBe(0);
   expect(await recv.exited, recv.stderr()).toBe(0);
   expect(out).toBe(data.length);
   expect(hash.digest('hex')).toBe(createHash('sha256').update(data).digest('hex'));
+  // Pipes are the nodes' own; socket pairs cannot be handed over and are not offered.
+  for (const [who, command] of [['send', send], ['recv', recv]] as const) {
+    const handover = logEvents(command.stderr()).find((e) => e['event'] === `${who}.pipe`);
+    expect(handover?.['handedOver'], `${who}: ${command.stderr()}`).toBe(pipes ? true : undefined);
+  }
 }
 
-describe('send | recv --via-node', () => {
+/** The JSON log lines in a command's stderr. */
+function logEvents(stderr: string): Record<string, unknown>[] {
+  return stderr
+    .split('\n')
+    .filter((line) => line.startsWith('{'))
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
+}
+
+const ok = async (): Promise<[number, number]> => [
+  await network.metric('A', 'xmig_mover_service_migrations_total', { op: 'send', result: 'ok' }),
+  await network.metric('B', 'xmig_mover_service_migrations_total', { op: 'recv', result: 'ok' }),
+];
+
+describe.each([
+  { pipes: true, stdio: "pipes, as QEMU's exec: gives them (the nodes take them over)" },
+  { pipes: false, stdio: 'socket pairs (the stream is copied through the commands)' },
+])('send | recv --via-node, stdio $stdio', ({ pipes }) => {
   it('moves the stream intact, with the migration inside the nodes', async () => {
-    await intact(48);
-    expect(await network.metric('A', 'xmig_mover_service_migrations_total', { op: 'send', result: 'ok' })).toBe(1);
-    expect(await network.metric('B', 'xmig_mover_service_migrations_total', { op: 'recv', result: 'ok' })).toBe(1);
+    const [sends, recvs] = await ok();
+    await intact(48, pipes);
+    expect(await ok()).toEqual([sends + 1, recvs + 1]);
   }, 180_000);
 
   it('fails both ends, non-zero, when recv dies mid-way, and the node stops fetching for it', async () => {
-    const recv = xmig(['recv', '--via-node', '--api', network.api('B'), '--resume-deadline-ms', '1500', '--log-level', 'info'], 'out');
+    const recv = xmig(['recv', '--via-node', '--api', network.api('B'), '--resume-deadline-ms', '1500', '--log-level', 'info'], 'out', pipes);
     await listening(recv);
-    const send = xmig(['send', '--via-node', '--api', network.api('A'), '--to', dst(), '--resume-deadline-ms', '1500'], 'in');
+    const send = xmig(['send', '--via-node', '--api', network.api('A'), '--to', dst(), '--resume-deadline-ms', '1500'], 'in', pipes);
     let out = 0;
-    recv.child.stdout!.on('data', (d: Buffer) => {
+    recv.stdout.on('data', (d: Buffer) => {
       out += d.length;
       if (out >= 4 << 20 && recv.child.exitCode === null) recv.child.kill('SIGKILL');
     });
@@ -111,11 +157,11 @@ describe('send | recv --via-node', () => {
   }, 180_000);
 
   it('fails recv, non-zero, when send dies mid-way (QEMU killed its exec: child); the next migration runs', async () => {
-    const recv = xmig(['recv', '--via-node', '--api', network.api('B'), '--resume-deadline-ms', '1500', '--log-level', 'info'], 'out');
+    const recv = xmig(['recv', '--via-node', '--api', network.api('B'), '--resume-deadline-ms', '1500', '--log-level', 'info'], 'out', pipes);
     await listening(recv);
-    const send = xmig(['send', '--via-node', '--api', network.api('A'), '--to', dst(), '--resume-deadline-ms', '1500'], 'in');
+    const send = xmig(['send', '--via-node', '--api', network.api('A'), '--to', dst(), '--resume-deadline-ms', '1500'], 'in', pipes);
     let out = 0;
-    recv.child.stdout!.on('data', (d: Buffer) => {
+    recv.stdout.on('data', (d: Buffer) => {
       out += d.length;
       if (out >= 4 << 20 && send.child.exitCode === null) send.child.kill('SIGKILL');
     });
@@ -126,9 +172,11 @@ describe('send | recv --via-node', () => {
     await nothingFetching();
     expect(await network.metric('A', 'xmig_mover_service_migrations_total', { op: 'send', result: 'failed' })).toBeGreaterThanOrEqual(1);
     // Nothing wedged: the next one runs as the first did.
-    await intact(16);
+    await intact(16, pipes);
   }, 240_000);
+});
 
+describe('the node mover socket', () => {
   it('refuses, and counts, a request that is not one', async () => {
     const path = moverSocketOf(network.api('B'));
     const answer = await new Promise<string>((resolve, reject) => {
@@ -142,9 +190,9 @@ describe('send | recv --via-node', () => {
     expect(answer).toMatch(/"ok":false/);
     expect(await network.metric('B', 'xmig_mover_service_refusals_total', { resource: 'mover-request', reason: 'malformed' })).toBe(1);
     // send against a node with no mover socket: a clear error, non-zero.
-    const lost = xmig(['send', '--via-node', '--api', `${network.dir}/nowhere.sock`, '--to', dst()], 'in');
-    lost.child.stdin!.on('error', () => undefined);
-    lost.child.stdin!.end(Buffer.alloc(1024));
+    const lost = xmig(['send', '--via-node', '--api', `${network.dir}/nowhere.sock`, '--to', dst()], 'in', false);
+    lost.stdin.on('error', () => undefined);
+    lost.stdin.end(Buffer.alloc(1024));
     expect(await lost.exited).not.toBe(0);
     expect(lost.stderr()).toMatch(/cannot reach the node's mover/);
   }, 60_000);
