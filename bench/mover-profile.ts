@@ -13,14 +13,18 @@
  * linux-perf), the processes with `--perf-basic-prof` so JIT frames have names; each
  * process's samples then say what --cpu-prof cannot: the kernel's copies, page faults,
  * V8's GC threads (bench/perf-script.ts). perf.data stays in the directory it prints.
+ *
+ * send and recv get real pipes (FIFOs), as QEMU's exec: gives them: with `via-node` the
+ * nodes take them over (mover/stdio-handover.ts), and send and recv only wait.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { WellKnownSid } from '../shared/xid.js';
+import { Fifos } from '../test/support/fifo.js';
 import { startXmig, XMIG_ARGV } from '../test/support/processes.js';
 import { MIGRATION_HOSTS, UdpNetwork } from '../test/support/udp-network.js';
 import { formatProfile, PerfAggregate, PerfScriptReader } from './perf-script.js';
@@ -115,6 +119,7 @@ async function main(): Promise<void> {
   const flags = usePerf ? ['--perf-basic-prof', `--logfile=${join(dir, 'v8.log')}`] : ['--cpu-prof', `--cpu-prof-dir=${dir}`];
   const perfFile = join(dir, 'perf.data');
   const network = new UdpNetwork(MIGRATION_HOSTS);
+  const fifos = new Fifos();
   // The daemons under the profiler too: started as UdpNetwork.start() does, with the flags in front.
   const prefix = ['bash', '-c', `exec "$0" ${flags.join(' ')} "$@"`];
   const names = new Map<string, string>();
@@ -132,11 +137,14 @@ async function main(): Promise<void> {
   try {
     for (let run = 0; run < runs; run++) {
       const xmig = (args: string[], role: 'send' | 'recv') => {
-        const child = spawn(process.execPath, [...flags, ...XMIG_ARGV, ...args], { stdio: role === 'send' ? ['pipe', 'ignore', 'pipe'] : ['ignore', 'pipe', 'pipe'] });
+        // Real pipes, as QEMU's exec: gives them (a --via-node node takes them over).
+        const pipe = fifos.open(role === 'send');
+        const child = spawn(process.execPath, [...flags, ...XMIG_ARGV, ...args], { stdio: role === 'send' ? [pipe.child, 'ignore', 'pipe'] : ['ignore', pipe.child, 'pipe'] });
+        closeSync(pipe.child);
         names.set(String(child.pid), `${role} ${run + 1}`);
         let stderr = '';
         child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-        return { child, stderr: () => stderr, exited: new Promise<number | null>((resolve) => child.once('exit', resolve)) };
+        return { child, stdio: pipe.ours, stderr: () => stderr, exited: new Promise<number | null>((resolve) => child.once('exit', resolve)) };
       };
       const until = async (what: () => boolean, label: string): Promise<void> => {
         for (const deadline = Date.now() + 60_000; !what(); ) {
@@ -149,10 +157,10 @@ async function main(): Promise<void> {
       const send = xmig(['send', '--api', network.api('A'), '--to', network.serviceDag('B', 'AD1', WellKnownSid.MIGRATION).toString(), '--log-level', 'info', ...extra], 'send');
       await until(() => send.stderr().includes('send.connected'), 'send.connected');
       let received = 0;
-      recv.child.stdout!.on('data', (d: Buffer) => (received += d.length));
-      const ended = new Promise((resolve) => recv.child.stdout!.once('end', resolve));
+      recv.stdio.on('data', (d: Buffer) => (received += d.length));
+      const ended = new Promise((resolve) => recv.stdio.once('end', resolve));
       const started = performance.now();
-      send.child.stdin!.end(data);
+      send.stdio.end(data);
       await ended;
       const seconds = (performance.now() - started) / 1000;
       process.stderr.write(`${mode} run ${run + 1}: ${received === data.length ? 'intact' : `${received} of ${data.length} bytes`}, ${((data.length / seconds) / 1e6).toFixed(1)} MB/s\n`);
@@ -161,6 +169,7 @@ async function main(): Promise<void> {
   } finally {
     await perf?.stop();
     await network.stop();
+    fifos.remove();
   }
   if (usePerf) {
     process.stdout.write(`\n${perfFile}\n\n${await perfReport(perfFile, names)}\n`);

@@ -29,6 +29,8 @@ interface MigrateFlags {
   to: string;
   transport: MigrateTransport;
   channel: 'exec' | 'unix';
+  /** --no-via-node: false. */
+  viaNode: boolean;
   disk?: boolean;
   diskTo?: string;
   diskDevice?: string;
@@ -154,6 +156,7 @@ export function migrateCommand(): Command {
         .choices(['exec', 'unix'])
         .default('exec'),
     )
+    .option('--no-via-node', "xia, exec: run the sender in xmig send itself (QEMU's stream copied through it, chunks over the node API) instead of in the local node")
     .option('--max-bandwidth <MiB/s>', 'cap the migration rate (default: no cap)', positive('--max-bandwidth'))
     .option('--downtime-limit <ms>', 'longest stop-and-copy pause QEMU may take', positive('--downtime-limit', MAX_TIMER_MS), 300)
     .option('--auto-converge', 'throttle the guest when it dirties memory faster than it migrates')
@@ -233,6 +236,7 @@ Exit status: 0 completed, 130 interrupted (Ctrl-C), 1 failed or aborted by --tim
           disk,
           api: options.api,
           channel: options.channel,
+          viaNode: options.viaNode,
           onDiskProgress: (s) => {
             if (!showProgress) return;
             if (bar) {

@@ -10,12 +10,15 @@ import { migrationSvg } from './report-svg.js';
 describe('migrationUri', () => {
   it('runs xmig send through the shell with every argument quoted', () => {
     const uri = migrationUri({ qmp: 'q', to: "RE AD:1 HID:2 SID:3 it's", transport: 'xia', api: '/run/xmig/a b.sock', xmigCommand: '/usr/bin/xmig' }, '/tmp/s.json');
-    expect(uri).toBe(`exec:/usr/bin/xmig send --transport xia --to 'RE AD:1 HID:2 SID:3 it'\\''s' --stats '/tmp/s.json' --api '/run/xmig/a b.sock'`);
+    expect(uri).toBe(`exec:/usr/bin/xmig send --transport xia --to 'RE AD:1 HID:2 SID:3 it'\\''s' --stats '/tmp/s.json' --api '/run/xmig/a b.sock' --via-node`);
   });
 
-  it('asks for the migration inside the node with viaNode (XIA only)', () => {
+  it('asks for the migration inside the node unless viaNode is false (XIA only)', () => {
     expect(migrationUri({ qmp: 'q', to: 'DAG 0 - HID:2', transport: 'xia', api: '/a.sock', xmigCommand: 'xmig', viaNode: true }, '/s')).toBe(
       `exec:xmig send --transport xia --to 'DAG 0 - HID:2' --stats '/s' --api '/a.sock' --via-node`,
+    );
+    expect(migrationUri({ qmp: 'q', to: 'DAG 0 - HID:2', transport: 'xia', api: '/a.sock', xmigCommand: 'xmig', viaNode: false }, '/s')).toBe(
+      `exec:xmig send --transport xia --to 'DAG 0 - HID:2' --stats '/s' --api '/a.sock'`,
     );
     expect(migrationUri({ qmp: 'q', to: '10.0.0.2:4444', transport: 'tcp', xmigCommand: 'xmig', viaNode: true }, '/s')).not.toContain('--via-node');
   });

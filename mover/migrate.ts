@@ -77,7 +77,11 @@ export interface MigrateOptions {
   xmigCommand?: string;
   /** The local node's API socket, for `send` over XIA. */
   api?: string;
-  /** XIA: `xmig send --via-node`, the migration run inside the local node (mover-service.ts). */
+  /**
+   * XIA: `xmig send --via-node`, the migration run inside the local node (mover-service.ts),
+   * which takes QEMU's pipe over (stdio-handover.ts). The default; false runs the sender's
+   * own XIA stack in `xmig send` (the stream copied through it, chunks over the API).
+   */
   viaNode?: boolean;
   /**
    * XIA: how QEMU's stream reaches the mover. exec (default, the paper's mode): QEMU's child
@@ -149,7 +153,7 @@ export function migrationUri(options: MigrateOptions, statsFile: string): string
   const quote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
   const args = ['send', '--transport', options.transport, '--to', quote(options.to), '--stats', quote(statsFile)];
   if (options.transport === 'xia' && options.api) args.push('--api', quote(options.api));
-  if (options.transport === 'xia' && options.viaNode) args.push('--via-node');
+  if (options.transport === 'xia' && options.viaNode !== false) args.push('--via-node');
   return `exec:${xmig} ${args.join(' ')}`;
 }
 

@@ -5,7 +5,9 @@
  * destination where it stopped at the source. And when `xmig recv` is killed in
  * the middle, QEMU must report the migration failed and the source go on counting.
  * The same over QEMU's own `unix:` channel held by the nodes (`xmig migrate --channel
- * unix`, `xmig recv --qemu-socket`): no xmig process between QEMU and a node.
+ * unix`, `xmig recv --qemu-socket`): no xmig process between QEMU and a node. The
+ * source's `xmig send` runs in node A (`--via-node`, the default, which takes QEMU's
+ * pipe over); the cancel test runs it in `xmig send` itself (`--no-via-node`).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, openSync, readdirSync, rmSync } from 'node:fs';
@@ -143,6 +145,8 @@ describe.skipIf(!hasQemu)('live migration of a real QEMU guest over xianet', () 
     expect(report.mover.bytes).toBeGreaterThan(0);
     expect(Number(report.qemuVersion.split('.')[0])).toBeGreaterThanOrEqual(10);
     expect(report.passes).toBeGreaterThanOrEqual(1);
+    // By default the sender runs in node A, which took QEMU's exec: pipe over from xmig send.
+    expect(network.processes.get('A')!.logs.some((l) => l['event'] === 'mover.pipe-taken' && l['fd'] === 0)).toBe(true);
     // The bandwidth cap and downtime limit it lifted for the migration are QEMU's own again.
     expect(await tuningOf(observer)).toEqual(before);
     await observer.close();
@@ -226,7 +230,7 @@ describe.skipIf(!hasQemu)('live migration of a real QEMU guest over xianet', () 
     const source = startQemu('source3');
     startDestination('destination3', join(dir, 'recv-cancelled.json'));
     await waitFor(() => serialCounts(source.log).length >= 10, 120_000, 'the source guest to count');
-    const migration = runXmig(['migrate', '--qmp', source.qmp, '--to', receiver(), '--api', network.api('A'), '--max-bandwidth', '1', '--report', join(dir, 'cancel-report.json'), '--json', '--no-progress'], 120_000);
+    const migration = runXmig(['migrate', '--qmp', source.qmp, '--to', receiver(), '--api', network.api('A'), '--max-bandwidth', '1', '--report', join(dir, 'cancel-report.json'), '--json', '--no-progress', '--no-via-node'], 120_000);
     const qmp = await QmpClient.connect(source.observer);
     await activeMigration(qmp);
     // Another shell sees it running.
