@@ -142,6 +142,22 @@ describe('RecycledInput over a FIFO', () => {
     expect(input.stats.allocated).toBeLessThanOrEqual(6);
   });
 
+  it("passes a read error to its listeners, and with none listening does not throw it", async () => {
+    const heard = fifoPair();
+    const input = new RecycledInput(heard.readFd);
+    const error = new Promise<Error>((resolve) => input.once('error', resolve));
+    input.destroy(new Error('EIO, say'));
+    expect((await error).message).toBe('EIO, say');
+    heard.writer.destroy();
+    const unheard = fifoPair();
+    const alone = new RecycledInput(unheard.readFd);
+    const closed = new Promise<void>((resolve) => alone.once('close', () => resolve()));
+    alone.destroy(new Error('nobody listens'));
+    // An 'error' nobody listens to would be thrown here (and vitest fail the run on it).
+    await closed;
+    unheard.writer.destroy();
+  });
+
   it('openInput takes a FIFO and refuses a regular file on another fd', () => {
     const { readFd, writer } = fifoPair();
     const opened = openInput(readFd);

@@ -149,7 +149,11 @@ export class RecycledInput extends EventEmitter implements ByteInput {
     this.socket = new Socket(socketOptions);
     this.socket.pause();
     this.socket.once('end', () => this.emit('end'));
-    this.socket.on('error', (error: Error) => this.emit('error', error));
+    // A stream's 'error' with nobody listening would throw out of the socket's handler and
+    // take the process down; a reader that stopped listening has done with the input.
+    this.socket.on('error', (error: Error) => {
+      if (this.listenerCount('error') > 0) this.emit('error', error);
+    });
     this.socket.once('close', () => this.emit('close'));
     this.on('newListener', (event: string) => {
       if (event === 'data') queueMicrotask(() => this.paused || this.socket.resume());
@@ -174,8 +178,9 @@ export class RecycledInput extends EventEmitter implements ByteInput {
     return this;
   }
 
-  destroy(): void {
-    this.socket.destroy();
+  /** Closes the fd; `error`, if given, goes to the 'error' listeners (if any) first. */
+  destroy(error?: Error): void {
+    this.socket.destroy(error);
   }
 }
 
