@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import type { ControlChannel } from './control-channel.js';
 import { TcpPublisher, TcpRetriever } from './chunk-exchange.js';
 import { connectTcp, listenTcp } from './connections.js';
-import { decodeMessage, encodeMessage, MessageReader, MessageType, type ControlMessage } from './control-messages.js';
+import { decodeMessage, encodeMessage, FrameLayout, MessageReader, MessageType, type ControlMessage } from './control-messages.js';
 import { MigrationReceiver } from './receiver.js';
 import { MigrationSender } from './sender.js';
 
@@ -205,6 +205,64 @@ describe('the sender at the edges: the receiver late, gone, or a round unpublish
     const sender = new MigrationSender({ input: source([randomBytes(1000)]), connect: connectTcp('127.0.0.1', port), publisher: new TcpPublisher(), mode: 'tcp', source: '', resumeDeadlineMs: 600 });
     await expect(sender.run()).rejects.toThrow(/gave up connecting after \d+ attempts.*ECONNREFUSED/);
   });
+
+  it("takes the rounds a resumed receiver says it wrote as acknowledged, though their ACKs were lost", async () => {
+    // What host B's node stopped for 3 s does: the receiver wrote rounds and acknowledged
+    // them on a connection that then died, so the ACKs never came; its WELCOME on the new
+    // connection says how far it got. Rounds before that are done, or the window stays
+    // full of them and the input paused for ever.
+    const listening = await listenTcp('127.0.0.1', 0);
+    const [host, port] = listening.address.split(':');
+    let connections = 0;
+    let lost = 0;
+    const out = sink();
+    const receiver = new MigrationReceiver({
+      output: out.stream,
+      accept: async () => {
+        const c = await listening.accept();
+        if (++connections === 1) {
+          const write = c.write.bind(c) as (chunk: unknown, ...rest: unknown[]) => boolean;
+          c.write = ((chunk: unknown, ...rest: unknown[]) => {
+            if (Buffer.isBuffer(chunk) && chunk.length >= FrameLayout.HEADER && chunk[FrameLayout.TYPE] === MessageType.ACK) {
+              // No ACK is heard; once everything offered has been written (the sender's
+              // window is full, its input paused), the connection dies.
+              if (++lost === 1) setTimeout(() => c.destroy(), 500);
+              return true;
+            }
+            return write(chunk, ...rest);
+          }) as typeof c.write;
+        }
+        return c;
+      },
+      retriever: () => new TcpRetriever(),
+      resumeDeadlineMs: 5000,
+    });
+    const received = receiver.run();
+    const parts = Array.from({ length: 40 }, () => randomBytes(128 * 1024));
+    const sender = new MigrationSender({
+      input: source(parts),
+      connect: connectTcp(host!, Number(port)),
+      publisher: new TcpPublisher(),
+      mode: 'tcp',
+      source: '',
+      chunkBytes: 64 * 1024,
+      roundBytes: 512 * 1024,
+      maxUnackedBytes: 1024 * 1024,
+      resumeDeadlineMs: 5000,
+    });
+    const outcome = await within(Promise.all([sender.run(), received]), 10_000);
+    if (outcome === 'hung') {
+      sender.abort(new Error('hung'));
+      receiver.abort(new Error('hung'));
+    }
+    await listening.close();
+    expect(outcome, `${lost} ACKs lost, ${connections} connections, ${out.bytes()} bytes out`).not.toBe('hung');
+    expect(lost).toBeGreaterThanOrEqual(2);
+    expect(connections).toBe(2);
+    const expected = createHash('sha256');
+    for (const part of parts) expected.update(part);
+    expect(out.digest()).toBe(expected.digest('hex'));
+  }, 30_000);
 
   it('fails, instead of hanging with its input paused, when a round cannot be published', async () => {
     class Failing extends TcpPublisher {

@@ -342,7 +342,11 @@ export class MigrationSender {
     }
   }
 
-  private async onAck(round: number): Promise<void> {
+  /**
+   * Every round up to `round` is written (ACKs are cumulative). `timed`: the ACK came for
+   * them now, so their offer-to-ACK time is an RTT sample; a resumed receiver's word is not.
+   */
+  private async onAck(round: number, timed = true): Promise<void> {
     const dropped: Buffer[] = [];
     for (const [number, r] of this.unacked) {
       if (number > round) break;
@@ -350,7 +354,7 @@ export class MigrationSender {
       this.unackedBytes -= r.bytes;
       this.report.bytesAcked += r.bytes;
       const now = performance.now();
-      this.window.acked(r.bytes, r.reoffered ? undefined : r.offeredAt, now);
+      this.window.acked(r.bytes, r.reoffered || !timed ? undefined : r.offeredAt, now);
       this.logger.debug('send.round-acked', { phase: 'transfer', round: number, bytes: r.bytes, ms: r.offeredAt === undefined ? undefined : Math.round(now - r.offeredAt), window: this.window.bytes, unacked: this.unackedBytes });
       for (const chunk of r.chunks) if (chunk.cid) dropped.push(chunk.cid);
     }
@@ -384,6 +388,10 @@ export class MigrationSender {
         this.attach(channel);
         this.report.reconnects++;
         this.logger.info('send.resumed', { nextRound });
+        // What the receiver wrote is done, whether or not its ACKs reached us: they may have
+        // died with the old connection, and with the window full of those rounds and the
+        // input paused, no later ACK would ever come to clear them.
+        if (nextRound > 0) await this.onAck(nextRound - 1, false);
         // Rounds announced meanwhile are added to `unacked` and this loop reaches them
         // too (a Map's iteration sees entries added during it): all go out in order.
         for (const [number, round] of this.unacked) if (number >= nextRound) await this.sendOffer(round);
