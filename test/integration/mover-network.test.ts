@@ -5,13 +5,20 @@
  * timed: each run must end intact (SHA-256 of what came out = of what went in, both
  * processes exiting 0) within a deadline that only stops a hung run.
  *
+ * Twice: the sender and receiver in `xmig send` / `xmig recv` themselves, and inside the
+ * host nodes (`--via-node`, what `xmig migrate` runs), with the commands' stdin and stdout
+ * real pipes as QEMU's `exec:` gives them, which the nodes take over.
+ *
  * XMIG_NETWORK_TEST_MB sets the size (default 256 MiB, issue 15's figure).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
-import { afterEach, describe, expect, it } from 'vitest';
+import { closeSync } from 'node:fs';
+import type { Readable, Writable } from 'node:stream';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { WellKnownSid } from '../../shared/xid.js';
 import type { ImpairmentConfig } from '../../xianet/link-impairment.js';
+import { Fifos } from '../support/fifo.js';
 import { XMIG_ARGV } from '../support/processes.js';
 import { MIGRATION_HOSTS, UdpNetwork } from '../support/udp-network.js';
 import { waitFor } from '../support/wait.js';
@@ -22,6 +29,8 @@ const DEADLINE_MS = Number(process.env['XMIG_NETWORK_TEST_DEADLINE_S'] ?? 900) *
 
 let network: UdpNetwork | undefined;
 const children: ChildProcess[] = [];
+const fifos = new Fifos();
+afterAll(() => fifos.remove());
 afterEach(async () => {
   for (const child of children.splice(0)) if (child.exitCode === null) child.kill('SIGKILL');
   await network?.stop();
@@ -34,35 +43,54 @@ async function start(impairment?: ImpairmentConfig): Promise<UdpNetwork> {
   return network;
 }
 
-function xmig(args: string[], stdio: 'in' | 'out'): { child: ChildProcess; exited: Promise<number | null>; stderr: () => string } {
-  const child = spawn(process.execPath, [...XMIG_ARGV, ...args], { stdio: stdio === 'in' ? ['pipe', 'ignore', 'pipe'] : ['ignore', 'pipe', 'pipe'] });
+interface Xmig {
+  child: ChildProcess;
+  /** send's stdin, recv's stdout. */
+  stdio: Writable & Readable;
+  exited: Promise<number | null>;
+  stderr: () => string;
+}
+
+/** With `pipes`, the stream end is a real pipe (a FIFO), as QEMU's exec: gives it; a socket pair otherwise. */
+function xmig(args: string[], stdio: 'in' | 'out', pipes: boolean): Xmig {
+  const fifo = pipes ? fifos.open(stdio === 'in') : undefined;
+  const end = fifo?.child ?? 'pipe';
+  const child = spawn(process.execPath, [...XMIG_ARGV, ...args], { stdio: stdio === 'in' ? [end, 'ignore', 'pipe'] : ['ignore', end, 'pipe'] });
+  if (fifo) closeSync(fifo.child);
   children.push(child);
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-20_000)));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return { child, exited, stderr: () => stderr };
+  const stream = (fifo?.ours ?? (stdio === 'in' ? child.stdin : child.stdout)!) as Writable & Readable;
+  return { child, stdio: stream, exited, stderr: () => stderr };
 }
 
 /** `bytes` of random data through send | recv; `during` runs once `after` bytes have come out. */
-async function transfer(net: UdpNetwork, bytes: number, during?: { after: number; run: (recv: ChildProcess) => Promise<void> }): Promise<{ sent: string; received: string; recvCode: number | null; sendCode: number | null; out: number; log: string }> {
+async function transfer(
+  net: UdpNetwork,
+  bytes: number,
+  viaNode: boolean,
+  during?: { after: number; run: (recv: ChildProcess) => Promise<void> },
+): Promise<{ sent: string; received: string; recvCode: number | null; sendCode: number | null; out: number; log: string }> {
   const data = randomFillSync(Buffer.allocUnsafe(bytes));
   const sent = createHash('sha256').update(data).digest('hex');
-  const recv = xmig(['recv', '--api', net.api('B'), '--log-level', 'info'], 'out');
-  const send = xmig(['send', '--api', net.api('A'), '--to', net.serviceDag('B', 'AD1', WellKnownSid.MIGRATION).toString(), '--log-level', 'info'], 'in');
+  const via = viaNode ? ['--via-node'] : [];
+  const recv = xmig(['recv', '--api', net.api('B'), '--log-level', 'info', ...via], 'out', viaNode);
+  const send = xmig(['send', '--api', net.api('A'), '--to', net.serviceDag('B', 'AD1', WellKnownSid.MIGRATION).toString(), '--log-level', 'info', ...via], 'in', viaNode);
   const hash = createHash('sha256');
   let out = 0;
   let event: Promise<void> | undefined;
-  recv.child.stdout!.on('data', (d: Buffer) => {
+  recv.stdio.on('data', (d: Buffer) => {
     hash.update(d);
     out += d.length;
     if (during && !event && out >= during.after) event = during.run(recv.child);
   });
-  send.child.stdin!.on('error', () => undefined);
+  send.stdio.on('error', () => undefined);
   void (async () => {
-    for (let at = 0; at < data.length; at += 1 << 20) {
-      if (!send.child.stdin!.write(data.subarray(at, at + (1 << 20)))) await new Promise((r) => send.child.stdin!.once('drain', r));
+    for (let at = 0; at < data.length && !send.stdio.destroyed; at += 1 << 20) {
+      if (!send.stdio.write(data.subarray(at, at + (1 << 20)))) await new Promise((r) => send.stdio.once('drain', r));
     }
-    send.child.stdin!.end();
+    send.stdio.end();
   })();
   // A transfer that takes this long has wedged (once in CI, never again here): say where it
   // stands while it still hangs, since the test's own deadline ends it without a word.
@@ -71,6 +99,10 @@ async function transfer(net: UdpNetwork, bytes: number, during?: { after: number
   const [recvCode, sendCode] = await Promise.all([recv.exited, send.exited]);
   clearTimeout(dump);
   await event;
+  // Our end of a FIFO stays open after the child is gone.
+  send.stdio.destroy();
+  recv.stdio.destroy();
+  if (viaNode) for (const [who, command] of [['send', send], ['recv', recv]] as const) expect(command.stderr(), `${who} hands its pipe over`).toMatch(new RegExp(`"event":"${who}\\.pipe","handedOver":true`));
   return { sent, received: hash.digest('hex'), recvCode, sendCode, out, log: `--- recv\n${recv.stderr().slice(-3000)}\n--- send\n${send.stderr().slice(-3000)}` };
 }
 
@@ -92,10 +124,13 @@ function expectIntact(result: Awaited<ReturnType<typeof transfer>>, bytes: numbe
   expect(result.sendCode, result.log).toBe(0);
 }
 
-describe(`send | recv through a troubled network (${MB} MiB, MTU 1500)`, () => {
+describe.each([
+  { viaNode: false, where: 'in xmig send | recv' },
+  { viaNode: true, where: 'in the nodes (--via-node), pipes handed over' },
+])(`send | recv through a troubled network (${MB} MiB, MTU 1500), $where`, ({ viaNode }) => {
   it('arrives intact through 5 % loss, 50 ms and reordering on each link', async () => {
     const net = await start({ lossRate: 0.05, delayMs: 50, reorderRate: 0.02, reorderDelayMs: 5, seed: 15 });
-    const result = await transfer(net, MB << 20);
+    const result = await transfer(net, MB << 20, viaNode);
     expectIntact(result, MB << 20);
     // The impairment did its work: A's link lost datagrams, and B's fetcher asked for them again.
     expect(await net.metric('A', 'xianet_link_impairment_packets_total', { event: 'lost' })).toBeGreaterThan(0);
@@ -104,7 +139,7 @@ describe(`send | recv through a troubled network (${MB} MiB, MTU 1500)`, () => {
 
   it('arrives intact through its router being killed and restarted 1.5 s later', async () => {
     const net = await start();
-    const result = await transfer(net, MB << 20, {
+    const result = await transfer(net, MB << 20, viaNode, {
       after: (MB << 20) / 8,
       run: async () => {
         await net.kill('R1');
@@ -121,7 +156,7 @@ describe(`send | recv through a troubled network (${MB} MiB, MTU 1500)`, () => {
 
   it("arrives intact through host B's node stopped for 3 s", async () => {
     const net = await start();
-    const result = await transfer(net, MB << 20, {
+    const result = await transfer(net, MB << 20, viaNode, {
       after: (MB << 20) / 8,
       run: async () => {
         net.signal('B', 'SIGSTOP');
@@ -138,13 +173,13 @@ describe(`send | recv through a troubled network (${MB} MiB, MTU 1500)`, () => {
   it('runs a transfer normally right after a failed one: nothing of the failed one stays in the node', async () => {
     const net = await start({ lossRate: 0.05, delayMs: 50, seed: 16 });
     // The first one fails: recv dies mid-way, with its fetches in flight at B.
-    const first = await transfer(net, 64 << 20, { after: 8 << 20, run: async (recv) => void recv.kill('SIGKILL') });
+    const first = await transfer(net, 64 << 20, viaNode, { after: 8 << 20, run: async (recv) => void recv.kill('SIGKILL') });
     expect(first.recvCode).not.toBe(0);
     expect(first.sendCode, first.log).not.toBe(0);
     // B's node stopped fetching for the dead recv (its API connection went: every fetch cancelled).
     await waitFor(async () => (await net.metric('B', 'xianet_chunk_fetches')) === 0, 30_000, "B's fetches of the dead recv to end");
     expect(await net.metric('B', 'xianet_chunk_fetch_inflight_bytes')).toBe(0);
-    const second = await transfer(net, 32 << 20);
+    const second = await transfer(net, 32 << 20, viaNode);
     expectIntact(second, 32 << 20);
   }, DEADLINE_MS);
 });
