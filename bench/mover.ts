@@ -8,7 +8,9 @@
  *    with --via-node (the migration runs in the nodes; send and recv only pipe bytes);
  *  - over xianet at MTU 1500, a matrix of loss {0, 1, 5} % x delay {0, 10, 50} ms on
  *    each link (both segments A-R1 and R1-B impaired at every interface: a datagram
- *    from A to B crosses two impaired links, a round trip four), `matrixRuns` each.
+ *    from A to B crosses two impaired links, a round trip four), `matrixRuns` each,
+ *    on the path `xmig migrate` takes (`--via-node`, pipes handed over to the nodes;
+ *    XMIG_BENCH_MATRIX_PATH=direct for send and recv with their own stacks).
  *
  * The clock runs from the first byte written to the sender to the last byte out of
  * the receiver; process start-up is left out (the QEMU benchmark includes it). CPU
@@ -19,7 +21,8 @@
  * deadline counts as failed (with the bytes that did arrive).
  *
  * XMIG_BENCH_MB (default 256), XMIG_BENCH_RUNS (5), XMIG_BENCH_MATRIX_RUNS (1),
- * XMIG_BENCH_MATRIX=0 (loopback only), XMIG_BENCH_LOSSES / XMIG_BENCH_DELAYS (comma lists),
+ * XMIG_BENCH_MATRIX=0 (loopback only), XMIG_BENCH_MATRIX_PATH (via-node or direct),
+ * XMIG_BENCH_LOSSES / XMIG_BENCH_DELAYS (comma lists),
  * XMIG_BENCH_DEADLINE_S (240), XMIG_BENCH_LOG_DIR (send and recv log at debug level there,
  * one file per run: the per-round events for a timeline).
  */
@@ -297,12 +300,15 @@ export function moverTable(results: MoverResult[]): string {
   return lines.join('\n');
 }
 
-export async function runMoverBench(options: { megabytes?: number; runs?: number; matrixRuns?: number; matrix?: boolean; losses?: number[]; delays?: number[] } = {}): Promise<MoverResult[]> {
+export async function runMoverBench(
+  options: { megabytes?: number; runs?: number; matrixRuns?: number; matrix?: boolean; matrixPath?: 'direct' | 'via-node'; losses?: number[]; delays?: number[] } = {},
+): Promise<MoverResult[]> {
   const env = process.env;
   const megabytes = options.megabytes ?? Number(env['XMIG_BENCH_MB'] ?? 256);
   const runs = options.runs ?? Number(env['XMIG_BENCH_RUNS'] ?? 5);
   const matrixRuns = options.matrixRuns ?? Number(env['XMIG_BENCH_MATRIX_RUNS'] ?? 1);
   const matrix = options.matrix ?? env['XMIG_BENCH_MATRIX'] !== '0';
+  const viaNode = (options.matrixPath ?? env['XMIG_BENCH_MATRIX_PATH'] ?? 'via-node') !== 'direct';
   const deadlineMs = Number(env['XMIG_BENCH_DEADLINE_S'] ?? 240) * 1000;
   const list = (text: string | undefined): number[] | undefined => (text ? text.split(',').map(Number) : undefined);
   const losses = options.losses ?? list(env['XMIG_BENCH_LOSSES']) ?? [0, 1, 5];
@@ -347,7 +353,7 @@ export async function runMoverBench(options: { megabytes?: number; runs?: number
         const network = new UdpNetwork(MIGRATION_HOSTS, { mtu: 1500, impairments: { 'seg-A': impairment, 'seg-B': impairment } });
         await network.start();
         try {
-          const path = xianetPath(`xianet mtu 1500, ${loss} % loss, ${delay} ms per link`, network);
+          const path = xianetPath(`xianet mtu 1500, ${loss} % loss, ${delay} ms per link${viaNode ? ', via node' : ''}`, network, viaNode ? ['--via-node'] : []);
           const outcomes: RunResult[] = [];
           for (let run = 0; run < matrixRuns; run++) outcomes.push(await once(path, data, deadlineMs));
           const cell = summarise({ bench: 'mover', path: path.name, mtu: 1500, lossPercent: loss, delayMsPerLink: delay, megabytes: data.length / 1e6 }, outcomes, data.length);
