@@ -7,6 +7,9 @@
  *
  * Only whole buffers this pool made come back to it, at most `maxFree` kept.
  */
+/** The sender's chunk size unless told (`xmig send --chunk-kb`). */
+export const DEFAULT_CHUNK_BYTES = 1024 * 1024;
+
 export class ChunkPool {
   private readonly free: Buffer[] = [];
   /** Buffers handed out and given back again (a measure of what the pool saves). */

@@ -23,7 +23,8 @@ import { silentLogger, type Logger } from '../shared/logger.js';
 import type { Startable } from '../shared/startable.js';
 import type { NodeApi } from '../xianet/api/node-api.js';
 import { listenUnixSocket, type SocketFile } from '../xianet/unix-socket-file.js';
-import { MAX_REQUEST_BYTES, parseMoverRequest, statusFrame, type MoverRequest } from './mover-socket-protocol.js';
+import { parseMoverRequest } from './mover-request.js';
+import { MAX_REQUEST_BYTES, statusFrame, type MoverRequest } from './mover-socket-protocol.js';
 import { recvInNode, sendInNode, type NodeMigration } from './node-migration.js';
 
 export interface MoverServiceOptions {
