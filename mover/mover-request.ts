@@ -4,7 +4,7 @@
  * recv), every field bounded. Apart from the frames so that `xmig send` / `xmig recv`,
  * which only write requests, start without zod.
  */
-import { z } from '../shared/config.js';
+import { parsedBy, z } from '../shared/config.js';
 import { Dag } from '../shared/dag.js';
 import { BadRequestError } from '../shared/errors.js';
 import { Xid, XidType } from '../shared/xid.js';
@@ -12,14 +12,7 @@ import { SUN_PATH_MAX } from '../xianet/unix-socket-file.js';
 import { MAX_DATA_BYTES, MAX_REQUEST_BYTES } from './mover-socket-protocol.js';
 
 const dagText = z.string().max(4096).refine(
-  (text) => {
-    try {
-      Dag.parse(text);
-      return true;
-    } catch {
-      return false;
-    }
-  },
+  parsedBy((text) => Dag.parse(text)),
   { message: 'not a DAG' },
 );
 

@@ -51,6 +51,18 @@ export const portNumber = z.number().int().min(1).max(65535);
 /** A port to listen on: 0 means any free one (logged). */
 export const listenPort = z.number().int().min(0).max(65535);
 
+/** For a schema's refine: text that `parse` accepts (it throws on anything else). */
+export function parsedBy(parse: (text: string) => unknown): (text: string) => boolean {
+  return (text) => {
+    try {
+      parse(text);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+}
+
 /** Milliseconds that feed a timer. */
 export function timerMs(min: number, max = MAX_TIMER_MS): z.ZodNumber {
   return z.number().int().min(min).max(Math.min(max, MAX_TIMER_MS));

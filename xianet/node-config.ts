@@ -2,33 +2,19 @@
  * The config file of `xmig node`: who the node is, its interfaces (UDP), static
  * routes, and where its control port, application socket and metrics listen.
  */
-import { listenPort, nameText, pathText, portNumber, timerMs, z } from '../shared/config.js';
+import { listenPort, nameText, parsedBy, pathText, portNumber, timerMs, z } from '../shared/config.js';
 import { Dag } from '../shared/dag.js';
 import { Xid } from '../shared/xid.js';
 import { DEFAULT_CONTROL_SOCKET, isLoopbackHost, type ControlLimits, type ControlListen } from './click-control-port.js';
 import { impairmentSchema } from './link-impairment.js';
 
 export const xidText = z.string().max(64).refine(
-  (text) => {
-    try {
-      Xid.parse(text);
-      return true;
-    } catch {
-      return false;
-    }
-  },
+  parsedBy((text) => Xid.parse(text)),
   { message: 'not an XID (TYPE:40-hex)' },
 );
 
 export const dagText = z.string().max(8192).refine(
-  (text) => {
-    try {
-      Dag.parse(text);
-      return true;
-    } catch {
-      return false;
-    }
-  },
+  parsedBy((text) => Dag.parse(text)),
   { message: 'not a DAG ("RE ..." or "DAG ...")' },
 );
 
