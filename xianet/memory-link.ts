@@ -29,6 +29,10 @@ export interface Impairments {
   down?: boolean;
   /** A packet this says yes to is lost: an outage of some traffic only. */
   drop?: (packet: Buffer) => boolean;
+  /** Extra ms this packet is held back (0 or undefined: none), on top of `delayMs`: a scripted reordering. */
+  holdMs?: (packet: Buffer) => number | undefined;
+  /** A packet this says yes to is delivered twice: a scripted duplicate. */
+  duplicate?: (packet: Buffer) => boolean;
 }
 
 export { seededRandom };
@@ -102,12 +106,15 @@ export class MemorySegment {
       this.throughBottleneck(delivery, this.impairments.rateMbps, this.impairments.queueMs ?? 100, delayMs);
       return;
     }
-    const copies = duplicateRate > 0 && this.random() < duplicateRate ? 2 : 1;
+    const copies = this.impairments.duplicate?.(delivery.packet) || (duplicateRate > 0 && this.random() < duplicateRate) ? 2 : 1;
+    const holdMs = this.impairments.holdMs?.(delivery.packet) ?? 0;
     for (let i = 0; i < copies; i++) {
       const item = i === 0 ? delivery : { ...delivery, packet: Buffer.from(delivery.packet) };
-      if (reorderRate > 0 && this.random() < reorderRate) this.held.push(item);
+      if (holdMs > 0) setTimeout(() => this.deliver([item]), delayMs + holdMs);
+      else if (reorderRate > 0 && this.random() < reorderRate) this.held.push(item);
       else this.queue.push(item);
     }
+    if (holdMs > 0) return;
     if (delayMs > 0) {
       const batch = this.takeBatch();
       setTimeout(() => this.deliver(batch), delayMs);

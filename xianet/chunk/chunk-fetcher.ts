@@ -522,7 +522,10 @@ export class ChunkFetcher {
       this.rackRtt = now - request.sentAt;
     }
     if (request.state === OUT) {
-      const back = Math.min(request.pending, length);
+      // Only bytes new here and still in its range count: a datagram that came twice, or late
+      // for a hole already declared lost (before `offset`), is not counted back again.
+      const inRange = Math.max(0, Math.min(start + length, request.end) - Math.max(start, request.offset));
+      const back = Math.min(request.pending, fresh, inRange);
       request.pending -= back;
       this.inflight -= back;
       if (start + length > request.highest) request.highest = start + length;
@@ -724,7 +727,11 @@ export class ChunkFetcher {
     request.offset = request.highest;
     this.stats.lost++;
     this.queueRetry(request.fetch, missing, request.attempt);
-    if (request.pending <= 0 && request.state === OUT) this.settle(request, LOST);
+    if (request.pending <= 0 && request.state === OUT) {
+      this.settle(request, LOST);
+      // As in complete(): whatever of the rest has not come is asked again, never left to the stall timeout.
+      this.requeue(request.fetch, request.highest, request.end, request.attempt);
+    }
   }
 
   private armLossTimer(now: number): void {

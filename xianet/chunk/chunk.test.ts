@@ -199,6 +199,57 @@ describe('CHUNK transport: loss, outages, cancellation', () => {
     expect(once.sends).toBeGreaterThanOrEqual(3);
   });
 
+  // One request of six datagrams d0..d5. d3 and d5 are lost; d4 comes 100 ms late, behind a
+  // second hole. Answers to requests asked again come 300 ms late (until then nothing sent
+  // later comes back: no RACK). Before the second hole, d1 either comes 50 ms late (after its
+  // hole was declared lost) or is lost while d2 comes twice: either way the request's bytes
+  // were once counted back twice, and d5 must still be asked for again.
+  it.each([
+    ['a late datagram of it came after its hole was declared lost', { hold: { 1: 50 }, drop: [], twice: [] }],
+    ['a datagram of it came twice', { hold: {}, drop: [1], twice: [2] }],
+  ])('asks again for the rest of a range when %s', async (_, script: { hold: Record<number, number>; drop: number[]; twice: number[] }) => {
+    const net = await build(1500);
+    const origin = net.stack('B').chunks;
+    const source = net.stack('B').node.address();
+    const chunkOf = (packet: Buffer): ReturnType<typeof decodeChunkMessage> | undefined => {
+      const at = xipHeaderLengthOf(packet);
+      return packet[at] === TransportType.CHUNK ? decodeChunkMessage(packet.subarray(at + 1)) : undefined;
+    };
+    // The fragment payload this path carries, as the fetcher asks for it.
+    let room = 0;
+    net.segment('seg-C').impairments = {
+      drop: (packet) => {
+        const message = chunkOf(packet);
+        if (message?.op === ChunkOp.REQUEST) room = message.maxFragment ?? 0;
+        return false;
+      },
+    };
+    await fetcherOn(net, 'C').fetch(origin.publish(randomBytes(100)), source);
+    expect(room).toBeGreaterThan(1000);
+    const data = randomBytes(6 * room);
+    const cid = origin.publish(data);
+    let first: number | undefined;
+    const AGAIN = -1;
+    const index = (packet: Buffer): number | undefined => {
+      const message = chunkOf(packet);
+      if (message?.op !== ChunkOp.DATA || !message.cid.equals(cid.id)) return undefined;
+      first ??= message.requestId;
+      return message.requestId === first ? message.offset / room : AGAIN;
+    };
+    const hold: Record<number, number> = { ...script.hold, 4: 100, [AGAIN]: 300 };
+    net.segment('seg-C').impairments = {
+      drop: (packet) => [3, 5, ...script.drop].includes(index(packet) ?? -2),
+      holdMs: (packet) => hold[index(packet) ?? -2],
+      duplicate: (packet) => script.twice.includes(index(packet) ?? -2),
+    };
+    const fetcher = new ChunkFetcher(net.stack('C').node, { stallTimeoutMs: 4000 });
+    fetcher.start();
+    fetchers.push(fetcher);
+    const got = await fetcher.fetch(cid, source, { length: data.length });
+    expect(got.equals(data)).toBe(true);
+    expect(fetcher.outstanding).toMatchObject({ inFlight: 0, inflightBytes: 0 });
+  });
+
   it('rides out an outage of the path and goes on where it was', async () => {
     const net = await build(1500);
     const data = randomBytes(512 * 1024);
