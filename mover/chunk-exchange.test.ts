@@ -13,6 +13,11 @@ import { Xid, XidType } from '../shared/xid.js';
 import type { NodeApi } from '../xianet/api/node-api.js';
 import { DEFAULT_API_LIMITS } from '../xianet/api/api-limits.js';
 import { RETRIEVER_BYTES_IN_FLIGHT, XiaPublisher, XiaRetriever } from './chunk-exchange.js';
+import { createHash } from 'node:crypto';
+import { PassThrough, Writable } from 'node:stream';
+import { connectTcp, listenTcp } from './connections.js';
+import { MigrationReceiver } from './receiver.js';
+import { MigrationSender } from './sender.js';
 
 let network: InProcessNetwork | undefined;
 afterEach(async () => {
@@ -93,4 +98,61 @@ describe('XiaRetriever', () => {
     // Replies to the fetches in flight, plus what queued before the node stopped reading (its soft bound), with room for frame headers.
     expect(RETRIEVER_BYTES_IN_FLIGHT + DEFAULT_API_LIMITS.writeSoftBytes + (1 << 20)).toBeLessThan(DEFAULT_API_LIMITS.writeHardBytes);
   });
+});
+
+describe('XiaRetriever in the node: memory lent to the fetcher, filled again', () => {
+  it('moves a stream with repeated chunks intact, each slot given back once written and out of the cache', async () => {
+    network = new InProcessNetwork(INTRA_AD, { beaconIntervalMs: 50, helloIntervalMs: 200 });
+    await network.start();
+    await network.ready();
+    const sendApi = new LocalNodeApi(network.stack('A'));
+    const recvApi = new LocalNodeApi(network.stack('B'));
+    const mib = 1 << 20;
+    // 48 chunks of 1 MiB; every fourth repeats the one three before it, long after it was
+    // written (from the cache, or from a fetch of the same CID still running): a slot
+    // filled again too early would show as a wrong digest.
+    const chunks: Buffer[] = [];
+    for (let i = 0; i < 48; i++) chunks.push(i % 4 === 3 ? chunks[i - 3]! : randomBytes(mib));
+    const data = Buffer.concat(chunks);
+    const hash = createHash('sha256');
+    const output = new Writable({
+      highWaterMark: 8 * mib,
+      // Reads what it was given later, as a pipe's writes do, and slowly enough that chunks pile up behind the fetches.
+      write(chunk: Buffer, _encoding, callback) {
+        setTimeout(() => {
+          hash.update(chunk);
+          callback();
+        }, 5);
+      },
+    });
+    const retriever = new XiaRetriever(recvApi, (await sendApi.info()).address, 8 * mib);
+    const listening = await listenTcp('127.0.0.1', 0);
+    const [host, port] = listening.address.split(':');
+    const receiver = new MigrationReceiver({ output, accept: () => listening.accept(), retriever: () => retriever, resumeDeadlineMs: 10_000, cacheBytes: 4 * mib });
+    const received = receiver.run();
+    const input = new PassThrough();
+    input.end(data);
+    const sender = new MigrationSender({
+      input,
+      connect: connectTcp(host!, Number(port)),
+      publisher: new XiaPublisher(sendApi),
+      mode: 'xia',
+      source: (await sendApi.info()).address.toString(),
+      chunkBytes: mib,
+      roundBytes: 4 * mib,
+      resumeDeadlineMs: 10_000,
+    });
+    const [, got] = await Promise.all([sender.run(), received]);
+    expect(hash.digest('hex')).toBe(createHash('sha256').update(data).digest('hex'));
+    expect(got.cachedChunks + got.chunks).toBeGreaterThan(0);
+    const memory = retriever.memory!;
+    // Slots were filled again, never more than the fetches in flight and the chunks written or cached at once.
+    expect(memory.stats.reused).toBeGreaterThan(0);
+    expect(memory.stats.allocated).toBeLessThan(48);
+    // What is still lent is what the cache holds (4 MiB: 4 chunks), no more.
+    expect(memory.lent).toBeLessThanOrEqual(4);
+    await listening.close();
+    await sendApi.close();
+    await recvApi.close();
+  }, 60_000);
 });

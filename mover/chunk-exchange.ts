@@ -14,6 +14,8 @@ import { Xid, XidType } from '../shared/xid.js';
 import type { NodeApi } from '../xianet/api/node-api.js';
 import type { ControlChannel } from './control-channel.js';
 import { byteLength, MessageType } from './control-messages.js';
+import { DEFAULT_CHUNK_BYTES } from './chunk-pool.js';
+import { ChunkMemory } from './chunk-memory.js';
 
 export interface ChunkPublisher {
   /** Makes the chunks available to the receiver; returns their CIDs (20-byte SHA-1 each). */
@@ -41,6 +43,12 @@ export interface ChunkRetriever {
   attach?(channel: ControlChannel): void;
   /** The migration is over: every fetch still running stops (and rejects). */
   cancel?(): void;
+  /**
+   * The caller is done with what a fetch gave it (written, and out of any cache): its
+   * memory may be filled again. Each result at most once; a retriever that lends no
+   * memory has no such method.
+   */
+  release?(data: ChunkBytes): void;
   readonly stats: { fetched: number; corrupt: number; bytes: number };
 }
 
@@ -115,6 +123,9 @@ export class XiaRetriever implements ChunkRetriever {
   /** Bytes asked for and not yet here, and the fetches waiting for room, in the order asked (that is the order written). */
   private inFlight = 0;
   private readonly waiting: Array<{ length: number; go: () => void }> = [];
+  /** In the node (the API is in-process): memory the node's fetcher assembles chunks in, used again and again. */
+  readonly memory: ChunkMemory | undefined;
+  readonly release: ((data: ChunkBytes) => void) | undefined;
 
   constructor(
     private readonly api: NodeApi,
@@ -123,6 +134,14 @@ export class XiaRetriever implements ChunkRetriever {
   ) {
     // One signal for every fetch of the migration (hundreds at once): no listener warning.
     setMaxListeners(0, this.cancelled.signal);
+    if (api.fetchChunkPieces) {
+      const memory = new ChunkMemory(DEFAULT_CHUNK_BYTES);
+      this.memory = memory;
+      this.release = (data) => {
+        const slot = data.length === 1 ? memory.slotOf(data[0]!) : undefined;
+        if (slot) memory.giveBack(slot);
+      };
+    }
   }
 
   cancel(): void {
@@ -140,10 +159,20 @@ export class XiaRetriever implements ChunkRetriever {
       if (this.cancelled.signal.aborted) throw new XmigError('ERR_CHUNK', 'chunk retrieval cancelled');
       // The node's CHUNK fetcher verifies, asks again for what is lost, and paces its window;
       // the length (from the OFFER) lets it plan every request of the chunk at once.
-      const options = { length, signal: this.cancelled.signal };
       const xid = Xid.of(XidType.CID, cid);
-      // In the node (--via-node): the datagrams' own bytes, never joined into one buffer.
-      const data = this.api.fetchChunkPieces ? await this.api.fetchChunkPieces(xid, this.source, options) : [await this.api.fetchChunk(xid, this.source, options)];
+      let data: ChunkBytes;
+      if (this.api.fetchChunkPieces && this.memory) {
+        // In the node (--via-node): assembled in memory of ours, which the caller gives back (release).
+        const into = this.memory.lend(length);
+        try {
+          data = await this.api.fetchChunkPieces(xid, this.source, { length, signal: this.cancelled.signal, into });
+        } catch (error) {
+          this.memory.giveBack(into);
+          throw error;
+        }
+        // Another fetch of the same CID was running: it brought its own bytes, and ours went unused.
+        if (data.length !== 1 || data[0]!.buffer !== into.buffer) this.memory.giveBack(into);
+      } else data = [await this.api.fetchChunk(xid, this.source, { length, signal: this.cancelled.signal })];
       this.stats.fetched++;
       this.stats.bytes += byteLength(data);
       return data;

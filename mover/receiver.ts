@@ -89,6 +89,12 @@ export class MigrationReceiver {
   private wakeWriter: (() => void) | undefined;
   private readonly cache = new Map<string, { data: ChunkBytes; length: number }>();
   private cacheSize = 0;
+  /**
+   * Chunks in memory their retriever lends (in the node), with how many still hold each:
+   * its write (one per time it is queued) and the cache. The last to let go gives the
+   * memory back to be filled again.
+   */
+  private readonly held = new Map<ChunkBytes, { holders: number; release: (data: ChunkBytes) => void }>();
   private readonly logger: Logger;
   private readonly report = { bytes: 0, chunks: 0, zeroChunks: 0, cachedChunks: 0, reconnects: 0 };
   private firstOfferAt: number | undefined;
@@ -269,12 +275,29 @@ export class MigrationReceiver {
     const length = byteLength(data);
     if (this.cache.has(key) || length > limit) return;
     this.cache.set(key, { data, length });
+    this.holdAgain(data);
     this.cacheSize += length;
     while (this.cacheSize > limit) {
       const oldest = this.cache.keys().next().value!;
-      this.cacheSize -= this.cache.get(oldest)!.length;
+      const entry = this.cache.get(oldest)!;
+      this.cacheSize -= entry.length;
       this.cache.delete(oldest);
+      this.letGo(entry.data);
     }
+  }
+
+  /** One more holder of a chunk in lent memory (nothing for any other). */
+  private holdAgain(data: ChunkBytes): void {
+    const entry = this.held.get(data);
+    if (entry) entry.holders++;
+  }
+
+  /** One holder less; the last gives the memory back. */
+  private letGo(data: ChunkBytes): void {
+    const entry = this.held.get(data);
+    if (!entry || --entry.holders > 0) return;
+    this.held.delete(data);
+    entry.release(data);
   }
 
   private zeros(length: number): ChunkBytes {
@@ -308,10 +331,12 @@ export class MigrationReceiver {
         const hit = this.cached(chunk.cid!);
         if (hit) {
           this.report.cachedChunks++;
+          this.holdAgain(hit);
           data = Promise.resolve(hit);
         } else {
           const cid = Buffer.from(chunk.cid!);
           data = retriever.fetch(cid, chunk.length).then((bytes) => {
+            if (retriever.release) this.held.set(bytes, { holders: 1, release: retriever.release });
             this.remember(cid, bytes);
             return bytes;
           });
@@ -366,14 +391,21 @@ export class MigrationReceiver {
         if (job.generation !== this.generation) continue;
         throw error;
       }
-      if (job.generation !== this.generation || this.queue[0] !== job) continue;
+      if (job.generation !== this.generation || this.queue[0] !== job) {
+        this.letGo(data);
+        continue;
+      }
       this.queue.shift();
       this.queuedBytes -= job.length;
       // The pieces go out in one writev (stdout is a pipe: a net.Socket) where cork exists.
       const corkable = output as Partial<Pick<Writable, 'cork' | 'uncork'>>;
       let writable = true;
       corkable.cork?.();
-      for (const piece of data) writable = output.write(piece);
+      // Once the output has taken the last piece (written, or failed), its memory may be filled again.
+      for (let i = 0; i < data.length; i++) {
+        writable = i < data.length - 1 ? output.write(data[i]!) : output.write(data[i]!, () => this.letGo(data));
+      }
+      if (data.length === 0) this.letGo(data);
       corkable.uncork?.();
       if (!writable) await this.drained(output);
       this.report.bytes += byteLength(data);

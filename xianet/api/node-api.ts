@@ -118,6 +118,8 @@ export interface FetchChunkOptions {
   signal?: AbortSignal;
   length?: number;
   timeoutMs?: number;
+  /** Memory to assemble the chunk in (ChunkFetcher's FetchOptions.into): in-process only (LocalNodeApi); a remote node ignores it. */
+  into?: Buffer;
 }
 
 export interface NodeApi {

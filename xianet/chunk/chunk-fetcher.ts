@@ -51,6 +51,14 @@ export interface FetchOptions {
   length?: number;
   /** Give up this many ms from now. */
   timeoutMs?: number;
+  /**
+   * Memory to assemble the chunk in (at least its length): each datagram is copied in as
+   * it arrives and dies young, instead of being held until the chunk is whole, and the
+   * fetch resolves with one view of it. Lent until the promise settles, then the caller's
+   * again (to fill once more: memory used again costs no page faults and no
+   * garbage collection). A fetch of the same CID already running goes on as it was.
+   */
+  into?: Buffer;
 }
 
 export interface ChunkFetcherOptions {
@@ -75,6 +83,7 @@ interface Waiter {
   reject: (error: Error) => void;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
+  into: Buffer | undefined;
 }
 
 interface Fetch {
@@ -89,11 +98,15 @@ interface Fetch {
   expected: number;
   total: number;
   /**
-   * The fragments that brought new bytes, as they arrived (views of their datagrams:
-   * nothing is copied into a chunk-sized buffer, whose fresh memory costs more than
-   * the copy itself). Put in order, overlaps cut, when the chunk is whole.
+   * Without a caller's memory to assemble in: the fragments that brought new bytes, as
+   * they arrived (views of their datagrams: nothing is copied into a fresh chunk-sized
+   * buffer, whose new memory costs more than the copy itself). Put in order, overlaps
+   * cut, when the chunk is whole.
    */
   pieces: Array<{ at: number; data: Buffer }>;
+  /** With one (`into`, chosen when the length is known): the datagrams are copied in here, and whose it is. */
+  assembly: Buffer | undefined;
+  lender: Waiter | undefined;
   have: ByteRanges;
   received: number;
   /** First byte never asked for. */
@@ -308,6 +321,8 @@ export class ChunkFetcher {
         expected: options.length ?? -1,
         total: -1,
         pieces: [],
+        assembly: undefined,
+        lender: undefined,
         have: new ByteRanges(),
         received: 0,
         nextOffset: 0,
@@ -332,7 +347,7 @@ export class ChunkFetcher {
     if (options.timeoutMs !== undefined) fetch.deadlineAt = Math.min(fetch.deadlineAt, now + options.timeoutMs);
     const target = fetch;
     const promise = new Promise<Buffer[]>((resolve, reject) => {
-      const waiter: Waiter = { resolve, reject, signal: options.signal, onAbort: undefined };
+      const waiter: Waiter = { resolve, reject, signal: options.signal, onAbort: undefined, into: options.into };
       if (options.signal) {
         waiter.onAbort = () => this.abandon(target, waiter);
         options.signal.addEventListener('abort', waiter.onAbort, { once: true });
@@ -497,6 +512,7 @@ export class ChunkFetcher {
       fetch.total = message.total;
       if (fetch.nextOffset > fetch.total) fetch.nextOffset = fetch.total;
       this.clipToTotal(fetch);
+      if (!fetch.assembly) this.lend(fetch);
     } else if (fetch.total !== message.total) {
       this.node.counters.dropped.malformed++;
       return;
@@ -507,7 +523,8 @@ export class ChunkFetcher {
     const fresh = fetch.have.add(start, start + length);
     if (fresh > 0) {
       // Overlaps are rare (a range asked for twice): the whole fragment is kept; bytes are bytes.
-      if (message.data.length > 0) fetch.pieces.push({ at: start, data: message.data });
+      if (fetch.assembly) message.data.copy(fetch.assembly, start);
+      else if (message.data.length > 0) fetch.pieces.push({ at: start, data: message.data });
       fetch.received += fresh;
       this.stats.bytesArrived += fresh;
       fetch.lastProgressAt = now;
@@ -622,7 +639,7 @@ export class ChunkFetcher {
 
   private finishIfWhole(fetch: Fetch): void {
     if (fetch.finished || fetch.total < 0 || !fetch.have.covers(0, fetch.total)) return;
-    const data = inOrder(fetch.pieces, fetch.total);
+    const data = fetch.assembly ? [fetch.assembly.subarray(0, fetch.total)] : inOrder(fetch.pieces, fetch.total);
     const hash = createHash('sha1');
     for (const piece of data) hash.update(piece);
     if (!hash.digest().equals(fetch.cid.id)) {
@@ -639,6 +656,9 @@ export class ChunkFetcher {
       fetch.retry.length = 0;
       fetch.total = -1;
       fetch.pieces = [];
+      // Chosen again with the next length (a forged datagram may have said the wrong one).
+      fetch.assembly = undefined;
+      fetch.lender = undefined;
       if (this.planCursor === undefined || fetch.seq < this.planCursor.seq) this.planCursor = fetch;
       return;
     }
@@ -647,8 +667,17 @@ export class ChunkFetcher {
     this.end(fetch);
     for (const waiter of fetch.waiters) {
       if (waiter.onAbort) waiter.signal?.removeEventListener('abort', waiter.onAbort);
-      waiter.resolve(data);
+      // The lender will fill its memory again: anyone else gets a copy of its own.
+      waiter.resolve(fetch.lender && waiter !== fetch.lender ? [Buffer.from(data[0]!)] : data);
     }
+  }
+
+  /** The first waiter whose memory holds the chunk assembles it there (the length is now known). */
+  private lend(fetch: Fetch): void {
+    const lender = fetch.waiters.find((w) => w.into !== undefined && w.into.length >= fetch.total);
+    if (!lender) return;
+    fetch.assembly = lender.into;
+    fetch.lender = lender;
   }
 
   // ---- losses and timeouts ---------------------------------------------------------
@@ -788,6 +817,11 @@ export class ChunkFetcher {
     const index = fetch.waiters.indexOf(waiter);
     if (index < 0) return;
     fetch.waiters.splice(index, 1);
+    if (waiter === fetch.lender && fetch.waiters.length > 0) {
+      // Its memory goes back with it: what has come so far moves to a buffer of the fetch's own.
+      fetch.assembly = Buffer.from(fetch.assembly!.subarray(0, fetch.total));
+      fetch.lender = undefined;
+    }
     waiter.reject(new XmigError('ERR_CHUNK', `fetch of ${fetch.cid.short} aborted`));
     if (fetch.waiters.length === 0 && !fetch.finished) {
       this.stats.aborted++;

@@ -324,6 +324,60 @@ describe('CHUNK transport: loss, outages, cancellation', () => {
   });
 });
 
+describe("CHUNK transport: assembling in the caller's memory", () => {
+  it('copies every datagram into the memory it was lent, through loss and reordering, and resolves with a view of it', async () => {
+    const net = await build(1500);
+    const data = randomBytes(300_000);
+    const cid = net.stack('B').chunks.publish(data);
+    net.segment('seg-C').impairments = { lossRate: 0.05, reorderRate: 0.05, duplicateRate: 0.02 };
+    const into = Buffer.alloc(1 << 20);
+    const got = await fetcherOn(net, 'C').fetchPieces(cid, net.stack('B').node.address(), { length: data.length, into });
+    expect(got).toHaveLength(1);
+    expect(got[0]!.buffer).toBe(into.buffer);
+    expect(got[0]!.equals(data)).toBe(true);
+  });
+
+  it('keeps to the datagrams themselves when the memory lent is too short', async () => {
+    const net = await build(1500);
+    const data = randomBytes(100_000);
+    const cid = net.stack('B').chunks.publish(data);
+    const into = Buffer.alloc(1000, 7);
+    const got = await fetcherOn(net, 'C').fetch(cid, net.stack('B').node.address(), { into });
+    expect(got.equals(data)).toBe(true);
+    expect(into.every((b) => b === 7)).toBe(true);
+  });
+
+  it('gives a second caller of the same fetch a copy of its own, and stops writing the memory of a lender that gave up', async () => {
+    const net = await build(1500);
+    const data = randomBytes(512 * 1024);
+    const cid = net.stack('B').chunks.publish(data);
+    const fetcher = fetcherOn(net, 'C');
+    const source = net.stack('B').node.address();
+    // Slow enough that the lender can leave halfway: 20 Mbit/s.
+    net.segment('seg-C').impairments = { rateMbps: 20 };
+    const into = Buffer.alloc(data.length);
+    const lender = new AbortController();
+    const lent = fetcher.fetchPieces(cid, source, { length: data.length, into, signal: lender.signal });
+    const other = fetcher.fetchPieces(cid, source, { length: data.length });
+    await expect.poll(() => fetcher.stats.bytesArrived, { timeout: 10_000 }).toBeGreaterThan(64 * 1024);
+    lender.abort();
+    await expect(lent).rejects.toMatchObject({ code: 'ERR_CHUNK' });
+    // The lender's memory is its own again: filled with something else, it stays so.
+    into.fill(0xee);
+    const got = await other;
+    expect(Buffer.concat(got).equals(data)).toBe(true);
+    expect(got.every((piece) => piece.buffer !== into.buffer)).toBe(true);
+    expect(into.every((b) => b === 0xee)).toBe(true);
+    // Both at once, the lender staying: it gets its memory back full, the other a copy.
+    const again = net.stack('B').chunks.publish(randomBytes(64 * 1024));
+    const mine = Buffer.alloc(64 * 1024);
+    const [a, b] = await Promise.all([fetcher.fetchPieces(again, source, { into: mine }), fetcher.fetchPieces(again, source)]);
+    expect(a[0]!.buffer).toBe(mine.buffer);
+    expect(b[0]!.buffer).not.toBe(mine.buffer);
+    expect(Buffer.concat(b).equals(a[0]!)).toBe(true);
+  });
+});
+
 describe('CHUNK service bounds', () => {
   it('refuses to publish past its store budget, and counts it', async () => {
     const net = await build();
