@@ -6,8 +6,9 @@
  * written, long enough to be promoted, and each datagram is an ArrayBuffer of its own;
  * a fresh buffer per chunk is one as well, and new memory costs page faults besides.
  * Either way V8 counts the external memory and runs a full mark-compact every ~40 MB
- * of it. Measured (256 MiB-1 GiB via-node runs, this file's slots against the
- * datagrams): host B 26 -> 11 mark-compacts per GiB, 2.79-2.91 -> 2.27-2.31 CPU-s/GB.
+ * of it: 26 mark-compacts per GiB on host B's 15 MB heap (--trace-gc). Measured
+ * (bench/README.md, 2026-12-07), `--via-node` on loopback: B 3.46 / 3.05 -> 2.94 / 2.79
+ * CPU-s/GB; at MTU 1500, 7.75 / 8.59 -> 7.08 / 7.10.
  *
  * Bounded: every slot is lent (to at most the fetches in flight and the chunks waiting to
  * be written, which the receiver bounds) or free, and at most `maxFree` wait free.

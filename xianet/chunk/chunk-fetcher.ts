@@ -578,7 +578,7 @@ export class ChunkFetcher {
   private complete(request: Request, now: number): void {
     this.settle(request, DONE);
     const fetch = request.fetch;
-    // A duplicated datagram can make a request look complete early: whatever is still missing is asked again.
+    // Counted out (pending 0) only by fresh bytes of its range, but should any of it be missing, that is asked again.
     const end = Math.min(request.end, fetch.total);
     if (!fetch.have.covers(request.offset, end)) this.requeue(fetch, request.offset, end, request.attempt);
     const rtt = now - request.sentAt;
