@@ -15,7 +15,7 @@ import type { NodeApi } from '../xianet/api/node-api.js';
 import type { ControlChannel } from './control-channel.js';
 import { byteLength, MessageType } from './control-messages.js';
 import { DEFAULT_CHUNK_BYTES } from './chunk-pool.js';
-import { ChunkMemory } from './chunk-memory.js';
+import { ChunkMemory } from '../xianet/chunk/chunk-memory.js';
 
 export interface ChunkPublisher {
   /** Makes the chunks available to the receiver; returns their CIDs (20-byte SHA-1 each). */

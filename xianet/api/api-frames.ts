@@ -66,12 +66,16 @@ export function encodeFrameParts(header: Header, body: readonly Uint8Array[] = [
   return [head, ...body.filter((part) => part.length > 0).map((part) => (Buffer.isBuffer(part) ? part : Buffer.from(part.buffer, part.byteOffset, part.length)))];
 }
 
-/** Writes a frame's parts as one writev: no copy of the body, nothing interleaved. */
-export function writeFrame(socket: { cork(): void; uncork(): void; write(chunk: Buffer): boolean }, parts: readonly Buffer[]): boolean {
-  if (parts.length === 1) return socket.write(parts[0]!);
+/**
+ * Writes a frame's parts as one writev: no copy of the body, nothing interleaved.
+ * `written` runs once the socket is done with them (written, or failed).
+ */
+export function writeFrame(socket: { cork(): void; uncork(): void; write(chunk: Buffer, callback?: () => void): boolean }, parts: readonly Buffer[], written?: () => void): boolean {
+  const last = parts.length - 1;
+  if (last === 0) return socket.write(parts[0]!, written);
   socket.cork();
   let writable = true;
-  for (const part of parts) writable = socket.write(part);
+  for (let i = 0; i <= last; i++) writable = i < last ? socket.write(parts[i]!) : socket.write(parts[i]!, written);
   socket.uncork();
   return writable;
 }

@@ -17,13 +17,25 @@ import type { Xid } from '../../shared/xid.js';
 import type { Refusal, FrameReader } from './api-frame-reader.js';
 import { encodeFrameParts, writeFrame, type DecodeResult, type Frame, type Header } from './api-frames.js';
 import { toWire } from './api-json.js';
+import { ChunkMemory } from '../chunk/chunk-memory.js';
 import type { ApiLimits } from './api-limits.js';
 import { parseRequest, type ApiRequest } from './api-schema.js';
 import type { PendingStreams } from './api-stream-sockets.js';
 import type { DatagramSocket, NodeApi, NodeEventName, StreamConnection, StreamServer } from './node-api.js';
 
-/** A reply's header and body (one buffer, or the pieces it is made of: written as they are). */
-type Result = { header?: Header; body?: Buffer | Buffer[] } | undefined;
+/**
+ * A reply's header and body (one buffer, or the pieces it is made of: written as they
+ * are), and what to do once the socket is done with the body (or it was never sent).
+ */
+type Result = { header?: Header; body?: Buffer | Buffer[]; written?: () => void } | undefined;
+
+/**
+ * A session's chunk memory: slots of the mover's chunk size, at most this many lent at once
+ * (the fetcher's window and the client's replies: 64 MiB each). Longer chunks, and any
+ * past the cap, come as their datagrams.
+ */
+const LENT_CHUNK_BYTES = 1024 * 1024;
+const MAX_LENT_CHUNKS = 128;
 
 function refused(refusals: Refusals, resource: string, message: string): XmigError {
   refusals.refuse(resource, 'cap');
@@ -55,6 +67,8 @@ export class ApiSession {
   private readonly connects = new Map<number, AbortController>();
   private readonly fetches = new Map<number, AbortController>();
   private inFlight = 0;
+  /** Chunk-sized memory its chunk-gets are assembled in, filled again once each reply is written. */
+  private readonly chunkMemory = new ChunkMemory(LENT_CHUNK_BYTES);
   /** Frames read while the session was at its in-flight cap. */
   private readonly backlog: Frame[] = [];
   private writePaused = false;
@@ -112,8 +126,8 @@ export class ApiSession {
     else this.socket.resume();
   }
 
-  private send(header: Header, body: Uint8Array | readonly Uint8Array[] | undefined, kind: 'reply' | 'event'): void {
-    if (this.closed || this.socket.destroyed) return;
+  private send(header: Header, body: Uint8Array | readonly Uint8Array[] | undefined, kind: 'reply' | 'event', written?: () => void): void {
+    if (this.closed || this.socket.destroyed) return written?.();
     const queued = this.socket.writableLength;
     if (kind === 'event' && queued >= this.limits.writeSoftBytes) {
       // The client is not keeping up: events are dropped (counted), replies still go.
@@ -130,9 +144,11 @@ export class ApiSession {
       this.logger.warn('api.reply-too-large', { kind, reason: errorMessage(error) });
       if (kind === 'reply' && typeof header['id'] === 'number') {
         parts = encodeFrameParts({ id: header['id'], ok: false, error: { code: 'ERR_REFUSED', message: errorMessage(error) } });
-      } else return;
+      } else return written?.();
+      written?.();
+      written = undefined;
     }
-    writeFrame(this.socket, parts);
+    writeFrame(this.socket, parts, written);
     const after = this.socket.writableLength;
     if (after > this.limits.writeHardBytes) {
       this.refuse({ resource: 'api-write', reason: 'budget', message: `more than ${this.limits.writeHardBytes} bytes queued toward a client that does not read` });
@@ -160,7 +176,8 @@ export class ApiSession {
     this.handle(request, frame.body)
       .then(
         (result) => {
-          if (request.id !== undefined) this.send({ id: request.id, ok: true, ...(result?.header ?? {}) }, result?.body, 'reply');
+          if (request.id !== undefined) this.send({ id: request.id, ok: true, ...(result?.header ?? {}) }, result?.body, 'reply', result?.written);
+          else result?.written?.();
         },
         (error: unknown) => {
           if (!isXmigError(error)) this.logger.warn('api.request-failed', { op: request.op, reason: errorMessage(error) });
@@ -263,10 +280,23 @@ export class ApiSession {
         const controller = new AbortController();
         if (id >= 0) this.fetches.set(id, controller);
         try {
-          const options = { signal: controller.signal, length: request.length, timeoutMs: request.timeoutMs };
-          // The chunk as the datagrams brought it, into the reply's writev: never joined here.
-          const data = this.api.fetchChunkPieces ? await this.api.fetchChunkPieces(request.cid, request.source, options) : await this.api.fetchChunk(request.cid, request.source, options);
-          return { header: {}, body: data };
+          // In the node (LocalNodeApi), a chunk of known length is assembled in memory this
+          // session fills again once the reply is written (xianet/chunk/chunk-memory.ts says why).
+          const lend = this.api.fetchChunkPieces !== undefined && request.length !== undefined && request.length > 0 && request.length <= LENT_CHUNK_BYTES && this.chunkMemory.lent < MAX_LENT_CHUNKS;
+          const into = lend ? this.chunkMemory.lend(request.length!) : undefined;
+          const options = { signal: controller.signal, length: request.length, timeoutMs: request.timeoutMs, into };
+          let data: Buffer | Buffer[];
+          try {
+            // Otherwise the chunk as the datagrams brought it, into the reply's writev: never joined here.
+            data = this.api.fetchChunkPieces ? await this.api.fetchChunkPieces(request.cid, request.source, options) : await this.api.fetchChunk(request.cid, request.source, options);
+          } catch (error) {
+            if (into) this.chunkMemory.giveBack(into);
+            throw error;
+          }
+          if (!into) return { header: {}, body: data };
+          const lent = Array.isArray(data) && data.length === 1 && data[0]!.buffer === into.buffer;
+          if (!lent) this.chunkMemory.giveBack(into);
+          return { header: {}, body: data, written: lent ? () => this.chunkMemory.giveBack(into) : undefined };
         } finally {
           if (this.fetches.get(id) === controller) this.fetches.delete(id);
         }

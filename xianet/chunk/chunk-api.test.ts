@@ -14,6 +14,9 @@ import { ApiServer } from '../api/api-server.js';
 import { LocalNodeApi } from '../api/local-api.js';
 import { InProcessNetwork, INTER_AD } from '../topology.js';
 import { waitFor } from '../../test/support/wait.js';
+import { connect } from 'node:net';
+import { encodeFrameParts, FrameDecoder, type Header } from '../api/api-frames.js';
+import { toWire } from '../api/api-json.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'xmig-chunk-api-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -71,5 +74,38 @@ describe('chunk-get through the API', () => {
     for (const result of await Promise.all(fetches)) expect(result).toMatchObject({ code: 'ERR_CONNECTION' });
     await waitFor(() => api.chunkFetcher!.outstanding.fetches === 0, 5000, 'the node to stop fetching');
     expect(api.chunkFetcher!.outstanding).toMatchObject({ inFlight: 0, inflightBytes: 0 });
+  });
+});
+
+describe('chunk-get replies assembled in memory the session fills again', () => {
+  it('never fills a slot whose reply the client has not read yet', async () => {
+    const { net, api, path } = await setup();
+    const chunks = Array.from({ length: 24 }, () => randomBytes(256 * 1024));
+    const cids = chunks.map((chunk) => net.stack('B').chunks.publish(chunk));
+    const source = net.stack('B').node.address();
+    // A raw client that asks and does not read: the replies wait in the node's socket.
+    const socket = connect(path);
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.pause();
+    const decoder = new FrameDecoder();
+    const replies = new Map<number, Buffer>();
+    socket.on('data', (data: Buffer) => {
+      for (const frame of decoder.push(data).frames) replies.set(frame.header['id'] as number, frame.body);
+    });
+    const ask = (from: number, to: number): void => {
+      for (let i = from; i < to; i++) {
+        const header = toWire({ op: 'chunk-get', id: i, cid: cids[i], source, length: chunks[i]!.length }) as Header;
+        for (const part of encodeFrameParts(header)) socket.write(part);
+      }
+    };
+    // Half of them fetched and queued unread; then the rest, while the first half still waits.
+    ask(0, 12);
+    await waitFor(() => api.chunkFetcher?.stats.verified === 12, 10_000, 'the first twelve');
+    ask(12, 24);
+    await waitFor(() => api.chunkFetcher?.stats.verified === 24, 10_000, 'all twenty-four');
+    socket.resume();
+    await waitFor(() => replies.size === 24, 10_000, 'every reply read');
+    chunks.forEach((chunk, i) => expect(replies.get(i)!.equals(chunk), `chunk ${i}`).toBe(true));
+    socket.destroy();
   });
 });
