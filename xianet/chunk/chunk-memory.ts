@@ -1,6 +1,7 @@
 /**
- * Chunk-sized memory a receiver in the node lends its fetcher to assemble chunks in
- * (ChunkFetcher's `into`), and fills again once the chunk is written and forgotten.
+ * Chunk-sized memory lent to a node's fetcher to assemble chunks in (ChunkFetcher's
+ * `into`), and filled again once the chunk is written and forgotten: by the mover's
+ * receiver in the node (XiaRetriever) and by each API session's chunk-get.
  *
  * Why: a chunk held as the datagrams it came in keeps every datagram alive until it is
  * written, long enough to be promoted, and each datagram is an ArrayBuffer of its own;
