@@ -171,7 +171,7 @@ export class XiaRetriever implements ChunkRetriever {
           throw error;
         }
         // Another fetch of the same CID was running: it brought its own bytes, and ours went unused.
-        if (data.length !== 1 || data[0]!.buffer !== into.buffer) this.memory.giveBack(into);
+        if (!ChunkMemory.holds(into, data)) this.memory.giveBack(into);
       } else data = [await this.api.fetchChunk(xid, this.source, { length, signal: this.cancelled.signal })];
       this.stats.fetched++;
       this.stats.bytes += byteLength(data);

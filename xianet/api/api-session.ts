@@ -294,7 +294,7 @@ export class ApiSession {
             throw error;
           }
           if (!into) return { header: {}, body: data };
-          const lent = Array.isArray(data) && data.length === 1 && data[0]!.buffer === into.buffer;
+          const lent = ChunkMemory.holds(into, data);
           if (!lent) this.chunkMemory.giveBack(into);
           return { header: {}, body: data, written: lent ? () => this.chunkMemory.giveBack(into) : undefined };
         } finally {

@@ -43,6 +43,15 @@ export class ChunkMemory {
     return slot;
   }
 
+  /**
+   * Whether a fetch lent `slot` resolved with it (the fetcher assembled the chunk there),
+   * rather than with bytes of its own (a fetch of the same CID was already running).
+   */
+  static holds(slot: Buffer, data: Buffer | readonly Buffer[]): boolean {
+    const only = Buffer.isBuffer(data) ? data : data.length === 1 ? data[0]! : undefined;
+    return only !== undefined && only.buffer === slot.buffer;
+  }
+
   /** The slot `view` is part of, if it is one of ours. */
   slotOf(view: Buffer): Buffer | undefined {
     return this.slots.get(view.buffer);
