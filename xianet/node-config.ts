@@ -159,6 +159,12 @@ export const nodeConfigSchema = z.strictObject({
   /** Mobility plugin inside the node process (routers). */
   plugins: z.array(z.enum(['mobility'])).max(8).default([]),
   logLevel: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
+  /**
+   * Freed memory the allocator keeps rather than give back to the kernel and fault in
+   * again (glibc's trim threshold, process-wide; xianet/allocator.ts). Default 64 MiB
+   * (DEFAULT_KEEP_FREED_MEMORY_BYTES); 0: glibc's own (128 KiB).
+   */
+  keepFreedMemoryBytes: z.number().int().min(0).max(1024 * 1024 * 1024).optional(),
 });
 
 export type NodeConfig = z.output<typeof nodeConfigSchema>;

@@ -9,6 +9,7 @@ import { errorMessage } from '../shared/errors.js';
 import { Identity } from '../shared/identity.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { udpBatchAddon } from './udp-batch.js';
+import { DEFAULT_KEEP_FREED_MEMORY_BYTES, describeAllocator, keepFreedMemory, type AllocatorSetting } from './allocator.js';
 import { createRegistry, startMetricsServer, type MetricsServer } from '../shared/metrics.js';
 import { Dag } from '../shared/dag.js';
 import { Xid, parseXidTypeName } from '../shared/xid.js';
@@ -36,6 +37,8 @@ export class NodeDaemon {
   private controlPort: ClickControlPort | undefined;
   private metricsServer: MetricsServer | undefined;
   private readonly links: UdpLink[] = [];
+  /** What the allocator keeps of freed memory, as start() set it (xianet/allocator.ts). */
+  allocator: AllocatorSetting | undefined;
 
   constructor(
     readonly config: NodeConfig,
@@ -106,6 +109,8 @@ export class NodeDaemon {
   }
 
   async start(): Promise<void> {
+    const allocator = keepFreedMemory(this.config.keepFreedMemoryBytes ?? DEFAULT_KEEP_FREED_MEMORY_BYTES);
+    this.allocator = allocator;
     try {
       await this.stack.start();
       this.installStaticRoutes();
@@ -134,6 +139,8 @@ export class NodeDaemon {
       impaired: this.links.filter((l) => l.impairment).map((l) => l.name),
       /** How the links send: batched by the native addon (udp-batch.ts), or node:dgram per packet and why. */
       udpBatch: udpBatchState(),
+      /** What glibc keeps of freed memory (xianet/allocator.ts). */
+      allocator: describeAllocator(allocator),
       /** Socket buffers as the kernel has them (receive/send, twice the size set), and why smaller than asked. */
       socketBuffers: this.links.map((l) => `${l.name}=${l.bufferBytes.receive}/${l.bufferBytes.send}${l.bufferBytes.limited ? ` (${l.bufferBytes.limited})` : ''}`),
       control: this.controlAddress,

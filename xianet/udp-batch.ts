@@ -37,6 +37,8 @@ export interface UdpBatchAddon {
   enableGro?(fd: number): number;
   /** SO_RCVBUFFORCE and SO_SNDBUFFORCE to `bytes` (past rmem_max/wmem_max, with CAP_NET_ADMIN): 0, or -errno. Absent in older builds. */
   forceBuffers?(fd: number, bytes: number): number;
+  /** mallopt(M_TRIM_THRESHOLD, bytes), process-wide (xianet/allocator.ts): 0, or -errno (-ENOSYS: not glibc). Absent in older builds. */
+  keepFreedMemory?(bytes: number): number;
   constants: { EAGAIN: number; maxMessages: number; maxIovs: number };
 }
 

@@ -17,6 +17,12 @@
  *     setsockopt(UDP_GRO) on the socket: the kernel hands it a run of datagrams sent with
  *     UDP GSO (or coalesced on the way in) as one, the packets back to back, instead of
  *     cutting it up first. 0, or -errno (-ENOPROTOOPT: a kernel before 5.0).
+ *   keepFreedMemory(bytes) -> number
+ *     mallopt(M_TRIM_THRESHOLD, bytes) for the whole process: glibc gives freed heap back
+ *     to the kernel only once more than `bytes` lies free at its top. 0, or -errno
+ *     (-ENOSYS: not glibc). Why (xianet/allocator.ts): node:dgram allocates each received
+ *     datagram's memory anew, and with glibc's 128 KiB default the heap is handed back
+ *     and faulted in again, zeroed page by page, between two of V8's scavenges.
  *
  * Plain node_api.h (N-API 4), no node-addon-api: it builds with a C compiler alone.
  */
@@ -26,6 +32,9 @@
 #include <errno.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -214,12 +223,31 @@ static napi_value force_buffers(napi_env env, napi_callback_info info) {
   return result;
 }
 
+static napi_value keep_freed_memory(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) return throw_type(env, "keepFreedMemory(bytes)");
+  int32_t bytes;
+  CHECK(napi_get_value_int32(env, argv[0], &bytes));
+  if (bytes <= 0) return throw_type(env, "keepFreedMemory: bytes must be positive");
+#ifdef __GLIBC__
+  int done = mallopt(M_TRIM_THRESHOLD, bytes) == 1 ? 0 : -EINVAL;
+#else
+  int done = -ENOSYS;
+#endif
+  napi_value result;
+  CHECK(napi_create_int32(env, done, &result));
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor properties[] = {
       {"sockaddr", NULL, make_sockaddr, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sendBatch", NULL, send_batch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"enableGro", NULL, enable_gro, NULL, NULL, NULL, napi_enumerable, NULL},
       {"forceBuffers", NULL, force_buffers, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"keepFreedMemory", NULL, keep_freed_memory, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_value constants;
   if (napi_create_object(env, &constants) != napi_ok) return NULL;
@@ -228,7 +256,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (napi_create_int32(env, MAX_MESSAGES, &value) != napi_ok || napi_set_named_property(env, constants, "maxMessages", value) != napi_ok) return NULL;
   if (napi_create_int32(env, MAX_IOVS, &value) != napi_ok || napi_set_named_property(env, constants, "maxIovs", value) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "constants", constants) != napi_ok) return NULL;
-  if (napi_define_properties(env, exports, 4, properties) != napi_ok) return NULL;
+  if (napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties) != napi_ok) return NULL;
   return exports;
 }
 
