@@ -7,8 +7,8 @@
  * kernel whenever more than 128 KiB of it lies free (M_TRIM_THRESHOLD's default): the next
  * datagrams fault it in again, a zeroed page at a time. perf on host B (`--via-node`,
  * loopback, 1 GiB): page faults 18 % of its CPU, clear_page_erms its second function after
- * SHA-1; R1 14 %. With the threshold at 64 MiB: 4 % and 3 % (bench/README.md, 2026-12-07,
- * third session).
+ * SHA-1; R1 14-17 %. With the threshold at 64 MiB: 3 % and 4 %; R1 forwarding a QEMU
+ * migration took 40 % less CPU (bench/README.md, 2026-12-07, third session).
  *
  * The cost is resident memory: up to `bytes` freed and kept, never more than the node held
  * at its busiest. Process-wide (glibc's mallopt, through the native addon): the node daemon
