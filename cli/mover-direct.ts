@@ -14,6 +14,7 @@ import { resolveTarget } from '../xianet/names/resolve-target.js';
 import { TcpPublisher, TcpRetriever, XiaPublisher, XiaRetriever } from '../mover/chunk-exchange.js';
 import { admitTcpFrom, admitXiaFrom, connectTcp, connectXia, listenTcp, listenXia } from '../mover/connections.js';
 import { MigrationReceiver } from '../mover/receiver.js';
+import { growStdioPipe, pipeFields } from '../mover/pipe-capacity.js';
 import { openInput } from '../mover/recycled-reads.js';
 import { MigrationSender } from '../mover/sender.js';
 import { hostHid } from './host-hid.js';
@@ -29,6 +30,7 @@ export async function sendDirect(options: SendFlags, logger: Logger): Promise<vo
   });
   // QEMU's pipe read into recycled memory (the round cutter copies each read into a chunk).
   const stdin = openInput();
+  if (stdin.pipe) logger.info('send.pipe', { phase: 'setup', ...pipeFields(stdin.pipe) });
   try {
     api = options.transport === 'xia' ? await NodeClient.connect(options.api) : undefined;
     let connect;
@@ -89,6 +91,9 @@ export async function recvDirect(options: RecvFlags, logger: Logger): Promise<vo
       : await listenTcp(parseSocketAddress(options.listen).host, parseSocketAddress(options.listen).port);
     const admit = !options.from ? undefined : api ? admitXiaFrom(await Promise.all(options.from.map((f) => hostHid(f, api)))) : admitTcpFrom(options.from);
     logger.info('recv.listening', { address: listening.address, transport: options.transport });
+    // QEMU's exec: pipe holds 1 MiB rather than 64 KiB.
+    const pipe = growStdioPipe(1);
+    if (pipe) logger.info('recv.pipe', { phase: 'setup', ...pipeFields(pipe) });
     const receiver = new MigrationReceiver({
       output: process.stdout,
       accept: () => listening.accept(),

@@ -12,6 +12,7 @@ import { writeFileAtomic } from '../shared/atomic-file.js';
 import { migrateInNode, moverSocketOf, recvViaNode, sendViaNode } from '../mover/mover-client.js';
 import { openInput, type OpenedInput } from '../mover/recycled-reads.js';
 import { describePipe } from '../mover/stdio-handover.js';
+import { growStdioPipe, pipeFields } from '../mover/pipe-capacity.js';
 import { moverMetrics, type RecvFlags, type SendFlags } from './mover-flags.js';
 
 /** `send --via-node`: the stream into the local node's mover (mover-service.ts); the node does the rest. */
@@ -55,7 +56,7 @@ export async function sendThroughNode(options: SendFlags, logger: Logger): Promi
         onBytes: (n) => (bytes = n),
         // QEMU's exec: pipe: the node may read it itself, and nothing is copied through here.
         stdio: describePipe(0),
-        onHandover: (taken, reason) => logger.info('send.pipe', { phase: 'setup', via: 'node', handedOver: taken, reason }),
+        onHandover: (taken, reason) => logger.info('send.pipe', { phase: 'setup', via: 'node', handedOver: taken, reason, ...pipeFields(stdin?.pipe) }),
       });
     } else {
       report = await migrateInNode(moverSocketOf(options.api), { ...request, qemuSocket: resolvePath(options.qemuSocket) }, {
@@ -102,13 +103,15 @@ export async function recvThroughNode(options: RecvFlags, logger: Logger): Promi
     }
     const request = { op: 'recv' as const, sid: options.sid, from, resumeDeadlineMs: options.resumeDeadlineMs };
     const onListening = (address: string): void => logger.info('recv.listening', { address, transport: 'xia', via: 'node' });
+    // QEMU's exec: pipe holds 1 MiB rather than 64 KiB, whoever writes it (the node, or this process).
+    const pipe = options.qemuSocket === undefined ? growStdioPipe(1) : undefined;
     const report =
       options.qemuSocket === undefined
         ? await recvViaNode(moverSocketOf(options.api), request, process.stdout, {
             onListening,
             // QEMU's exec: pipe: the node may write it itself, and nothing is copied through here.
             stdio: describePipe(1),
-            onHandover: (taken, reason) => logger.info('recv.pipe', { phase: 'setup', via: 'node', handedOver: taken, reason }),
+            onHandover: (taken, reason) => logger.info('recv.pipe', { phase: 'setup', via: 'node', handedOver: taken, reason, ...pipeFields(pipe) }),
             onBytes: (n) => {
               if (bytes === 0) metrics?.metrics.setPhase('transfer');
               bytes = n;

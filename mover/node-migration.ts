@@ -38,6 +38,7 @@ import { MigrationReceiver, type ReceiveReport } from './receiver.js';
 import { connectToQemu, listenForQemu, type QemuListener } from './qemu-channel.js';
 import { RecycledInput } from './recycled-reads.js';
 import { MigrationSender, type SendReport } from './sender.js';
+import { growPipe, pipeFields, readBytesFor, type PipeCapacity } from './pipe-capacity.js';
 import { takePipe, type PipeIdentity } from './stdio-handover.js';
 
 export interface NodeMigration {
@@ -125,14 +126,17 @@ function holdClient(socket: Socket, rest: Buffer, who: string, onGone: (error: E
 
 /**
  * The client's pipe (its stdin for send, fd 0; its stdout for recv, fd 1) opened here,
- * and the client told whether it was: the fd, or undefined (refused, said why).
+ * grown (pipe-capacity.ts), and the client told whether it was: the fd and its
+ * capacity, or undefined (refused, said why).
  */
-function takeClientPipe(socket: Socket, pipe: PipeIdentity, fd: 0 | 1, logger: Logger): number | undefined {
+function takeClientPipe(socket: Socket, pipe: PipeIdentity, fd: 0 | 1, logger: Logger): { fd: number; capacity: PipeCapacity } | undefined {
   try {
     const taken = takePipe(pipe, fd);
     say(socket, { stdio: 'taken' });
-    logger.info('mover.pipe-taken', { phase: 'setup', pid: pipe.pid, fd });
-    return taken;
+    // It holds 1 MiB rather than 64 KiB (pipe-capacity.ts).
+    const capacity = growPipe(taken);
+    logger.info('mover.pipe-taken', { phase: 'setup', pid: pipe.pid, fd, ...pipeFields(capacity) });
+    return { fd: taken, capacity };
   } catch (error) {
     const reason = errorMessage(error);
     say(socket, { stdio: 'refused', reason });
@@ -167,7 +171,7 @@ export function sendInNode(socket: Socket, request: SendRequest, rest: Buffer, c
   let input: Readable | RecycledInput | Socket | undefined;
   const piped = request.stdio === undefined ? undefined : takeClientPipe(socket, request.stdio, 0, context.logger);
   // QEMU's pipe read here, into recycled memory (the sender copies each read into a chunk).
-  if (piped !== undefined) input = new RecycledInput(piped);
+  if (piped !== undefined) input = new RecycledInput(piped.fd, { bufferBytes: readBytesFor(piped.capacity) });
   if (request.qemuSocket === undefined && piped === undefined) input = clientStream(socket, rest, abort);
   else holdClient(socket, rest, 'send', abort);
   const done = (async () => {
@@ -256,7 +260,7 @@ export function recvInNode(socket: Socket, request: RecvRequest, rest: Buffer, c
   let failure: Error | undefined;
   let over = false;
   let qemu: Socket | undefined;
-  const pipeFd = request.stdio === undefined ? undefined : takeClientPipe(socket, request.stdio, 1, context.logger);
+  const pipeFd = request.stdio === undefined ? undefined : takeClientPipe(socket, request.stdio, 1, context.logger)?.fd;
   let piped: Socket | undefined;
   if (pipeFd !== undefined) {
     piped = new Socket({ fd: pipeFd, readable: false, writable: true });

@@ -14,6 +14,7 @@
 import { EventEmitter } from 'node:events';
 import { fstatSync } from 'node:fs';
 import { Socket, type OnReadOpts, type SocketConstructorOpts } from 'node:net';
+import { growPipe, readBytesFor, type PipeCapacity } from './pipe-capacity.js';
 
 /** What one read is handed to. */
 export type Listener = (data: Buffer) => void;
@@ -187,6 +188,8 @@ export class RecycledInput extends EventEmitter implements ByteInput {
 export interface OpenedInput {
   input: ByteInput;
   destroy(): void;
+  /** A pipe's capacity, grown (pipe-capacity.ts); undefined for anything else. */
+  pipe?: PipeCapacity;
 }
 
 /**
@@ -197,10 +200,12 @@ export interface OpenedInput {
 export function openInput(fd = 0): OpenedInput {
   const stat = fstatSync(fd);
   const stream = stat.isFIFO() || stat.isSocket();
+  // QEMU's exec: pipe holds 1 MiB rather than 64 KiB (pipe-capacity.ts).
+  const pipe = stat.isFIFO() ? growPipe(fd) : undefined;
   if (stream && process.env.XMIG_RECYCLED_INPUT !== '0') {
-    const input = new RecycledInput(fd);
-    return { input, destroy: () => input.destroy() };
+    const input = new RecycledInput(fd, { bufferBytes: readBytesFor(pipe) });
+    return { input, destroy: () => input.destroy(), pipe };
   }
   if (fd !== 0) throw new Error(`fd ${fd} is neither a pipe nor a socket`);
-  return { input: process.stdin, destroy: () => process.stdin.destroy() };
+  return { input: process.stdin, destroy: () => process.stdin.destroy(), pipe };
 }

@@ -39,6 +39,8 @@ export interface UdpBatchAddon {
   forceBuffers?(fd: number, bytes: number): number;
   /** mallopt(M_TRIM_THRESHOLD, bytes), process-wide (xianet/allocator.ts): 0, or -errno (-ENOSYS: not glibc). Absent in older builds. */
   keepFreedMemory?(bytes: number): number;
+  /** F_SETPIPE_SZ to at least `bytes`, or F_GETPIPE_SZ with 0 (mover/pipe-capacity.ts): the capacity, or -errno. Absent in older builds. */
+  pipeCapacity?(fd: number, bytes: number): number;
   constants: { EAGAIN: number; maxMessages: number; maxIovs: number };
 }
 

@@ -23,6 +23,12 @@
  *     (-ENOSYS: not glibc). Why (xianet/allocator.ts): node:dgram allocates each received
  *     datagram's memory anew, and with glibc's 128 KiB default the heap is handed back
  *     and faulted in again, zeroed page by page, between two of V8's scavenges.
+ *   pipeCapacity(fd, bytes) -> number
+ *     F_SETPIPE_SZ on a pipe to at least `bytes` (the kernel rounds up to a power-of-two
+ *     number of pages), or with bytes 0 F_GETPIPE_SZ: its capacity now, or -errno
+ *     (-EPERM: past /proc/sys/fs/pipe-max-size or the user's pipe quota; -EBADF or
+ *     -EINVAL: not a pipe). Why (mover/pipe-capacity.ts): QEMU's exec: stream crosses a
+ *     64 KiB pipe otherwise, a system call and a wake-up on either side every 64 KiB.
  *
  * Plain node_api.h (N-API 4), no node-addon-api: it builds with a C compiler alone.
  */
@@ -30,6 +36,7 @@
 #include <node_api.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #ifdef __GLIBC__
@@ -241,6 +248,22 @@ static napi_value keep_freed_memory(napi_env env, napi_callback_info info) {
   return result;
 }
 
+static napi_value pipe_capacity(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) return throw_type(env, "pipeCapacity(fd, bytes)");
+  int32_t fd, bytes;
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  CHECK(napi_get_value_int32(env, argv[1], &bytes));
+  if (fd < 0 || bytes < 0) return throw_type(env, "pipeCapacity: fd and bytes must not be negative");
+  int done = bytes == 0 ? fcntl(fd, F_GETPIPE_SZ) : fcntl(fd, F_SETPIPE_SZ, bytes);
+  if (done < 0) done = -errno;
+  napi_value result;
+  CHECK(napi_create_int32(env, done, &result));
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor properties[] = {
       {"sockaddr", NULL, make_sockaddr, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -248,6 +271,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"enableGro", NULL, enable_gro, NULL, NULL, NULL, napi_enumerable, NULL},
       {"forceBuffers", NULL, force_buffers, NULL, NULL, NULL, napi_enumerable, NULL},
       {"keepFreedMemory", NULL, keep_freed_memory, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"pipeCapacity", NULL, pipe_capacity, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_value constants;
   if (napi_create_object(env, &constants) != napi_ok) return NULL;
