@@ -159,3 +159,34 @@ describe('UdpLink without a numeric address', () => {
     expect(got.map(String).sort()).toEqual(['one', 'two']);
   });
 });
+
+describe('the addon refuses bad arguments at its boundary', () => {
+  const run = addon ? it : it.skip;
+  run('a missing argument is a TypeError naming the call, a value that is not a number an Error, and nothing is done', () => {
+    const calls = {
+      enableGro: (...args: unknown[]) => (addon!.enableGro as (...a: unknown[]) => number)(...args),
+      forceBuffers: (...args: unknown[]) => (addon!.forceBuffers as (...a: unknown[]) => number)(...args),
+      keepFreedMemory: (...args: unknown[]) => (addon!.keepFreedMemory as (...a: unknown[]) => number)(...args),
+      pipeCapacity: (...args: unknown[]) => (addon!.pipeCapacity as (...a: unknown[]) => number)(...args),
+    };
+    const refusal = (call: () => unknown): { name: string; message: string; code: unknown } => {
+      try {
+        call();
+      } catch (error) {
+        const e = error as Error & { code?: unknown };
+        return { name: e.name, message: e.message, code: e.code };
+      }
+      throw new Error('it did not throw');
+    };
+    expect(refusal(() => calls.enableGro())).toEqual({ name: 'TypeError', message: 'enableGro(fd)', code: 'ERR_UDP_BATCH' });
+    expect(refusal(() => calls.forceBuffers(3))).toEqual({ name: 'TypeError', message: 'forceBuffers(fd, bytes)', code: 'ERR_UDP_BATCH' });
+    expect(refusal(() => calls.keepFreedMemory())).toEqual({ name: 'TypeError', message: 'keepFreedMemory(bytes)', code: 'ERR_UDP_BATCH' });
+    expect(refusal(() => calls.pipeCapacity(3))).toEqual({ name: 'TypeError', message: 'pipeCapacity(fd, bytes)', code: 'ERR_UDP_BATCH' });
+    for (const call of [() => calls.enableGro('3'), () => calls.forceBuffers(3, 'big'), () => calls.keepFreedMemory({}), () => calls.pipeCapacity(null, 0)]) {
+      expect(refusal(call)).toEqual({ name: 'Error', message: 'udp-batch: bad argument', code: 'ERR_UDP_BATCH' });
+    }
+    // Numbers of the right kind still work: an fd that is no socket or pipe is -errno, not a throw.
+    expect(calls.enableGro(-1)).toBeLessThan(0);
+    expect(calls.pipeCapacity(2 ** 30, 0)).toBeLessThan(0);
+  });
+});

@@ -42,6 +42,7 @@
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -71,6 +72,32 @@
 static napi_value throw_type(napi_env env, const char *message) {
   napi_throw_type_error(env, "ERR_UDP_BATCH", message);
   return NULL;
+}
+
+/*
+ * The first `count` (at most 2) arguments as int32s: false, with an error thrown, if there
+ * are fewer (a TypeError saying `usage`) or one is not a number (as CHECK throws).
+ */
+static bool int_args(napi_env env, napi_callback_info info, size_t count, int32_t *out, const char *usage) {
+  size_t argc = 2;
+  napi_value argv[2];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < count) {
+    throw_type(env, usage);
+    return false;
+  }
+  for (size_t i = 0; i < count; i++) {
+    if (napi_get_value_int32(env, argv[i], &out[i]) != napi_ok) {
+      napi_throw_error(env, "ERR_UDP_BATCH", "udp-batch: bad argument");
+      return false;
+    }
+  }
+  return true;
+}
+
+static napi_value int_result(napi_env env, int32_t value) {
+  napi_value result;
+  CHECK(napi_create_int32(env, value, &result));
+  return result;
 }
 
 static napi_value make_sockaddr(napi_env env, napi_callback_info info) {
@@ -195,17 +222,11 @@ static napi_value send_batch(napi_env env, napi_callback_info info) {
 }
 
 static napi_value enable_gro(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) return throw_type(env, "enableGro(fd)");
   int32_t fd;
-  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  if (!int_args(env, info, 1, &fd, "enableGro(fd)")) return NULL;
   int one = 1;
   int done = setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one);
-  napi_value result;
-  CHECK(napi_create_int32(env, done < 0 ? -errno : 0, &result));
-  return result;
+  return int_result(env, done < 0 ? -errno : 0);
 }
 
 /*
@@ -214,54 +235,36 @@ static napi_value enable_gro(napi_env env, napi_callback_info info) {
  * has, stops there silently). 0, or -errno of the first that failed (EPERM unprivileged).
  */
 static napi_value force_buffers(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) return throw_type(env, "forceBuffers(fd, bytes)");
-  int32_t fd, bytes;
-  CHECK(napi_get_value_int32(env, argv[0], &fd));
-  CHECK(napi_get_value_int32(env, argv[1], &bytes));
+  int32_t args[2];
+  if (!int_args(env, info, 2, args, "forceBuffers(fd, bytes)")) return NULL;
+  int32_t fd = args[0], bytes = args[1];
   if (bytes <= 0) return throw_type(env, "forceBuffers: bytes must be positive");
   int failed = 0;
   if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) < 0) failed = errno;
   if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) < 0 && !failed) failed = errno;
-  napi_value result;
-  CHECK(napi_create_int32(env, -failed, &result));
-  return result;
+  return int_result(env, -failed);
 }
 
 static napi_value keep_freed_memory(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) return throw_type(env, "keepFreedMemory(bytes)");
   int32_t bytes;
-  CHECK(napi_get_value_int32(env, argv[0], &bytes));
+  if (!int_args(env, info, 1, &bytes, "keepFreedMemory(bytes)")) return NULL;
   if (bytes <= 0) return throw_type(env, "keepFreedMemory: bytes must be positive");
 #ifdef __GLIBC__
   int done = mallopt(M_TRIM_THRESHOLD, bytes) == 1 ? 0 : -EINVAL;
 #else
   int done = -ENOSYS;
 #endif
-  napi_value result;
-  CHECK(napi_create_int32(env, done, &result));
-  return result;
+  return int_result(env, done);
 }
 
 static napi_value pipe_capacity(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) return throw_type(env, "pipeCapacity(fd, bytes)");
-  int32_t fd, bytes;
-  CHECK(napi_get_value_int32(env, argv[0], &fd));
-  CHECK(napi_get_value_int32(env, argv[1], &bytes));
+  int32_t args[2];
+  if (!int_args(env, info, 2, args, "pipeCapacity(fd, bytes)")) return NULL;
+  int32_t fd = args[0], bytes = args[1];
   if (fd < 0 || bytes < 0) return throw_type(env, "pipeCapacity: fd and bytes must not be negative");
   int done = bytes == 0 ? fcntl(fd, F_GETPIPE_SZ) : fcntl(fd, F_SETPIPE_SZ, bytes);
   if (done < 0) done = -errno;
-  napi_value result;
-  CHECK(napi_create_int32(env, done, &result));
-  return result;
+  return int_result(env, done);
 }
 
 static napi_value init(napi_env env, napi_value exports) {
