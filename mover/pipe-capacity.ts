@@ -15,6 +15,7 @@
  * reason is reported. `XMIG_PIPE_BYTES=<n>` asks for another size.
  */
 import { fstatSync, readFileSync } from 'node:fs';
+import { constants } from 'node:os';
 import { udpBatchAddon } from '../xianet/udp-batch.js';
 
 export const DEFAULT_PIPE_BYTES = 1024 * 1024;
@@ -34,7 +35,8 @@ export interface PipeCapacity {
   reason?: string;
 }
 
-const EPERM = -1;
+/** The addon's answer past pipe-max-size or the user's pipe quota (-EPERM). */
+const EPERM = -constants.errno.EPERM;
 
 /** The size asked for: XMIG_PIPE_BYTES, or DEFAULT_PIPE_BYTES; a reason when none is to be asked. */
 function wanted(): number | string {

@@ -11,7 +11,7 @@ import type { Writable } from 'node:stream';
 import fc from 'fast-check';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Fifos } from '../test/support/fifo.js';
-import { openInput, RecycledInput, RecycledReads } from './recycled-reads.js';
+import { openInput, POOL_BYTES, RecycledInput, RecycledReads } from './recycled-reads.js';
 
 /** Node's side of `onread`: one buffer up front, then callback and a fresh ask per read. */
 function drive(reads: RecycledReads, pieces: Buffer[]): void {
@@ -68,6 +68,25 @@ describe('RecycledReads', () => {
       Array.from({ length: 100 }, (_, i) => Buffer.alloc(16, i)),
     );
     expect(reads.stats).toEqual({ reads: 100, allocated: 1, holds: 0 });
+  });
+
+  it('keeps at most POOL_BYTES of free buffers, whatever their size (256 KiB reads of a grown pipe too)', () => {
+    const releases: Array<() => void> = [];
+    const reads = new RecycledReads(
+      () => {
+        releases.push(reads.hold());
+        return true;
+      },
+      { bufferBytes: POOL_BYTES / 4 },
+    );
+    const round = (): void => drive(reads, Array.from({ length: 10 }, (_, i) => Buffer.alloc(8, i)));
+    round();
+    for (const release of releases.splice(0)) release();
+    const before = reads.stats.allocated;
+    // Eleven buffers asked for (one up front, one after each read), every read held: four
+    // come back from the pool, not the ten released, and seven are new.
+    round();
+    expect(reads.stats.allocated - before).toBe(7);
   });
 
   it('refuses a hold outside a listener', () => {

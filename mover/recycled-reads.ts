@@ -40,6 +40,8 @@ export interface ByteInput {
 }
 
 export const READ_BUFFER_BYTES = 64 * 1024;
+/** The most the pool keeps, whatever its buffers' size: 256 buffers of 64 KiB. */
+export const POOL_BYTES = 256 * READ_BUFFER_BYTES;
 
 export interface RecycledReadsStats {
   /** Reads handed out. */
@@ -126,7 +128,8 @@ export class RecycledReads {
   }
 
   private recycle(buffer: Buffer): void {
-    if (this.free.length < (this.options.maxPooled ?? 256)) this.free.push(buffer);
+    const bytes = this.options.bufferBytes ?? READ_BUFFER_BYTES;
+    if (this.free.length < (this.options.maxPooled ?? Math.max(1, Math.floor(POOL_BYTES / bytes)))) this.free.push(buffer);
   }
 }
 

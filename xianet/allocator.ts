@@ -17,6 +17,7 @@
  * started sets it). Without the addon, or on a C library other than glibc, nothing changes
  * and the reason is reported.
  */
+import { constants } from 'node:os';
 import { udpBatchAddon } from './udp-batch.js';
 
 export const DEFAULT_KEEP_FREED_MEMORY_BYTES = 64 * 1024 * 1024;
@@ -24,7 +25,7 @@ export const DEFAULT_KEEP_FREED_MEMORY_BYTES = 64 * 1024 * 1024;
 export type AllocatorSetting = { keptBytes: number } | { keptBytes: undefined; reason: string };
 
 /** The addon's answer when the C library is not glibc (-ENOSYS). */
-const NOT_GLIBC = -38;
+const NOT_GLIBC = -constants.errno.ENOSYS;
 
 /** Sets glibc's trim threshold to `bytes` for this process, or says why not (and changes nothing). */
 export function keepFreedMemory(bytes: number): AllocatorSetting {
