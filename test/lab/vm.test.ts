@@ -185,7 +185,8 @@ describe.skipIf(!ready)('the lab VM on a segment next to a router', () => {
 
     // A reply is lost only if it never comes: the guest may be starved for seconds here.
     const ping = await runXmig(['ping', Dag.hostAddress(ad, v.hid).toString(), '--api', routerApi, '--count', '10', '--interval', '50', '--timeout', '60000', '--json'], 240_000);
-    expect(ping.code, ping.stderr).toBe(0);
+    // Its summary (every reply, and any XCMP error that came back instead) says why, if it fails.
+    expect(ping.code, `${ping.stderr}${ping.stdout}`).toBe(0);
     expect(JSON.parse(ping.stdout)).toMatchObject({ sent: 10, received: 10 });
 
     const resolved = await runXmig(['resolve', GOLDBACH, '--api', routerApi], 240_000);
