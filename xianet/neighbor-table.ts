@@ -2,7 +2,9 @@
  * Neighbours: which link address a HID has on each interface (xia-core's XARP
  * table). Forwarding hands a packet to `route.nextHop` on `route.port`; this table
  * says where that is on the segment. Entries are learned from authenticated hellos,
- * beacons and registrations, and expire when not refreshed.
+ * beacons and registrations, and expire when not refreshed: each learning grants a hold,
+ * and an entry lasts to the longest hold granted, so a hello (a few periods) never cuts
+ * short what a registration granted (see XrouteServiceOptions.registeredHostMs).
  */
 import type { Xid } from '../shared/xid.js';
 import type { LinkAddress } from './link.js';
@@ -25,6 +27,7 @@ export class NeighborTable {
     return hid.id.toString('latin1');
   }
 
+  /** Where `neighbor.hid` is on its port now; it lasts to the later of its expiry and the one it had. */
   learn(neighbor: Neighbor): { isNew: boolean; moved: boolean } {
     let table = this.ports.get(neighbor.port);
     if (!table) {
@@ -33,7 +36,7 @@ export class NeighborTable {
     }
     const key = NeighborTable.key(neighbor.hid);
     const previous = table.get(key);
-    table.set(key, neighbor);
+    table.set(key, previous && previous.expiresAt > neighbor.expiresAt ? { ...neighbor, expiresAt: previous.expiresAt } : neighbor);
     return { isNew: previous === undefined, moved: previous !== undefined && previous.address !== neighbor.address };
   }
 

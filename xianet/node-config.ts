@@ -147,6 +147,8 @@ export const nodeConfigSchema = z.strictObject({
   acceptUnsignedBeacons: z.boolean().default(false),
   beaconIntervalMs: z.number().int().min(5).max(60_000).default(100),
   helloIntervalMs: z.number().int().min(10).max(60_000).default(1000),
+  /** Routers: how long a registered host's link address outlasts its last registration (default 60 s; see XrouteServiceOptions). */
+  registeredHostMs: z.number().int().min(1000).max(86_400_000).optional(),
   /** Routers: the name server's DAG, announced in beacons. */
   nameServer: dagText.optional(),
   interfaces: z.array(interfaceSchema).min(1).max(64),

@@ -56,6 +56,7 @@ export class NodeDaemon {
         adIdentity,
         beaconIntervalMs: config.beaconIntervalMs,
         helloIntervalMs: config.helloIntervalMs,
+        xroute: { registeredHostMs: config.registeredHostMs },
         nameServer: config.nameServer ? Dag.parse(config.nameServer) : undefined,
         trustedAds: config.trustedAds.map((text) => Xid.parse(text)),
         join: { acceptUnsigned: config.acceptUnsignedBeacons },

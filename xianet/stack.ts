@@ -16,7 +16,7 @@ import type { StreamOptions } from './xstream/stream-connection.js';
 import { HostJoin, type HostJoinOptions } from './host-join.js';
 import type { Link } from './link.js';
 import { XiaNode, type NodeRole } from './node.js';
-import { XrouteService } from './xroute-service.js';
+import { XrouteService, type XrouteServiceOptions } from './xroute-service.js';
 
 export interface StackOptions {
   name: string;
@@ -30,6 +30,8 @@ export interface StackOptions {
   /** Hosts: ADs whose beacons they believe (empty: any self-signed AD). */
   trustedAds?: Xid[];
   join?: Omit<HostJoinOptions, 'trustedAds' | 'beaconIntervalMs'>;
+  /** Neighbour and registration state (the hello period is helloIntervalMs above). */
+  xroute?: Omit<XrouteServiceOptions, 'helloIntervalMs'>;
   /** Bytes of chunk cache (default: 64 MiB on routers, none on hosts). */
   chunkCacheBytes?: number;
   /** Defaults for STREAM connections of this node. */
@@ -57,7 +59,7 @@ export class XiaStack {
       { name: options.name, role: options.role, identity: options.identity, ad: options.adIdentity?.xid(XidType.AD) },
       components,
     );
-    this.xroute = new XrouteService(this.node, { helloIntervalMs: options.helloIntervalMs });
+    this.xroute = new XrouteService(this.node, { ...options.xroute, helloIntervalMs: options.helloIntervalMs });
     this.streams = new StreamTransport(this.node, options.stream);
     this.chunks = new ChunkService(this.node, {
       cacheBytes: options.chunkCacheBytes ?? (options.role === 'router' ? 64 * 1024 * 1024 : 0),

@@ -41,6 +41,14 @@ export interface XrouteServiceOptions {
   helloIntervalMs?: number;
   /** A neighbour not heard for this many periods is forgotten (default 3.5). */
   deadIntervals?: number;
+  /**
+   * Routers: how long a registered host's link address is kept after its last registration
+   * (default 60 s: six renewals at a host's default 10 s). A registration's route stands
+   * until the host moves or is evicted; the address it needs must not go with the dead
+   * interval of hellos, or a host that is only slow to speak — a VM starved of CPU, one
+   * paused for a move — is called unreachable though its route is there.
+   */
+  registeredHostMs?: number;
   /** How far a signed timestamp may be from our clock (default 60 s). */
   freshnessMs?: number;
   /** Signature checks per second per link, and the burst (default 500 / 200). */
@@ -86,6 +94,7 @@ export const XROUTE_BROADCAST_DAG = Dag.chain(BROADCAST_HID, WellKnownSid.XROUTE
 export class XrouteService extends EventEmitter<XrouteEvents> implements Startable {
   private readonly helloIntervalMs: number;
   private readonly deadIntervals: number;
+  private readonly registeredHostMs: number;
   private readonly freshnessMs: number;
   private timer: NodeJS.Timeout | undefined;
   private unbind: (() => void) | undefined;
@@ -108,6 +117,7 @@ export class XrouteService extends EventEmitter<XrouteEvents> implements Startab
     super();
     this.helloIntervalMs = options.helloIntervalMs ?? 1000;
     this.deadIntervals = options.deadIntervals ?? 3.5;
+    this.registeredHostMs = Math.max(options.registeredHostMs ?? 60_000, this.helloIntervalMs * this.deadIntervals);
     this.freshnessMs = options.freshnessMs ?? 60_000;
     const clock = node.clock;
     this.verifications = new KeyedRateLimiter(options.verificationsPerSecond ?? 500, options.verificationsBurst ?? 200, 1024, clock);
@@ -326,7 +336,7 @@ export class XrouteService extends EventEmitter<XrouteEvents> implements Startab
       address: arrival.from!,
       role: 'host',
       ad: register.ad,
-      expiresAt: this.node.clock.now() + this.helloIntervalMs * this.deadIntervals,
+      expiresAt: this.node.clock.now() + this.registeredHostMs,
     });
     const ack = encodeRegisterAck({ hid: register.hid, gatewayHid: this.node.hid, seq: register.seq }, this.node.identity);
     this.node.sendDatagramOnPort(port, arrival.from!, Dag.chain(register.hid, WellKnownSid.XROUTE), ack);
@@ -334,6 +344,8 @@ export class XrouteService extends EventEmitter<XrouteEvents> implements Startab
     this.registered.set(key, { seq: register.seq, port });
     const previous = this.node.routes.route(register.hid);
     this.node.routes.set(XidType.HID, { xid: register.hid, port, nextHop: register.hid, flags: 0, origin: 'register' });
+    // Moved to another of our ports: where it was is no longer where it is (its hold there would outlast it).
+    if (previous?.origin === 'register' && previous.port >= 0 && previous.port !== port) this.node.neighbors.forget(previous.port, register.hid);
     this.stats.registrations++;
     // A renewal (same host, same port, every few seconds) is routine: debug. A new host, or one
     // that moved to another port, is news: info.

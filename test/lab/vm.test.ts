@@ -218,6 +218,9 @@ describe.skipIf(!ready)('the lab VM on a segment next to a router', () => {
   it("moves to a second QEMU on another tap (QEMU's tcp:): same MAC, link-local and HID, reached at its old DAG, logging on", async () => {
     const source = vm!;
     const ad = adKey.xid(XidType.AD);
+    // Every rotating file written once before the move (the early verify below counts them),
+    // however short the case before was: a write a second, in a guest that may be starved.
+    await source.waitForEvent((e) => e.event === 'guest.file-wrote' && Number(e['seq']) >= FILES - 1, { from: 0, deadlineMs: 240_000, what: `${FILES} file writes` });
     destination = await LabVm.start({ ...source.options, tap: 'tapvm2', dir: join(dir, 'vm2'), incoming: 'tcp:127.0.0.1:4555', deadlineMs: 120_000 });
     earlyVerify = destination.verifyFiles({ deadlineMs: 600_000, resendMs: 5_000 }).then(
       (v) => ({ files: v.files }),
