@@ -4,7 +4,7 @@
  * each profile's heaviest functions by self time, with the callers that spent most in
  * them. How bench/README.md's data-path profiles were taken.
  *
- *   npm run build && XMIG_ENTRY=dist/cli/main.js npx tsx bench/mover-profile.ts [direct|via-node] [MiB] [runs] [--perf]
+ *   npm run build && XMIG_ENTRY=dist/cli/main.js npx tsx bench/mover-profile.ts [direct|via-node] [MiB] [runs] [--perf] [--mtu <bytes>]
  *
  * The .cpuprofile files stay in the directory it prints (open them in Chrome's DevTools).
  * Profiles sample wall time: on a loaded machine the figures are inflated, the shares hold.
@@ -13,6 +13,8 @@
  * linux-perf), the processes with `--perf-basic-prof` so JIT frames have names; each
  * process's samples then say what --cpu-prof cannot: the kernel's copies, page faults,
  * V8's GC threads (bench/perf-script.ts). perf.data stays in the directory it prints.
+ *
+ * --mtu 1500: every UDP link at that MTU (the matrix's lossless 0 ms cell), not loopback's 64 KiB.
  *
  * send and recv get real pipes (FIFOs), as QEMU's exec: gives them: with `via-node` the
  * nodes take them over (mover/stdio-handover.ts), and send and recv only wait.
@@ -109,8 +111,12 @@ async function perfReport(file: string, names: Map<string, string>): Promise<str
 }
 
 async function main(): Promise<void> {
-  const args = process.argv.slice(2).filter((a) => a !== '--perf');
-  const usePerf = process.argv.includes('--perf');
+  const argv = process.argv.slice(2);
+  const mtuAt = argv.indexOf('--mtu');
+  const mtu = mtuAt >= 0 ? Number(argv[mtuAt + 1]) : undefined;
+  if (mtu !== undefined && !(Number.isInteger(mtu) && mtu >= 1280 && mtu <= 65_000)) throw new Error(`--mtu ${argv[mtuAt + 1]}: a whole number of bytes, 1280-65000`);
+  const args = argv.filter((a, i) => a !== '--perf' && i !== mtuAt && i !== mtuAt + 1);
+  const usePerf = argv.includes('--perf');
   const mode = args[0] === 'direct' ? 'direct' : 'via-node';
   const megabytes = Number(args[1] ?? 256);
   const runs = Number(args[2] ?? 1);
@@ -118,7 +124,7 @@ async function main(): Promise<void> {
   // --perf-basic-prof also writes V8's code log (isolate-*-v8.log): into the profile's directory, not the cwd.
   const flags = usePerf ? ['--perf-basic-prof', `--logfile=${join(dir, 'v8.log')}`] : ['--cpu-prof', `--cpu-prof-dir=${dir}`];
   const perfFile = join(dir, 'perf.data');
-  const network = new UdpNetwork(MIGRATION_HOSTS);
+  const network = new UdpNetwork(MIGRATION_HOSTS, mtu !== undefined ? { mtu } : {});
   const fifos = new Fifos();
   // The daemons under the profiler too: started as UdpNetwork.start() does, with the flags in front.
   const prefix = ['bash', '-c', `exec "$0" ${flags.join(' ')} "$@"`];
