@@ -14,6 +14,7 @@ import {
   xipLast,
   xipPacketLengthAt,
   xipPayload,
+  xipRunStride,
   XipOffset,
 } from './xip-header.js';
 import { Xid, XidType } from './xid.js';
@@ -171,5 +172,77 @@ describe('malformed packets', () => {
     const packet = encodeXip({ dst: Dag.chain(Xid.random(XidType.HID)), src: Dag.chain(Xid.random(XidType.HID)), nextHeader: NextHeader.NONE, payload: Buffer.alloc(100) });
     expect(xipPacketLengthAt(packet)).toBe(packet.length);
     expect(xipPacketLengthAt(Buffer.concat([Buffer.alloc(3), packet]), 3)).toBe(packet.length);
+  });
+});
+
+describe('xipRunStride (a GRO datagram of one flow: routed once)', () => {
+  const dst = Dag.hostAddress(ad, hid, sid);
+  const run = (sizes: number[], fill = 0): Buffer[] => sizes.map((n, i) => encodeXip({ dst, src: client, nextHeader: NextHeader.TRANSPORT, payload: Buffer.alloc(n, (fill + i) & 0xff) }));
+  const header = run([0])[0]!.length;
+
+  it('is the first packet\'s length when every packet is that long but a shorter last, headers alike but the payload length', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 1300 }), fc.integer({ min: 1, max: 63 }), fc.integer({ min: 0, max: 1300 }), (size, more, last) => {
+        const packets = run([...Array<number>(more).fill(size), Math.min(size, last)]);
+        expect(xipRunStride(Buffer.concat(packets))).toBe(header + size);
+      }),
+    );
+  });
+
+  it('is 0 for one packet, lengths that do not add up, a longer packet, or any header byte that differs', () => {
+    expect(xipRunStride(run([500])[0]!)).toBe(0);
+    expect(xipRunStride(Buffer.concat(run([500, 600])))).toBe(0);
+    expect(xipRunStride(Buffer.concat(run([500, 400, 500])))).toBe(0);
+    const joined = Buffer.concat(run([500, 500, 500]));
+    expect(xipRunStride(joined.subarray(0, joined.length - 1))).toBe(0);
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 2 }), fc.nat(header - 1), fc.integer({ min: 1, max: 255 }), (which, at, delta) => {
+        fc.pre(at !== XipOffset.PAYLOAD_LENGTH && at !== XipOffset.PAYLOAD_LENGTH + 1);
+        const copy = Buffer.from(joined);
+        const offset = which * (header + 500) + at;
+        copy[offset] = (copy[offset]! + delta) & 0xff;
+        expect(xipRunStride(copy)).toBe(0);
+      }),
+    );
+  });
+
+  it('never throws on any bytes', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 600 }), (bytes) => {
+        const datagram = Buffer.from(bytes);
+        if (datagram.length > 0) datagram[0] = 1;
+        expect(xipRunStride(datagram) >= 0).toBe(true);
+      }),
+      { numRuns: 5000 },
+    );
+  });
+
+  // What the node relies on when it checks only a run's first packet.
+  it('gives packets that checkXip judges alike: all well formed, or all malformed', () => {
+    const verdict = (packet: Buffer): string => {
+      try {
+        checkXip(packet);
+        return 'ok';
+      } catch (error) {
+        if (!(error instanceof MalformedPacketError)) throw error;
+        return 'malformed';
+      }
+    };
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.nat(header - 1), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 4 }), (flips) => {
+        const packets = run([300, 300, 300, 120]);
+        for (const [at, value] of flips) {
+          if (at === XipOffset.PAYLOAD_LENGTH || at === XipOffset.PAYLOAD_LENGTH + 1) continue;
+          for (const packet of packets) packet[at] = value;
+        }
+        const datagram = Buffer.concat(packets);
+        const stride = xipRunStride(datagram);
+        if (stride === 0) return;
+        const verdicts = new Set<string>();
+        for (let at = 0; at < datagram.length; at += stride) verdicts.add(verdict(datagram.subarray(at, Math.min(datagram.length, at + stride))));
+        expect(verdicts.size).toBe(1);
+      }),
+      { numRuns: 3000 },
+    );
   });
 });

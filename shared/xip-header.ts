@@ -324,6 +324,26 @@ export function splitXipDatagram(payload: Buffer): Buffer[] {
 }
 
 /**
+ * The stride of `datagram` as a run: XIP packets back to back, each as long as the first
+ * but the last (no longer), every header byte for byte the first's but the payload
+ * length — what a sender's UDP GSO run of one flow's packets is. 0 when it is not one:
+ * a single packet, lengths that do not add up, or any header that differs.
+ */
+export function xipRunStride(datagram: Buffer): number {
+  const stride = xipPacketLengthAt(datagram, 0);
+  if (stride <= 0 || stride >= datagram.length) return 0;
+  const headerLength = xipHeaderLength(datagram[XipOffset.DST_NODES]!, datagram[XipOffset.SRC_NODES]!);
+  for (let at = stride; at < datagram.length; at += stride) {
+    const length = xipPacketLengthAt(datagram, at);
+    const left = datagram.length - at;
+    if (length !== (left < stride ? left : stride) || left < headerLength) return 0;
+    if (datagram[at + XipOffset.VERSION] !== datagram[XipOffset.VERSION] || datagram[at + XipOffset.NEXT_HEADER] !== datagram[XipOffset.NEXT_HEADER]) return 0;
+    if (datagram.compare(datagram, XipOffset.HOP_LIMIT, headerLength, at + XipOffset.HOP_LIMIT, at + headerLength) !== 0) return 0;
+  }
+  return stride;
+}
+
+/**
  * The length of the XIP packet that starts at `at` (header and payload, from its node
  * counts and payload length), or -1 where no XIP packet can start: fewer than a base
  * header's bytes, or another version. Lets a receiver see that a datagram holds exactly

@@ -5,7 +5,9 @@
  *
  * The hot path: it reads and patches the packet in place (last, hop limit, visited
  * bits) and hands the same buffer to the outgoing link. Nothing is allocated per
- * forwarded packet (bench/forwarding.ts measures it).
+ * forwarded packet (bench/forwarding.ts measures it). Packets alike but for their
+ * payload length — a UDP GRO datagram of one flow (processRun), a chunk response's
+ * fragments (originateAlike) — are routed once: the rest take the first one's outcome.
  */
 import {
   NextHeader,
@@ -41,9 +43,17 @@ export type TransitChunkTap = (packet: Buffer, payloadOffset: number) => void;
 
 const LOCAL_ENTRY: RouteEntry = { xid: undefined, port: Port.LOCAL, nextHop: undefined, flags: 0, origin: 'local' };
 
+/** How process() disposed of the packet processRun asked about, for the rest of its run. */
+type RunOutcome =
+  | { kind: 'deliver'; header: Buffer }
+  | { kind: 'forward'; header: Buffer; link: Link; address: LinkAddress };
+
 export class ForwardingEngine {
   /** Sees CHUNK packets this node forwards, so a router can cache what passes through. */
   transitChunkTap: TransitChunkTap | undefined;
+  /** The packet whose outcome processRun wants (the first of a run); nested sends are other buffers. */
+  private recordFor: Buffer | undefined;
+  private outcome: RunOutcome | undefined;
 
   constructor(
     private readonly hid: Xid,
@@ -81,6 +91,7 @@ export class ForwardingEngine {
         setXipLast(packet, index);
         arrived = true;
         if (index === dnode - 1) {
+          if (packet === this.recordFor) this.record('deliver', packet);
           this.delivery.deliver(joinTail(packet, tail), inPort, from);
           return;
         }
@@ -111,6 +122,7 @@ export class ForwardingEngine {
           packet[edgesAt + e] = index | XIP_EDGE_VISITED;
           setXipLast(packet, index);
           if (index === dnode - 1) {
+            if (packet === this.recordFor) this.record('deliver', packet);
             this.delivery.deliver(joinTail(packet, tail), inPort, from);
             return;
           }
@@ -179,11 +191,88 @@ export class ForwardingEngine {
       return;
     }
     this.counters.forwarded++;
+    this.tap(packet);
+    if (packet === this.recordFor) this.record('forward', packet, iface.link, address);
+    iface.link.send(packet, address, tail);
+  }
+
+  private tap(packet: Buffer): void {
     if (this.transitChunkTap && packet[XipOffset.NEXT_HEADER] === NextHeader.TRANSPORT) {
       const payloadOffset = xipHeaderLengthOf(packet);
       if (packet[payloadOffset] === TransportType.CHUNK) this.transitChunkTap(packet, payloadOffset);
     }
-    iface.link.send(packet, address, tail);
+  }
+
+  private record(kind: 'deliver' | 'forward', packet: Buffer, link?: Link, address?: LinkAddress): void {
+    this.recordFor = undefined;
+    // From the hop limit to the end of the header: what routing changed, the payload length aside.
+    const header = Buffer.from(packet.subarray(XipOffset.HOP_LIMIT, xipHeaderLengthOf(packet)));
+    this.outcome = kind === 'deliver' ? { kind, header } : { kind, header, link: link!, address: address! };
+  }
+
+  /**
+   * Routes a run (see LinkRunReceiver: packets back to back, `stride` bytes each but the
+   * last, headers alike but for the payload length) as one: its first packet as process()
+   * does; where that was a local delivery or a forward, every other packet the same way,
+   * its header stamped with the first one's as routed (last, visited edges, hop limit),
+   * and the rest sent on as one message where the link can (sendRun). Anything else — a
+   * drop, an XCMP error, a broadcast — each packet meets on its own, as it would have.
+   */
+  processRun(run: Buffer, stride: number, inPort: number, from: LinkAddress | undefined): void {
+    const outcome = this.routeFirst(run.subarray(0, stride), inPort, from, undefined);
+    if (run.length <= stride) return;
+    const rest = run.subarray(stride);
+    const each = (f: (packet: Buffer) => void): void => {
+      for (let at = 0; at < rest.length; at += stride) f(rest.subarray(at, Math.min(rest.length, at + stride)));
+    };
+    if (!outcome) return each((packet) => this.process(packet, inPort, from));
+    for (let at = 0; at < rest.length; at += stride) outcome.header.copy(rest, at + XipOffset.HOP_LIMIT);
+    if (outcome.kind === 'deliver') return each((packet) => this.delivery.deliver(packet, inPort, from));
+    this.counters.forwarded += Math.ceil(rest.length / stride);
+    if (this.transitChunkTap) each((packet) => this.tap(packet));
+    if (outcome.link.sendRun) outcome.link.sendRun(rest, stride, outcome.address);
+    else each((packet) => outcome.link.send(packet, outcome.address));
+  }
+
+  /**
+   * Sends packets this node built alike but for the payload length (the fragments of one
+   * chunk response, each a header and a tail), routed once as processRun does: the rest
+   * stamped with the first one's routed header and handed to the same neighbour.
+   */
+  originateAlike(packets: readonly Buffer[], tails: ReadonlyArray<Buffer | undefined>): void {
+    if (packets.length === 0) return;
+    const outcome = this.routeFirst(packets[0]!, -1, undefined, tails[0]);
+    for (let i = 1; i < packets.length; i++) {
+      const packet = packets[i]!;
+      const tail = tails[i];
+      if (!outcome) {
+        this.process(packet, -1, undefined, tail);
+        continue;
+      }
+      outcome.header.copy(packet, XipOffset.HOP_LIMIT);
+      if (outcome.kind === 'deliver') {
+        this.delivery.deliver(joinTail(packet, tail), -1, undefined);
+        continue;
+      }
+      this.counters.forwarded++;
+      if (this.transitChunkTap) this.tap(joinTail(packet, tail));
+      outcome.link.send(packet, outcome.address, tail);
+    }
+  }
+
+  /** process() of a group's first packet, and how it went if that was a delivery or a forward. */
+  private routeFirst(first: Buffer, inPort: number, from: LinkAddress | undefined, tail: Buffer | undefined): RunOutcome | undefined {
+    this.recordFor = first;
+    this.outcome = undefined;
+    try {
+      this.process(first, inPort, from, tail);
+    } finally {
+      this.recordFor = undefined;
+    }
+    // Set (or not) by the process() above: TypeScript cannot see that.
+    const outcome = this.outcome as RunOutcome | undefined;
+    this.outcome = undefined;
+    return outcome;
   }
 
   private broadcastEverywhere(packet: Buffer, exceptPort = -1): void {

@@ -12,6 +12,15 @@ export interface LinkReceiver {
   (packet: Buffer, from: LinkAddress): void;
 }
 
+/**
+ * A run: XIP packets back to back in one buffer (a UDP GRO datagram), each `stride` bytes
+ * long but the last (which may be shorter), their headers alike but for the payload
+ * length (the link checked: sameXipHeaders). The buffer is the receiver's, as above.
+ */
+export interface LinkRunReceiver {
+  (run: Buffer, stride: number, from: LinkAddress): void;
+}
+
 export interface Link {
   /** Human name for logs and metrics ("eth0", "to-R2"). */
   readonly name: string;
@@ -27,8 +36,17 @@ export interface Link {
   send(packet: Buffer, to: LinkAddress, tail?: Buffer): void;
   /** Sends one packet to every other interface on the segment. */
   broadcast(packet: Buffer): void;
-  /** Sets the function that receives packets (one receiver per link: its node). */
-  onReceive(receiver: LinkReceiver): void;
+  /**
+   * Sets the function that receives packets (one receiver per link: its node), and the one
+   * that takes a run of them whole; a link without `runs` (or that has none) hands every
+   * packet to `receiver`.
+   */
+  onReceive(receiver: LinkReceiver, runs?: LinkRunReceiver): void;
+  /**
+   * Sends a run (see LinkRunReceiver) to one neighbour as it is: with UDP GSO one message
+   * for all of it. Optional: without it, a node sends each packet.
+   */
+  sendRun?(run: Buffer, stride: number, to: LinkAddress): void;
   /** Called when the link is re-attached to another segment (what a migration does). */
   onAttach(listener: () => void): void;
   start(): Promise<void>;

@@ -140,7 +140,10 @@ export class XiaNode implements Startable {
     const port = this.interfaces.length;
     const iface: Interface = { port, link, hostFacing: options.hostFacing ?? false };
     this.interfaces.push(iface);
-    link.onReceive((packet, from) => this.receive(packet, port, from));
+    link.onReceive(
+      (packet, from) => this.receive(packet, port, from),
+      (run, stride, from) => this.receiveRun(run, stride, port, from),
+    );
     link.onAttach(() => {
       // A new segment: the old neighbours on this port are not there any more.
       for (const gone of this.neighbors.forgetPort(port)) this.logger.debug('neighbor.lost', { hid: gone.hid.short, port });
@@ -261,6 +264,15 @@ export class XiaNode implements Startable {
   }
 
   /**
+   * Sends packets built alike but for their payload length (see originate for `tails`):
+   * one route decision for all of them (ForwardingEngine.originateAlike).
+   */
+  originateAlike(packets: readonly Buffer[], tails: ReadonlyArray<Buffer | undefined>): void {
+    this.counters.originated += packets.length;
+    this.engine.originateAlike(packets, tails);
+  }
+
+  /**
    * Sends a packet straight out of one interface, to a neighbour or to the whole
    * segment, bypassing the route tables: beacons, hellos, and replies to a
    * neighbour that has no route yet.
@@ -289,6 +301,28 @@ export class XiaNode implements Startable {
   }
 
   // ---- receiving --------------------------------------------------------------------
+
+  /**
+   * A run of packets alike but for their payload length (LinkRunReceiver): the first one's
+   * header checked for all, routed once (ForwardingEngine.processRun).
+   */
+  receiveRun(run: Buffer, stride: number, port: number, from: LinkAddress): void {
+    const count = Math.ceil(run.length / stride);
+    this.counters.received += count;
+    try {
+      checkXip(run.subarray(0, stride));
+    } catch (error) {
+      this.counters.dropped[DropReason.MALFORMED] += count;
+      if (error instanceof MalformedPacketError) this.logger.debug('packet.malformed', { port, from, reason: error.message, packets: count });
+      return;
+    }
+    try {
+      this.engine.processRun(run, stride, port, from);
+    } catch (error) {
+      this.counters.dropped[DropReason.INTERNAL]++;
+      this.logger.warn('packet.internal-error', { port, from, reason: errorMessage(error) });
+    }
+  }
 
   /** Entry point of every packet arriving on an interface: checked once, then forwarded or delivered. */
   receive(packet: Buffer, port: number, from: LinkAddress): void {

@@ -133,6 +133,57 @@ describe.each([
     }
   });
 
+  run('sends a run as the packets it holds, in order among packets queued around it, cut to GSO limits', async () => {
+    const link = new UdpLink({ name, bindAddress: '127.0.0.1', port: 0, mtu: 1500, batch, socketBufferBytes: 4 << 20 });
+    links.push(link);
+    await link.start();
+    const { port, got } = await receiver('127.0.0.1');
+    const to = `127.0.0.1:${port}`;
+    const stride = link.mtu;
+    let n = 0;
+    const sent: Buffer[] = [];
+    const single = (size: number): void => {
+      const p = packet(size, n++);
+      sent.push(p);
+      link.send(p, to);
+    };
+    const runOf = (count: number, last: number): void => {
+      const packets = Array.from({ length: count }, (_, i) => packet(i === count - 1 ? last : stride, n++));
+      sent.push(...packets);
+      link.sendRun(Buffer.concat(packets), stride, to);
+    };
+    single(stride);
+    runOf(30, 200); // one GSO message
+    single(300);
+    runOf(100, stride); // past 64 segments and 65507 bytes: cut
+    single(stride);
+    await expect.poll(() => got.length, { timeout: 10_000 }).toBe(sent.length);
+    expect(got.map((d) => d.length)).toEqual(sent.map((d) => d.length));
+    expect(Buffer.concat(got).equals(Buffer.concat(sent))).toBe(true);
+    expect(link.stats.sendErrors).toBe(0);
+    if (batch) {
+      expect(link.stats.runsSent).toBe(2);
+      expect(link.stats.batchedDatagrams + link.stats.batchFallbacks).toBe(sent.length);
+      expect(link.stats.batchCalls).toBeLessThan(5);
+    } else {
+      expect(link.stats.runsSent).toBe(0);
+      expect(link.stats.dgramPackets).toBe(sent.length);
+    }
+  });
+
+  run('sends a run packet by packet through an impairment, which decides for each', async () => {
+    const link = new UdpLink({ name, bindAddress: '127.0.0.1', port: 0, mtu: 1500, batch, impairment: { lossRate: 0.5, seed: 7 } });
+    links.push(link);
+    await link.start();
+    const { port, got } = await receiver('127.0.0.1');
+    link.sendRun(Buffer.concat(Array.from({ length: 40 }, (_, i) => packet(link.mtu, i))), link.mtu, `127.0.0.1:${port}`);
+    const counters = link.impairment!.counters;
+    await expect.poll(() => got.length, { timeout: 10_000 }).toBe(counters.sent);
+    expect(counters.lost).toBeGreaterThan(0);
+    expect(counters.sent + counters.lost).toBe(40);
+    expect(link.stats.runsSent).toBe(0);
+  });
+
   run('batches what an impairment lets through (delayed, duplicated), and counts it as before', async () => {
     const link = new UdpLink({ name, bindAddress: '127.0.0.1', port: 0, mtu: 1500, batch, impairment: { delayMs: 5, duplicateRate: 0.1, seed: 3 } });
     links.push(link);

@@ -105,6 +105,24 @@ export function splitRuns(sizes: readonly number[], maxSegments = MAX_SEGMENTS, 
 interface Queued {
   data: Buffer | Buffer[];
   size: number;
+  /** A run queued whole (enqueueRun): `data` is packets of this length back to back, the last possibly shorter. */
+  stride?: number;
+}
+
+/** How many packets a queued item holds. */
+function packetsOf(q: Queued): number {
+  return q.stride ? Math.ceil(q.size / q.stride) : 1;
+}
+
+/** A run's packets, one item each. */
+function cut(run: Queued): Queued[] {
+  const data = run.data as Buffer;
+  const items: Queued[] = [];
+  for (let at = 0; at < data.length; at += run.stride!) {
+    const packet = data.subarray(at, Math.min(data.length, at + run.stride!));
+    items.push({ data: packet, size: packet.length });
+  }
+  return items;
 }
 
 interface Destination {
@@ -145,6 +163,24 @@ export class UdpBatcher {
 
   /** Queues one packet for `host:port`; false if the address is not numeric (the caller sends it with node:dgram). */
   enqueue(data: Buffer | Buffer[], size: number, port: number, host: string): boolean {
+    return this.queue({ data, size }, port, host);
+  }
+
+  /**
+   * Queues packets of `stride` bytes back to back in `run` (the last may be shorter) as
+   * GSO messages of their own, cut to GSO's limits; false as enqueue().
+   */
+  enqueueRun(run: Buffer, stride: number, port: number, host: string): boolean {
+    const most = Math.max(1, Math.min(MAX_SEGMENTS, Math.floor(MAX_RUN_BYTES / stride))) * stride;
+    for (let at = 0; at < run.length; at += most) {
+      const data = at === 0 && run.length <= most ? run : run.subarray(at, Math.min(run.length, at + most));
+      // Only the first can be refused (a name, not an address): the rest go where it went.
+      if (!this.queue({ data, size: data.length, stride }, port, host)) return false;
+    }
+    return true;
+  }
+
+  private queue(item: Queued, port: number, host: string): boolean {
     const key = `${host}|${port}`;
     let destination = this.destinations.get(key);
     if (!destination) {
@@ -155,7 +191,7 @@ export class UdpBatcher {
       this.destinations.set(key, destination);
     }
     if (destination.queue.length === 0) this.pending.push(destination);
-    destination.queue.push({ data, size });
+    destination.queue.push(item);
     if (!this.scheduled) {
       this.scheduled = true;
       if (this.flushMode === 'microtask') queueMicrotask(this.flush);
@@ -187,8 +223,7 @@ export class UdpBatcher {
     for (const destination of destinations) {
       const queue = destination.queue;
       destination.queue = [];
-      for (const run of splitRuns(queue.map((q) => q.size), MAX_SEGMENTS, MAX_RUN_BYTES, this.gso)) {
-        const packets = queue.slice(run.start, run.end);
+      for (const { packets, segment } of this.messagesOf(queue)) {
         let iovs = 0;
         for (const p of packets) {
           if (Array.isArray(p.data)) {
@@ -200,7 +235,7 @@ export class UdpBatcher {
           }
         }
         addrs.push(destination.address);
-        segments.push(run.segment);
+        segments.push(segment);
         iovCounts.push(iovs);
         owners.push({ destination, packets });
       }
@@ -219,7 +254,7 @@ export class UdpBatcher {
       }
       if (sent > 0) {
         this.stats.batchCalls++;
-        for (let m = first; m < first + sent; m++) this.stats.batchedDatagrams += owners[m]!.packets.length;
+        for (let m = first; m < first + sent; m++) for (const p of owners[m]!.packets) this.stats.batchedDatagrams += packetsOf(p);
         first += sent;
         continue;
       }
@@ -234,17 +269,46 @@ export class UdpBatcher {
         this.gso = false;
         this.handOver(owners[first]!);
       } else {
-        this.stats.sendErrors += owners[first]!.packets.length;
+        for (const p of owners[first]!.packets) this.stats.sendErrors += packetsOf(p);
       }
       first++;
     }
   };
 
   private handOver(message: { destination: Destination; packets: Queued[] }): void {
-    for (const p of message.packets) {
-      this.stats.batchFallbacks++;
-      this.socket.send(p.data, message.destination.port, message.destination.host, this.onSent);
+    for (const item of message.packets) {
+      for (const p of item.stride ? cut(item) : [item]) {
+        this.stats.batchFallbacks++;
+        this.socket.send(p.data, message.destination.port, message.destination.host, this.onSent);
+      }
     }
+  }
+
+  /**
+   * A destination's queue as messages: packets queued one by one cut into GSO runs
+   * (splitRuns), a run queued whole as one message of its own (or, without GSO, a message
+   * per packet), in queue order.
+   */
+  private messagesOf(queue: Queued[]): Array<{ packets: Queued[]; segment: number }> {
+    const messages: Array<{ packets: Queued[]; segment: number }> = [];
+    let from = 0;
+    const singles = (end: number): void => {
+      if (end <= from) return;
+      const part = from === 0 && end === queue.length ? queue : queue.slice(from, end);
+      for (const run of splitRuns(part.map((q) => q.size), MAX_SEGMENTS, MAX_RUN_BYTES, this.gso)) {
+        messages.push({ packets: part.slice(run.start, run.end), segment: run.segment });
+      }
+    };
+    for (let i = 0; i < queue.length; i++) {
+      const item = queue[i]!;
+      if (item.stride === undefined) continue;
+      singles(i);
+      from = i + 1;
+      if (this.gso) messages.push({ packets: [item], segment: item.size > item.stride ? item.stride : 0 });
+      else for (const p of cut(item)) messages.push({ packets: [p], segment: 0 });
+    }
+    singles(queue.length);
+    return messages;
   }
 
   /** Drops what is queued (the link is stopping). */

@@ -89,5 +89,7 @@ export function registerUdpLinkMetrics(registry: Registry, node: string, links: 
   flag('xianet_udp_link_gro', '1 while the link socket has UDP_GRO (runs of packets received as one datagram), 0 without', (l) => l.gro);
   perLink('xianet_udp_link_gro_datagrams_total', 'datagrams received that held several XIP packets (UDP_GRO)', (s) => s.groDatagrams);
   perLink('xianet_udp_link_gro_packets_total', 'XIP packets received in such datagrams', (s) => s.groPackets);
+  perLink('xianet_udp_link_gro_runs_total', 'such datagrams whose packets were alike but for the payload length, routed once as a run', (s) => s.groRuns);
+  perLink('xianet_udp_link_runs_sent_total', 'runs sent on as they arrived, one GSO message each', (s) => s.runsSent);
   perLink('xianet_udp_link_too_big_total', 'XIP packets larger than the link MTU, not sent', (s) => s.tooBig);
 }

@@ -22,18 +22,21 @@
  * On receive, with the addon, the socket has UDP_GRO: a run sent with GSO (or one the
  * kernel coalesced on the way in) arrives as one datagram, its XIP packets back to back,
  * instead of being cut into one datagram per packet before our socket sees it — one
- * system call and one JS callback for up to 64 packets. The packets' own lengths split
- * it (splitXipDatagram); what does not add up is passed on whole, for the node to count
- * as malformed. XMIG_UDP_GRO=0 (or `gro: false`) leaves it off.
+ * system call and one JS callback for up to 64 packets. A datagram of one flow's packets,
+ * alike but for the last one's payload length (xipRunStride: a GSO run of a chunk
+ * response's fragments), goes to the node whole as a run, which it routes once and, when
+ * forwarding, sends on whole (sendRun: one GSO message again). Any other the packets' own
+ * lengths split (splitXipDatagram); what does not add up is passed on whole, for the node
+ * to count as malformed. XMIG_UDP_GRO=0 (or `gro: false`) leaves it off.
  */
 import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
 import { lookup, type LookupOneOptions } from 'node:dns';
 import { isIP, isIPv6 } from 'node:net';
 import { XmigError } from '../shared/errors.js';
-import { splitXipDatagram, xipPacketLengthAt } from '../shared/xip-header.js';
+import { splitXipDatagram, xipPacketLengthAt, xipRunStride } from '../shared/xip-header.js';
 import { socketFd, UdpBatcher, udpBatchAddon } from './udp-batch.js';
 import { interfaceMtu, isV6Address, udpPayloadLimit } from './interface-mtu.js';
-import type { Link, LinkAddress, LinkReceiver } from './link.js';
+import type { Link, LinkAddress, LinkReceiver, LinkRunReceiver } from './link.js';
 import { LinkImpairment, type ImpairmentConfig } from './link-impairment.js';
 
 export interface UdpLinkOptions {
@@ -102,6 +105,7 @@ export class UdpLink implements Link {
   /** Receives the segment's multicast when the link is bound to one IPv6 address (see startGroupSocket). */
   private groupSocket: Socket | undefined;
   private receiver: LinkReceiver | undefined;
+  private runReceiver: LinkRunReceiver | undefined;
   private readonly attachListeners: Array<() => void> = [];
   private peers: SocketAddress[];
   private boundAddress: LinkAddress | undefined;
@@ -114,7 +118,7 @@ export class UdpLink implements Link {
    * node:dgram one by one (no addon, multicast, a batcher that refused one). Exported by
    * udp-link-metrics.ts.
    */
-  readonly stats = { sendErrors: 0, tooBig: 0, batchFallbacks: 0, batchedDatagrams: 0, batchCalls: 0, dgramPackets: 0, groDatagrams: 0, groPackets: 0 };
+  readonly stats = { sendErrors: 0, tooBig: 0, batchFallbacks: 0, batchedDatagrams: 0, batchCalls: 0, dgramPackets: 0, groDatagrams: 0, groPackets: 0, groRuns: 0, runsSent: 0 };
   /** UDP_GRO is on the unicast socket: a datagram may hold several XIP packets (counted in groDatagrams/groPackets). */
   gro = false;
   /** The socket's buffers as the kernel reports them (twice what was set; 0 before start), and why smaller than asked, if so. */
@@ -291,6 +295,15 @@ export class UdpLink implements Link {
     const from = formatSocketAddress(remote.address, remote.port);
     // The common case, one packet in the datagram: no split, no array (the forwarding hot path).
     if (!this.gro || xipPacketLengthAt(message) === message.length) return receiver(message, from);
+    // One flow's run (a GSO sender's packets to one neighbour, alike but for the payload
+    // length): to the node whole, which routes it once.
+    const stride = this.runReceiver ? xipRunStride(message) : 0;
+    if (stride > 0) {
+      this.stats.groDatagrams++;
+      this.stats.groPackets += Math.ceil(message.length / stride);
+      this.stats.groRuns++;
+      return this.runReceiver!(message, stride, from);
+    }
     const packets = splitXipDatagram(message);
     if (packets.length > 1) {
       this.stats.groDatagrams++;
@@ -334,6 +347,31 @@ export class UdpLink implements Link {
     }
   }
 
+  /**
+   * A run (LinkRunReceiver) to `to` as it stands: one GSO message through the batcher;
+   * packet by packet where the batcher is not there or an impairment decides per packet.
+   */
+  sendRun(run: Buffer, stride: number, to: LinkAddress): void {
+    if (!this.socket) return;
+    if (stride > this.mtu) {
+      this.stats.tooBig += Math.ceil(run.length / stride);
+      return;
+    }
+    if (this.batcher && !this.impairment) {
+      let peer = this.resolved.get(to);
+      if (!peer) {
+        peer = parseSocketAddress(to);
+        if (this.resolved.size >= 4096) this.resolved.clear();
+        this.resolved.set(to, peer);
+      }
+      if (this.batcher.enqueueRun(run, stride, peer.port, peer.host)) {
+        this.stats.runsSent++;
+        return;
+      }
+    }
+    for (let at = 0; at < run.length; at += stride) this.send(run.subarray(at, Math.min(run.length, at + stride)), to);
+  }
+
   broadcast(packet: Buffer): void {
     const socket = this.socket;
     if (!socket) return;
@@ -372,8 +410,9 @@ export class UdpLink implements Link {
     for (const listener of this.attachListeners) listener();
   }
 
-  onReceive(receiver: LinkReceiver): void {
+  onReceive(receiver: LinkReceiver, runs?: LinkRunReceiver): void {
     this.receiver = receiver;
+    this.runReceiver = runs;
   }
 
   onAttach(listener: () => void): void {

@@ -21,7 +21,7 @@ import { Dag } from '../../shared/dag.js';
 import { MalformedPacketError, XmigError } from '../../shared/errors.js';
 import { LruMap, Refusals } from '../../shared/limits.js';
 import { Xid, XidType } from '../../shared/xid.js';
-import { encodeXipHeaderInto, NextHeader, xipSrcDag } from '../../shared/xip-header.js';
+import { encodeXipHeaderInto, NextHeader, XipOffset, xipSrcDag } from '../../shared/xip-header.js';
 import type { Arrival, XiaNode } from '../node.js';
 import { Port } from '../route-table.js';
 import { TransportType } from '../transport-header.js';
@@ -211,9 +211,29 @@ export class ChunkService {
       this.sendFragment(requester, cid, requestId, data.length, Buffer.alloc(0), offset, ChunkOp.DATA, src, noStore);
       return;
     }
-    for (let from = offset; from < end; from += room) {
-      this.sendFragment(requester, cid, requestId, data.length, data.subarray(from, Math.min(end, from + room)), from, ChunkOp.DATA, src, noStore);
+    if (end - offset <= room) {
+      this.sendFragment(requester, cid, requestId, data.length, data.subarray(offset, end), offset, ChunkOp.DATA, src, noStore);
+      return;
     }
+    // The fragments' XIP headers are alike but for the last one's payload length: written
+    // once and copied, the fragments routed once (node.originateAlike) — per fragment only
+    // a copy and the chunk header.
+    const fields = { dst: requester, src, nextHeader: NextHeader.TRANSPORT };
+    const template = Buffer.allocUnsafe(headerLength);
+    encodeXipHeaderInto(template, fields, CHUNK_DATA_HEADER_LENGTH + room);
+    const packets: Buffer[] = [];
+    const pieces: Buffer[] = [];
+    for (let from = offset; from < end; from += room) {
+      const piece = data.subarray(from, Math.min(end, from + room));
+      const packet = Buffer.allocUnsafe(headerLength + CHUNK_DATA_HEADER_LENGTH);
+      template.copy(packet);
+      if (piece.length !== room) packet.writeUInt16BE(CHUNK_DATA_HEADER_LENGTH + piece.length, XipOffset.PAYLOAD_LENGTH);
+      writeChunkDataHeader(packet, headerLength, { requestId, cid: cid.id, total: data.length, offset: from, noStore }, ChunkOp.DATA);
+      packets.push(packet);
+      pieces.push(piece);
+    }
+    this.stats.fragmentsSent += packets.length;
+    this.node.originateAlike(packets, pieces);
   }
 
   private sendFragment(requester: Dag, cid: Xid, requestId: number, total: number, piece: Buffer, offset: number, op: number, src = this.contentAddress(cid), noStore = false): void {
