@@ -7,14 +7,13 @@
  */
 import { DgramAsPromised } from 'dgram-as-promised';
 import { Dag } from '../shared/dag.js';
-import { Identity } from '../shared/identity.js';
 import { encodeXip, NextHeader } from '../shared/xip-header.js';
 import { Xid, XidType } from '../shared/xid.js';
 import type { Link, LinkAddress, LinkReceiver } from '../xianet/link.js';
 import { MemoryLink, MemorySegment } from '../xianet/memory-link.js';
-import { XiaNode } from '../xianet/node.js';
 import { TransportType } from '../xianet/transport-header.js';
 import { formatSocketAddress, parseSocketAddress, UdpLink } from '../xianet/udp-link.js';
+import { staticPath } from '../test/support/static-path.js';
 
 export interface ForwardingResult {
   bench: 'forwarding';
@@ -62,11 +61,6 @@ class PromisedUdpLink implements Link {
 type LinkFactory = (name: string) => Link;
 
 async function measure(label: string, makeLink: LinkFactory, payloadBytes: number, seconds: number): Promise<ForwardingResult> {
-  const make = (name: string, role: 'router' | 'host'): XiaNode =>
-    new XiaNode({ name, role, identity: Identity.generate(), ad: role === 'router' ? Identity.generate().xid(XidType.AD) : undefined });
-  const source = make('S', 'host');
-  const router = make('R', 'router');
-  const sink = make('D', 'host');
   const links = {
     s: makeLink('s0'),
     r0: makeLink('r0'),
@@ -81,16 +75,7 @@ async function measure(label: string, makeLink: LinkFactory, payloadBytes: numbe
     (links.r1 as MemoryLink).attach(right);
     (links.d as MemoryLink).attach(right);
   }
-  source.addInterface(links.s);
-  router.addInterface(links.r0);
-  router.addInterface(links.r1);
-  sink.addInterface(links.d);
-  for (const node of [source, router, sink]) await node.start();
-  const expires = Date.now() + 3_600_000;
-  source.neighbors.learn({ hid: router.hid, port: 0, address: links.r0.address!, expiresAt: expires });
-  router.neighbors.learn({ hid: sink.hid, port: 1, address: links.d.address!, expiresAt: expires });
-  source.routes.set(XidType.HID, { xid: sink.hid, port: 0, nextHop: router.hid, flags: 0, origin: 'static' });
-  router.routes.set(XidType.HID, { xid: sink.hid, port: 1, nextHop: sink.hid, flags: 0, origin: 'static' });
+  const { source, router, sink } = await staticPath(links);
 
   const sid = Xid.random(XidType.SID);
   let delivered = 0;

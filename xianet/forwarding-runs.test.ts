@@ -9,7 +9,8 @@ import { Dag } from '../shared/dag.js';
 import { Identity } from '../shared/identity.js';
 import { encodeXip, NextHeader, XipOffset } from '../shared/xip-header.js';
 import { Xid, XidType } from '../shared/xid.js';
-import { XiaNode } from './node.js';
+import type { XiaNode } from './node.js';
+import { staticPath, type StaticPath } from '../test/support/static-path.js';
 import { TransportType } from './transport-header.js';
 import { udpBatchAddon } from './udp-batch.js';
 import { UdpLink } from './udp-link.js';
@@ -17,34 +18,17 @@ import { UdpLink } from './udp-link.js';
 const { addon, reason } = udpBatchAddon();
 if (!addon) console.warn(`forwarding-runs.test: SKIPPED: ${reason} (GSO and GRO need the addon; npm ci builds it)`);
 
-const nodes: XiaNode[] = [];
+const started: XiaNode[] = [];
 afterEach(async () => {
-  for (const node of nodes.splice(0)) await node.stop();
+  for (const node of started.splice(0)) await node.stop();
 });
 
-async function path(routerCache = false): Promise<{ source: XiaNode; router: XiaNode; sink: XiaNode; links: Record<'s' | 'r0' | 'r1' | 'd', UdpLink> }> {
-  const make = (name: string, role: 'router' | 'host'): XiaNode => {
-    const node = new XiaNode({ name, role, identity: Identity.generate(), ad: role === 'router' ? Identity.generate().xid(XidType.AD) : undefined });
-    nodes.push(node);
-    return node;
-  };
+async function path(): Promise<StaticPath & { links: Record<'s' | 'r0' | 'r1' | 'd', UdpLink> }> {
   const link = (name: string): UdpLink => new UdpLink({ name, bindAddress: '127.0.0.1', port: 0, mtu: 1500, socketBufferBytes: 8 << 20 });
-  const source = make('S', 'host');
-  const router = make('R', 'router');
-  const sink = make('D', 'host');
   const links = { s: link('s0'), r0: link('r0'), r1: link('r1'), d: link('d0') };
-  source.addInterface(links.s);
-  router.addInterface(links.r0);
-  router.addInterface(links.r1);
-  sink.addInterface(links.d);
-  for (const node of [source, router, sink]) await node.start();
-  const expiresAt = Date.now() + 3_600_000;
-  source.neighbors.learn({ hid: router.hid, port: 0, address: links.r0.address!, expiresAt });
-  router.neighbors.learn({ hid: sink.hid, port: 1, address: links.d.address!, expiresAt });
-  source.routes.set(XidType.HID, { xid: sink.hid, port: 0, nextHop: router.hid, flags: 0, origin: 'static' });
-  router.routes.set(XidType.HID, { xid: sink.hid, port: 1, nextHop: sink.hid, flags: 0, origin: 'static' });
-  if (routerCache) router.setTransitChunkTap(() => undefined);
-  return { source, router, sink, links };
+  const nodes = await staticPath(links);
+  started.push(nodes.source, nodes.router, nodes.sink);
+  return { ...nodes, links };
 }
 
 /** `count` packets of one flow to `dst`, payloads numbered, all but the last as large as the MTU allows. */
