@@ -327,12 +327,7 @@ export class UdpLink implements Link {
 
   send(packet: Buffer, to: LinkAddress, tail?: Buffer): void {
     if (!this.socket) return;
-    let peer = this.resolved.get(to);
-    if (!peer) {
-      peer = parseSocketAddress(to);
-      if (this.resolved.size >= 4096) this.resolved.clear();
-      this.resolved.set(to, peer);
-    }
+    const peer = this.peerOf(to);
     const size = packet.length + (tail?.length ?? 0);
     if (size > this.mtu) {
       this.stats.tooBig++;
@@ -358,12 +353,7 @@ export class UdpLink implements Link {
       return;
     }
     if (this.batcher && !this.impairment) {
-      let peer = this.resolved.get(to);
-      if (!peer) {
-        peer = parseSocketAddress(to);
-        if (this.resolved.size >= 4096) this.resolved.clear();
-        this.resolved.set(to, peer);
-      }
+      const peer = this.peerOf(to);
       if (this.batcher.enqueueRun(run, stride, peer.port, peer.host)) {
         this.stats.runsSent++;
         return;
@@ -372,7 +362,18 @@ export class UdpLink implements Link {
     for (let at = 0; at < run.length; at += stride) this.send(run.subarray(at, Math.min(run.length, at + stride)), to);
   }
 
-  broadcast(packet: Buffer): void {
+  /** A neighbour's address parsed once (a link talks to few; the map is bounded). */
+  private peerOf(to: LinkAddress): SocketAddress {
+    let peer = this.resolved.get(to);
+    if (!peer) {
+      peer = parseSocketAddress(to);
+      if (this.resolved.size >= 4096) this.resolved.clear();
+      this.resolved.set(to, peer);
+    }
+    return peer;
+  }
+
+    broadcast(packet: Buffer): void {
     const socket = this.socket;
     if (!socket) return;
     if (packet.length > this.mtu) {
