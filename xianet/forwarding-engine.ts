@@ -227,7 +227,11 @@ export class ForwardingEngine {
     };
     if (!outcome) return each((packet) => this.process(packet, inPort, from));
     for (let at = 0; at < rest.length; at += stride) outcome.header.copy(rest, at + XipOffset.HOP_LIMIT);
-    if (outcome.kind === 'deliver') return each((packet) => this.delivery.deliver(packet, inPort, from));
+    if (outcome.kind === 'deliver') {
+      const packets: Buffer[] = [];
+      each((packet) => packets.push(packet));
+      return this.delivery.deliverAlike(packets, inPort, from);
+    }
     this.counters.forwarded += Math.ceil(rest.length / stride);
     if (this.transitChunkTap) each((packet) => this.tap(packet));
     if (outcome.link.sendRun) outcome.link.sendRun(rest, stride, outcome.address);

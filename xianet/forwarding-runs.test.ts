@@ -119,4 +119,20 @@ describe.skipIf(!addon)('runs of alike packets through a router (UDP GSO and GRO
     expect(source.counters.dropped.unreachable).toBe(5);
     expect(source.counters.forwarded).toBe(0);
   });
+
+  it('delivers a run to the handler at its sink, looked up again once it unbinds mid-run', async () => {
+    const { source, sink, links } = await path();
+    const sid = Xid.random(XidType.SID);
+    const got: number[] = [];
+    const unbind = sink.bind(sid, (packet, arrival) => {
+      got.push(packet.readUInt32BE(arrival.payloadOffset + 1));
+      if (got.length === 5) unbind();
+    });
+    for (const p of burst(source, Dag.chain(sink.hid, sid), 40, links.s.mtu)) source.originate(p);
+    await expect.poll(() => sink.counters.received, { timeout: 10_000 }).toBe(40);
+    expect(links.d.stats.groRuns).toBeGreaterThan(0);
+    expect(got).toEqual([0, 1, 2, 3, 4]);
+    expect(sink.counters.delivered).toBe(5);
+    expect(sink.counters.dropped['no-listener']).toBe(35);
+  });
 });

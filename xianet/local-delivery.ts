@@ -32,6 +32,8 @@ export class LocalDelivery {
   private readonly handlers = new Map<string, LocalHandler>();
   /** Handlers for every sink of a principal type that has no handler of its own (CIDs). */
   private readonly typeHandlers = new Map<number, LocalHandler>();
+  /** Counts binds and unbinds: a handler looked up once (deliverAlike) is still the one while this stands. */
+  private generation = 0;
 
   constructor(
     private readonly nodeName: string,
@@ -44,12 +46,14 @@ export class LocalDelivery {
     const key = xid.key;
     if (this.handlers.has(key)) throw new XmigError('ERR_STATE', `${xid} is already bound on ${this.nodeName}`);
     this.handlers.set(key, handler);
+    this.generation++;
     if (xid.type !== XidType.HID) {
       this.routes.set(xid.type, { xid, port: Port.LOCAL, nextHop: undefined, flags: 0, origin: 'local' });
     }
     return () => {
       if (this.handlers.get(key) !== handler) return;
       this.handlers.delete(key);
+      this.generation++;
       if (xid.type !== XidType.HID) this.routes.remove(xid.type, xid);
     };
   }
@@ -57,13 +61,43 @@ export class LocalDelivery {
   bindType(type: number, handler: LocalHandler): () => void {
     if (this.typeHandlers.has(type)) throw new XmigError('ERR_STATE', `type 0x${type.toString(16)} is already bound on ${this.nodeName}`);
     this.typeHandlers.set(type, handler);
+    this.generation++;
     return () => {
-      if (this.typeHandlers.get(type) === handler) this.typeHandlers.delete(type);
+      if (this.typeHandlers.get(type) !== handler) return;
+      this.typeHandlers.delete(type);
+      this.generation++;
     };
   }
 
   isBound(xid: Xid): boolean {
     return this.handlers.has(xid.key);
+  }
+
+  /**
+   * Packets alike but for their payload length (the rest of a run whose first packet was
+   * delivered here), all to the sink of the first: its handler looked up once, as long as
+   * nothing is bound or unbound meanwhile (a handler may unbind itself: then each packet
+   * is looked up again, as deliver() does).
+   */
+  deliverAlike(packets: readonly Buffer[], inPort: number, from: LinkAddress | undefined): void {
+    const first = packets[0];
+    if (!first) return;
+    const handler = first[XipOffset.NEXT_HEADER] === NextHeader.XCMP ? undefined : this.handlerOf(first);
+    const generation = this.generation;
+    const headerLength = xipHeaderLengthOf(first);
+    for (const packet of packets) {
+      if (!handler || this.generation !== generation) {
+        this.deliver(packet, inPort, from);
+        continue;
+      }
+      this.counters.delivered++;
+      handler(packet, { port: inPort, from, payloadOffset: headerLength, payloadLength: packet.readUInt16BE(XipOffset.PAYLOAD_LENGTH) });
+    }
+  }
+
+  private handlerOf(packet: Buffer): LocalHandler | undefined {
+    const sinkAt = XipOffset.NODES + (packet[XipOffset.DST_NODES]! - 1) * XIP_NODE_LENGTH;
+    return this.handlers.get(sinkKey(packet, sinkAt)) ?? this.typeHandlers.get(packet.readUInt32BE(sinkAt));
   }
 
   /** A packet that has reached its sink on this node (checked by checkXip). */
@@ -76,7 +110,7 @@ export class LocalDelivery {
       return;
     }
     const sinkAt = XipOffset.NODES + (packet[XipOffset.DST_NODES]! - 1) * XIP_NODE_LENGTH;
-    const handler = this.handlers.get(sinkKey(packet, sinkAt)) ?? this.typeHandlers.get(packet.readUInt32BE(sinkAt));
+    const handler = this.handlerOf(packet);
     if (!handler) {
       this.counters.dropped[DropReason.NO_LISTENER]++;
       // No XCMP for broadcasts: nobody on a segment should be told about everyone else's silence.
