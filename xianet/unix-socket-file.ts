@@ -12,6 +12,7 @@
  */
 import { chmodSync, chownSync, lstatSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { connect, type OnReadOpts, type Server, type Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { basename, dirname, join } from 'node:path';
 import { ConfigError, errorMessage } from '../shared/errors.js';
 
@@ -126,26 +127,59 @@ export async function listenUnixSocket(server: Server, path: string, options: So
 /**
  * Connects to the Unix socket at `path`, trying again (backing off from 20 ms to 250 ms)
  * while it is not there yet or nobody answers on it — a server that is just starting —
- * for up to `retryMs`. Other errors, the time running out, or `signal` end it with the
- * last error.
+ * for up to `retryMs`. Other errors, or the time running out, end it with the last error;
+ * `signal` ends it at once (an AbortError), waiting or connecting, and destroys the socket
+ * if it fires after the connection is made, as net.connect's own `signal` does. The
+ * signal is not handed to net.connect: that keeps a listener on it for every attempt.
+ * `onread`: the socket reads into memory of the caller's (recycled-reads.ts) instead of
+ * emitting 'data'.
  */
-/** `onread`: the socket reads into memory of the caller's (recycled-reads.ts) instead of emitting 'data'. */
 export async function connectUnixSocket(path: string, options: { retryMs: number; signal?: AbortSignal; onread?: OnReadOpts }): Promise<Socket> {
+  const { signal } = options;
   const deadline = performance.now() + options.retryMs;
   for (let delay = 20; ; delay = Math.min(delay * 2, 250)) {
+    if (signal?.aborted) throw abortError(signal);
     try {
-      return await new Promise<Socket>((resolve, reject) => {
-        const socket = connect({ path, signal: options.signal, onread: options.onread });
-        socket.once('error', reject);
-        socket.once('connect', () => {
-          socket.off('error', reject);
-          resolve(socket);
-        });
-      });
+      const socket = await connectOnce(path, options.onread, signal);
+      if (signal) {
+        const onAbort = (): void => void socket.destroy(abortError(signal));
+        signal.addEventListener('abort', onAbort, { once: true });
+        socket.once('close', () => signal.removeEventListener('abort', onAbort));
+      }
+      return socket;
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
-      if ((code !== 'ENOENT' && code !== 'ECONNREFUSED') || performance.now() + delay > deadline || options.signal?.aborted) throw error;
-      await new Promise((resolve) => setTimeout(resolve, delay));
+      if ((code !== 'ENOENT' && code !== 'ECONNREFUSED') || performance.now() + delay > deadline || signal?.aborted) throw error;
+      await sleep(delay, signal).catch(() => {
+        throw abortError(signal!);
+      });
     }
   }
+}
+
+/** One attempt: the connected socket, or its error (an AbortError if `signal` fires first). */
+function connectOnce(path: string, onread: OnReadOpts | undefined, signal: AbortSignal | undefined): Promise<Socket> {
+  return new Promise<Socket>((resolve, reject) => {
+    const socket = connect({ path, onread });
+    const onAbort = (): void => {
+      socket.destroy();
+      reject(abortError(signal!));
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const onError = (error: Error): void => {
+      signal?.removeEventListener('abort', onAbort);
+      reject(error);
+    };
+    socket.once('error', onError);
+    socket.once('connect', () => {
+      signal?.removeEventListener('abort', onAbort);
+      socket.off('error', onError);
+      resolve(socket);
+    });
+  });
+}
+
+/** What net.connect's `signal` ends a socket with. */
+function abortError(signal: AbortSignal): Error {
+  return Object.assign(new Error('The operation was aborted', { cause: signal.reason as unknown }), { name: 'AbortError', code: 'ABORT_ERR' });
 }
